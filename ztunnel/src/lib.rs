@@ -1,0 +1,24 @@
+//! ztunnel: a per-node Layer-4 proxy for ambient service meshes.
+//!
+//! Modules form layers (see DESIGN.md section 2); a module imports only from lower layers.
+//!
+//! 0. [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`]
+//! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification)
+//! 2. [`state`] (workloads, services; lookups), [`identity`] certificate manager and local CA
+//! 3. [`hbone`] (HTTP/2 CONNECT client, server, pool; knows nothing of state)
+//! 4. [`proxy`] (SOCKS5, outbound, inbound, passthrough, copy), [`admin`]
+//! 5. [`app`] (composition root)
+
+pub mod admin;
+pub mod app;
+pub mod config;
+pub mod drain;
+pub mod hbone;
+pub mod identity;
+pub mod metrics;
+pub mod proxy;
+pub mod readiness;
+pub mod state;
+pub mod telemetry;
+pub mod tls;
+pub mod types;
