@@ -1,1 +1,1 @@
-//! placeholder
+//! Newtypes shared across layers for values that are easy to confuse.

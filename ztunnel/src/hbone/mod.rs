@@ -1,1 +1,73 @@
-//! placeholder
+//! HBONE: TCP connections carried as HTTP/2 `CONNECT` streams over mutual TLS.
+//!
+//! This module owns the HTTP/2 side of the tunnel: the client connection and its keepalive
+//! driver ([`client`]), the pool that multiplexes streams over shared connections ([`pool`]),
+//! the server that accepts `CONNECT` streams ([`server`]) and the byte-stream adapters over one
+//! stream ([`stream`]). It takes already-established (TLS) byte streams and knows nothing of
+//! workloads, policy or certificates: callers pass closures that dial and decide.
+
+pub mod client;
+pub mod pool;
+pub mod server;
+pub mod settings;
+pub mod stream;
+
+pub use pool::{HbonePool, PoolConfig, PoolStats};
+pub use server::{IncomingConnect, serve_connection};
+pub use settings::H2Settings;
+pub use stream::{Tunnel, TunnelReader, TunnelWriter};
+
+/// Request header carrying W3C baggage about the source (and, on responses, the destination).
+pub const BAGGAGE: &str = "baggage";
+/// Request header recording the original client (`for="ip:port"`) and service host.
+pub const FORWARDED: &str = "forwarded";
+/// W3C trace context header.
+pub const TRACEPARENT: &str = "traceparent";
+
+/// Failures of the HTTP/2 layer of a tunnel.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("http/2 handshake with {peer} failed: {source}")]
+    Handshake {
+        peer: String,
+        #[source]
+        source: h2::Error,
+    },
+    #[error("tunnel connection to {peer} is closed")]
+    ConnectionClosed { peer: String },
+    #[error("sending CONNECT {authority}: {source}")]
+    Request {
+        authority: String,
+        #[source]
+        source: h2::Error,
+    },
+    #[error("CONNECT {authority} answered with status {status}")]
+    Status { authority: String, status: http::StatusCode },
+    #[error("building CONNECT request for {authority}: {reason}")]
+    BadRequest { authority: String, reason: String },
+}
+
+impl Error {
+    /// The HTTP status the peer answered with, when the failure is a non-200 response.
+    pub fn status(&self) -> Option<http::StatusCode> {
+        match self {
+            Error::Status { status, .. } => Some(*status),
+            _ => None,
+        }
+    }
+}
+
+/// Converts an HTTP/2 stream error into the `io::Error` that byte-stream users expect.
+pub(crate) fn h2_to_io(err: h2::Error) -> std::io::Error {
+    if err.is_io() {
+        return err.into_io().unwrap_or_else(|| std::io::Error::other("http/2 i/o error"));
+    }
+    let kind = match err.reason() {
+        Some(h2::Reason::CANCEL) | Some(h2::Reason::NO_ERROR) => std::io::ErrorKind::ConnectionReset,
+        _ => std::io::ErrorKind::BrokenPipe,
+    };
+    std::io::Error::new(kind, err)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,252 @@
+//! HBONE client, pool and server over plain loopback TCP (TLS is layered by callers).
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use super::*;
+
+fn connect_request(authority: &str) -> Request<()> {
+    Request::builder().method(Method::CONNECT).uri(authority).body(()).unwrap()
+}
+
+/// An HBONE server whose streams echo everything back, then half-close when the client does.
+/// Authority port 401 is rejected with 401 to exercise non-200 answers.
+async fn echo_server(settings: H2Settings) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (io, peer) = listener.accept().await.unwrap();
+            let settings = settings.clone();
+            tokio::spawn(async move {
+                let _ = serve_connection(
+                    io,
+                    peer,
+                    &settings,
+                    std::future::pending(),
+                    |incoming: IncomingConnect| async move {
+                        if incoming.authority.port() == 401 {
+                            incoming.reject(StatusCode::UNAUTHORIZED);
+                            return;
+                        }
+                        let (mut r, mut w) = incoming.accept(Default::default()).unwrap().split();
+                        while let Ok(Some(chunk)) = r.read_chunk().await {
+                            w.write_chunk(chunk).await.unwrap();
+                        }
+                        w.close().unwrap();
+                    },
+                )
+                .await;
+            });
+        }
+    });
+    addr
+}
+
+fn dial(addr: SocketAddr) -> impl FnOnce() -> std::future::Ready<std::io::Result<TcpStream>> {
+    move || {
+        std::future::ready(std::net::TcpStream::connect(addr).and_then(|s| {
+            s.set_nonblocking(true)?;
+            TcpStream::from_std(s)
+        }))
+    }
+}
+
+#[tokio::test]
+async fn stream_round_trip_and_half_close() {
+    let addr = echo_server(H2Settings::default()).await;
+    let pool: HbonePool<&str> = HbonePool::new(PoolConfig::default());
+    let (tunnel, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    let (mut r, mut w) = tunnel.split();
+    let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    let send = payload.clone();
+    let writer = tokio::spawn(async move {
+        w.write_all(&send).await.unwrap();
+        w.shutdown().await.unwrap();
+    });
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap();
+    writer.await.unwrap();
+    assert_eq!(got.len(), payload.len(), "echoed length differs");
+    assert!(got == payload, "echoed bytes differ");
+}
+
+#[tokio::test]
+async fn non_200_answers_surface_as_status_errors() {
+    let addr = echo_server(H2Settings::default()).await;
+    let pool: HbonePool<&str> = HbonePool::new(PoolConfig::default());
+    let err = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:401")).await.err().expect("401 must fail");
+    match err {
+        pool::PoolError::Hbone(e) => assert_eq!(e.status(), Some(StatusCode::UNAUTHORIZED), "got {e}"),
+        other => panic!("expected an hbone status error, got {other}"),
+    }
+}
+
+#[tokio::test]
+async fn malformed_requests_get_400() {
+    let addr = echo_server(H2Settings::default()).await;
+    let io = TcpStream::connect(addr).await.unwrap();
+    let (send, conn) = h2::client::handshake(io).await.unwrap();
+    tokio::spawn(conn);
+    for (method, uri) in [(Method::GET, "http://10.0.0.1:80/"), (Method::CONNECT, "example.com:80")] {
+        let mut send = send.clone().ready().await.unwrap();
+        let req = Request::builder().method(method.clone()).uri(uri).body(()).unwrap();
+        let (resp, _) = send.send_request(req, true).unwrap();
+        let resp = resp.await.unwrap();
+        assert_eq!(resp.status(), StatusCode::BAD_REQUEST, "{method} {uri} should be refused as malformed");
+    }
+}
+
+#[tokio::test]
+async fn pool_caps_streams_per_connection_and_reuses_connections() {
+    let addr = echo_server(H2Settings::default()).await;
+    let config = PoolConfig { max_streams_per_connection: 100, ..Default::default() };
+    let pool: HbonePool<&str> = HbonePool::new(config);
+    // 250 streams held open at once need exactly three connections.
+    let mut tunnels = Vec::new();
+    let opens = (0..250).map(|_| pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")));
+    for result in futures_util::future::join_all(opens).await {
+        tunnels.push(result.unwrap().0);
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.connections_opened, 3, "250 streams at 100 per connection: {stats:?}");
+    assert_eq!(stats.streams_active, 250, "{stats:?}");
+    drop(tunnels);
+    assert_eq!(pool.stats().streams_active, 0);
+    // Later streams reuse pooled connections instead of dialling.
+    for _ in 0..20 {
+        let (t, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+        drop(t);
+    }
+    assert_eq!(pool.stats().connections_opened, 3, "sequential streams must reuse connections");
+    // A different key never shares a connection.
+    let _t = pool.connect(&"other", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    assert_eq!(pool.stats().connections_opened, 4);
+}
+
+#[tokio::test]
+async fn idle_connections_are_released() {
+    let addr = echo_server(H2Settings::default()).await;
+    let config = PoolConfig { idle_timeout: Duration::from_millis(200), ..Default::default() };
+    let pool: HbonePool<&str> = HbonePool::new(config);
+    let (t, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(pool.stats().connections_open, 1, "a connection with a live stream must stay");
+    drop(t);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.stats().connections_open != 0 {
+        assert!(tokio::time::Instant::now() < deadline, "idle connection not released: {:?}", pool.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let _t = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    assert_eq!(pool.stats().connections_opened, 2, "a released connection is redialled");
+}
+
+/// A TCP relay that can be frozen: it then stops forwarding in both directions, like a peer
+/// that vanished without closing its socket.
+async fn freezable_relay(target: SocketAddr, frozen: Arc<AtomicBool>) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        loop {
+            let (a, _) = listener.accept().await.unwrap();
+            let b = TcpStream::connect(target).await.unwrap();
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            for (mut from, mut to) in [(ar.into(), bw.into()), (br.into(), aw.into())]
+                as [(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf); 2]
+            {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf).await {
+                        if n == 0 {
+                            break;
+                        }
+                        while frozen.load(Ordering::Relaxed) {
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn dead_peer_is_detected_with_ping() {
+    let server = echo_server(H2Settings::default()).await;
+    let frozen = Arc::new(AtomicBool::new(false));
+    let relay = freezable_relay(server, frozen.clone()).await;
+    let h2 = H2Settings {
+        keepalive_interval: Duration::from_millis(100),
+        keepalive_timeout: Duration::from_millis(300),
+        ..Default::default()
+    };
+    let io = TcpStream::connect(relay).await.unwrap();
+    let conn = client::ClientConnection::handshake(io, "relay", &h2).await.unwrap();
+    let (t, _) = conn.connect(connect_request("10.0.0.1:80"), None).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(!conn.is_closed(), "a peer answering pings must stay connected");
+    frozen.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(5), conn.closed())
+        .await
+        .expect("frozen peer not detected by keepalive ping");
+    assert!(conn.is_closed());
+    drop(t);
+    frozen.store(false, Ordering::Relaxed);
+}
+
+#[tokio::test]
+async fn server_drain_sends_goaway_and_finishes_live_streams() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (drain_tx, drain_rx) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(async move {
+        let (io, peer) = listener.accept().await.unwrap();
+        serve_connection(
+            io,
+            peer,
+            &H2Settings::default(),
+            async {
+                drain_rx.await.ok();
+            },
+            |incoming: IncomingConnect| async move {
+                let (mut r, mut w) = incoming.accept(Default::default()).unwrap().split();
+                while let Ok(Some(chunk)) = r.read_chunk().await {
+                    w.write_chunk(chunk).await.unwrap();
+                }
+                w.close().unwrap();
+            },
+        )
+        .await
+    });
+    let io = TcpStream::connect(addr).await.unwrap();
+    let conn = client::ClientConnection::handshake(io, "server", &H2Settings::default()).await.unwrap();
+    let (t, _) = conn.connect(connect_request("10.0.0.1:80"), None).await.unwrap();
+    let (mut r, mut w) = t.split();
+    drain_tx.send(()).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The live stream still works after the drain began.
+    w.write_chunk(Bytes::from_static(b"still here")).await.unwrap();
+    w.close().unwrap();
+    let mut got = Vec::new();
+    r.read_to_end(&mut got).await.unwrap();
+    assert_eq!(got, b"still here");
+    tokio::time::timeout(Duration::from_secs(5), server)
+        .await
+        .expect("server did not finish after drain")
+        .unwrap()
+        .unwrap();
+}
