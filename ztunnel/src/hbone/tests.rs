@@ -160,9 +160,7 @@ async fn freezable_relay(target: SocketAddr, frozen: Arc<AtomicBool>) -> SocketA
             let b = TcpStream::connect(target).await.unwrap();
             let (ar, aw) = a.into_split();
             let (br, bw) = b.into_split();
-            for (mut from, mut to) in [(ar.into(), bw.into()), (br.into(), aw.into())]
-                as [(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf); 2]
-            {
+            for (mut from, mut to) in [(ar, bw), (br, aw)] {
                 let frozen = frozen.clone();
                 tokio::spawn(async move {
                     let mut buf = vec![0u8; 64 * 1024];
