@@ -1,1 +1,12 @@
-//! Integration test harness.
+//! Integration test harness: ztunnels on loopback "nodes", workloads on unique 127.x.y.z
+//! addresses, real servers and clients.
+//!
+//! Every test gets its own /24 inside 127.0.0.0/8 (picked at random and checked free), so tests
+//! run in parallel with fixed ports such as 15008. Everything a test starts lives in its tokio
+//! runtime or in guards that clean up on drop.
+
+pub mod mesh;
+pub mod net;
+
+pub use mesh::{Mesh, MeshNode, ServiceSpec, WorkloadSpec};
+pub use net::{Subnet, echo_server, http_get, sha256_hex, socks5_connect};

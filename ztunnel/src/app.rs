@@ -1,1 +1,193 @@
-//! placeholder
+//! Composition root: builds every component from a [`ProxyConfig`], binds the listeners, and
+//! runs until told to stop; then drains.
+//!
+//! Startup order: CA and certificate manager, initial config (a bad file stops startup with
+//! the error), state watcher, listeners and servers. Readiness turns green once the config is
+//! applied and the certificates of this node's workloads are issued.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tracing::{info, warn};
+
+use crate::config::{CaSource, ProxyConfig};
+use crate::drain::{self, DrainTrigger, DrainWatch};
+use crate::hbone::{HbonePool, PoolConfig, PoolStats};
+use crate::identity::{CertManager, LocalCa};
+use crate::metrics::Metrics;
+use crate::proxy::{self, PoolKey, ProxyInputs, ProxySettings};
+use crate::readiness::Ready;
+use crate::state::{self, SharedState};
+use crate::telemetry::LogHandle;
+
+/// Why the proxy could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    #[error("local CA: {0}")]
+    Ca(#[from] crate::identity::CaError),
+    #[error(transparent)]
+    Config(#[from] state::LocalConfigError),
+    #[error("cannot listen for {what} on {addr}: {source}")]
+    Listen {
+        what: &'static str,
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Addresses the servers actually bound (ports resolved when configured as 0).
+#[derive(Clone, Copy, Debug)]
+pub struct BoundAddrs {
+    pub socks5: Option<SocketAddr>,
+    pub admin: SocketAddr,
+    pub metrics: SocketAddr,
+    pub readiness: SocketAddr,
+}
+
+/// A started proxy.
+pub struct Running {
+    pub addrs: BoundAddrs,
+    pub state: SharedState,
+    pub ready: Ready,
+    pool: HbonePool<PoolKey>,
+    drain: DrainTrigger,
+    tasks: JoinSet<()>,
+    deadline: Duration,
+    quit: Arc<tokio::sync::Notify>,
+}
+
+impl Running {
+    /// HBONE pool counters (tunnels opened, open, streams).
+    pub fn pool_stats(&self) -> PoolStats {
+        self.pool.stats()
+    }
+
+    /// Waits until SIGTERM/SIGINT or `/quitquitquit`, then drains.
+    pub async fn run_until_signal(self) {
+        let quit = self.quit.clone();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => info!("interrupt received, draining"),
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => info!("SIGTERM received, draining"),
+            _ = quit.notified() => info!("shutdown requested through admin, draining"),
+        }
+        self.shutdown().await;
+    }
+
+    /// Stops accepting, lets live connections run until they end or the drain deadline
+    /// passes, then stops everything.
+    pub async fn shutdown(mut self) {
+        let outcome = self.drain.drain(self.deadline).await;
+        info!(?outcome, "drain finished");
+        self.tasks.shutdown().await;
+    }
+}
+
+/// Builds and starts every component.
+pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppError> {
+    crate::tls::install_crypto_provider();
+    let ca = match &config.ca {
+        CaSource::Files { cert, key } => LocalCa::from_pem_files(cert, key)?,
+        CaSource::StateDir(dir) => LocalCa::load_or_generate(dir, &config.trust_domain)?,
+    }
+    .with_validity(config.cert_ttl);
+    let certs = CertManager::new(Arc::new(ca));
+
+    let state = SharedState::new(&config.network);
+    let initial = state::load_local_config(&config.config_file, &config.trust_domain)?;
+    state::apply(&state, initial);
+
+    let ready = Ready::new();
+    let (drain, watch) = drain::new();
+    let metrics = Arc::new(Metrics::new());
+    let settings = Arc::new(ProxySettings {
+        node: config.node.clone(),
+        cluster_id: config.cluster_id.clone(),
+        connect_timeout: config.connect_timeout,
+        socket_mark: config.socket_mark,
+        h2: Default::default(),
+    });
+    let pool = HbonePool::new(PoolConfig {
+        max_streams_per_connection: config.pool_max_streams,
+        idle_timeout: config.pool_idle_timeout,
+        h2: settings.h2.clone(),
+    });
+    let inputs = ProxyInputs {
+        settings,
+        state: state.clone(),
+        certs: certs.clone(),
+        metrics: metrics.clone(),
+        pool: pool.clone(),
+        drain: watch.clone(),
+    };
+
+    let bind = |what: &'static str, addr: SocketAddr| {
+        proxy::socket::listen(addr).map_err(|source| AppError::Listen { what, addr, source })
+    };
+    let socks5 = config.socks5_addr.map(|a| bind("socks5", a)).transpose()?;
+    let admin = bind("admin", config.admin_addr)?;
+    let metrics_listener = bind("metrics", config.metrics_addr)?;
+    let readiness = bind("readiness", config.readiness_addr)?;
+    let local = |l: &tokio::net::TcpListener| l.local_addr().expect("bound listener has an address");
+    let addrs = BoundAddrs {
+        socks5: socks5.as_ref().map(local),
+        admin: local(&admin),
+        metrics: local(&metrics_listener),
+        readiness: local(&readiness),
+    };
+
+    let mut tasks = JoinSet::new();
+    let quit = Arc::new(tokio::sync::Notify::new());
+    tasks.spawn(state::watch_local_config(
+        config.config_file.clone(),
+        state.clone(),
+        config.trust_domain.clone(),
+        config.config_poll_interval,
+        stop_on(watch.clone()),
+    ));
+    tasks.spawn(proxy::listeners::run(inputs.clone(), ready.register("workload certificates and listeners")));
+    if let Some(listener) = socks5 {
+        tasks.spawn(proxy::socks5::serve(listener, inputs.clone()));
+    }
+    tasks.spawn(crate::admin::serve_metrics(metrics_listener, metrics.clone(), watch.clone()));
+    tasks.spawn(crate::admin::serve_readiness(readiness, ready.clone(), watch.clone()));
+    let dump_state = state.clone();
+    let dump_certs = certs.clone();
+    let dump_pool = pool.clone();
+    let quit_admin = quit.clone();
+    tasks.spawn(crate::admin::serve_admin(
+        admin,
+        crate::admin::AdminInputs {
+            log,
+            config_dump: Arc::new(move || config_dump(&dump_state, &dump_certs, &dump_pool)),
+            drain: watch.clone(),
+            shutdown: Arc::new(move || quit_admin.notify_one()),
+        },
+    ));
+    drop(watch);
+    info!(node = %config.node, ?addrs, "ztunnel started");
+    Ok(Running { addrs, state, ready, pool, drain, tasks, deadline: config.drain_deadline, quit })
+}
+
+/// Resolves when the drain starts (the watch is released then, so it never delays the drain).
+async fn stop_on(watch: DrainWatch) {
+    watch.signaled().await;
+}
+
+fn config_dump(state: &SharedState, certs: &CertManager, pool: &HbonePool<PoolKey>) -> serde_json::Value {
+    let mut dump = state.config_dump();
+    if let Some(map) = dump.as_object_mut() {
+        map.insert(
+            "certificates".into(),
+            serde_json::to_value(certs.dump()).unwrap_or_else(|e| {
+                warn!(error = %e, "cannot serialize certificates for config_dump");
+                serde_json::Value::Null
+            }),
+        );
+        map.insert("hbonePool".into(), serde_json::to_value(pool.stats()).unwrap_or_default());
+    }
+    dump
+}

@@ -1,1 +1,314 @@
-//! placeholder
+//! Process configuration: the `ztunnel proxy` command line, with Istio's environment
+//! variable names where Istio's ztunnel has the same option. Parsed in one place into plain
+//! data ([`ProxyConfig`]); each component receives only its own part.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// ztunnel: per-node L4 proxy for ambient meshes (HBONE tunnels, SPIFFE identities).
+#[derive(Debug, Parser)]
+#[command(name = "ztunnel", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the proxy from a local config file and a local CA.
+    Proxy(Box<ProxyArgs>),
+    /// Print the version and exit.
+    Version,
+}
+
+/// Log output format.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum LogFormatArg {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ProxyArgs {
+    /// Local config (YAML: workloads, services, policies), in the format of Istio ztunnel's
+    /// local config file. Watched: valid changes apply live, invalid ones are rejected.
+    #[arg(long = "config", env = "LOCAL_XDS_PATH", value_name = "FILE")]
+    pub config: PathBuf,
+
+    /// Name of this node; workloads whose `node` matches are served by this ztunnel.
+    #[arg(long, env = "NODE_NAME")]
+    pub node: String,
+
+    /// SPIFFE trust domain of the mesh.
+    #[arg(long, env = "TRUST_DOMAIN", default_value = "cluster.local")]
+    pub trust_domain: String,
+
+    /// Cluster name reported in baggage and metrics.
+    #[arg(long, env = "CLUSTER_ID", default_value = "Kubernetes")]
+    pub cluster_id: String,
+
+    /// Network of this node (workload addresses are looked up in it).
+    #[arg(long, env = "NETWORK", default_value = "")]
+    pub network: String,
+
+    /// Root certificate (PEM) of the local CA. Needs --ca-key. Without both, a root is
+    /// generated into --state-dir on first run and reused afterwards.
+    #[arg(long, value_name = "PEM", requires = "ca_key")]
+    pub ca_cert: Option<PathBuf>,
+
+    /// Private key (PEM; EC P-256 or RSA) of the local CA root.
+    #[arg(long, value_name = "PEM", requires = "ca_cert")]
+    pub ca_key: Option<PathBuf>,
+
+    /// Directory for state kept across restarts (the generated CA).
+    #[arg(long, default_value = "/var/lib/ztunnel")]
+    pub state_dir: PathBuf,
+
+    /// Validity of workload certificates (renewed at half-life), e.g. `24h`, `30m`.
+    #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
+    pub cert_ttl: Duration,
+
+    /// SOCKS5 listener for local clients (`off` disables it).
+    #[arg(long, default_value = "127.0.0.1:15080", value_parser = parse_optional_addr)]
+    pub socks5_addr: OptionalAddr,
+
+    /// Admin server (/config_dump, /logging, /quitquitquit).
+    #[arg(long, default_value = "127.0.0.1:15000")]
+    pub admin_addr: SocketAddr,
+
+    /// Prometheus metrics (/metrics, /stats/prometheus).
+    #[arg(long, default_value = "[::]:15020")]
+    pub metrics_addr: SocketAddr,
+
+    /// Readiness (/healthz/ready).
+    #[arg(long, default_value = "[::]:15021")]
+    pub readiness_addr: SocketAddr,
+
+    /// Streams carried by one pooled HBONE connection before another is opened.
+    #[arg(long, env = "POOL_MAX_STREAMS_PER_CONNECTION", default_value_t = 100)]
+    pub pool_max_streams: usize,
+
+    /// Pooled HBONE connections with no stream for this long are closed.
+    #[arg(long, env = "POOL_UNUSED_RELEASE_TIMEOUT", default_value = "5m", value_parser = parse_duration)]
+    pub pool_idle_timeout: Duration,
+
+    /// Timeout for dialling upstreams and tunnels.
+    #[arg(long, default_value = "10s", value_parser = parse_duration)]
+    pub connect_timeout: Duration,
+
+    /// On SIGTERM, how long live connections may keep running before they are closed.
+    #[arg(long, env = "CONNECTION_TERMINATION_DEADLINE", default_value = "5s", value_parser = parse_duration)]
+    pub drain_deadline: Duration,
+
+    /// How often the config file is checked for changes.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub config_poll_interval: Duration,
+
+    /// `SO_MARK` put on every socket ztunnel opens (0 disables).
+    #[arg(long, default_value = "0x539", value_parser = parse_u32)]
+    pub socket_mark: u32,
+
+    /// Log filter (tracing-subscriber syntax), e.g. `info` or `info,hbone=debug`.
+    #[arg(long, env = "RUST_LOG", default_value = "info")]
+    pub log_level: String,
+
+    /// Log line format.
+    #[arg(long, env = "LOG_FORMAT", value_enum, default_value = "text")]
+    pub log_format: LogFormatArg,
+}
+
+/// An address that may be switched off with `off`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct OptionalAddr(pub Option<SocketAddr>);
+
+fn parse_optional_addr(s: &str) -> Result<OptionalAddr, String> {
+    if s.eq_ignore_ascii_case("off") {
+        return Ok(OptionalAddr(None));
+    }
+    s.parse().map(|a| OptionalAddr(Some(a))).map_err(|_| format!("{s:?} is not an ip:port address or `off`"))
+}
+
+fn parse_u32(s: &str) -> Result<u32, String> {
+    let parsed = match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u32::from_str_radix(hex, 16),
+        None => s.parse(),
+    };
+    parsed.map_err(|_| format!("{s:?} is not a number (decimal or 0x hex)"))
+}
+
+/// Parses durations such as `500ms`, `30s`, `5m`, `24h`, `1h30m`; a bare number is seconds.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let bad = || format!("{s:?} is not a duration (examples: 500ms, 30s, 5m, 24h)");
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    let mut total = Duration::ZERO;
+    let mut rest = s;
+    while !rest.is_empty() {
+        let digits = rest.find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+        if digits == 0 {
+            return Err(bad());
+        }
+        let value: u64 = rest[..digits].parse().map_err(|_| bad())?;
+        rest = &rest[digits..];
+        let unit_len = rest.find(|c: char| c.is_ascii_digit()).unwrap_or(rest.len());
+        let unit = match &rest[..unit_len] {
+            "ms" => Duration::from_millis(value),
+            "s" => Duration::from_secs(value),
+            "m" => Duration::from_secs(value * 60),
+            "h" => Duration::from_secs(value * 3600),
+            _ => return Err(bad()),
+        };
+        total += unit;
+        rest = &rest[unit_len..];
+    }
+    if total.is_zero() && s != "0s" { Err(bad()) } else { Ok(total) }
+}
+
+/// Everything `app` needs, as plain data.
+#[derive(Clone, Debug)]
+pub struct ProxyConfig {
+    pub config_file: PathBuf,
+    pub node: String,
+    pub trust_domain: String,
+    pub cluster_id: String,
+    pub network: String,
+    pub ca: CaSource,
+    pub cert_ttl: Duration,
+    pub socks5_addr: Option<SocketAddr>,
+    pub admin_addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    pub readiness_addr: SocketAddr,
+    pub pool_max_streams: usize,
+    pub pool_idle_timeout: Duration,
+    pub connect_timeout: Duration,
+    pub drain_deadline: Duration,
+    pub config_poll_interval: Duration,
+    pub socket_mark: Option<u32>,
+}
+
+/// Where the local CA's root comes from.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CaSource {
+    Files { cert: PathBuf, key: PathBuf },
+    StateDir(PathBuf),
+}
+
+impl From<ProxyArgs> for ProxyConfig {
+    fn from(a: ProxyArgs) -> ProxyConfig {
+        let ca = match (a.ca_cert, a.ca_key) {
+            (Some(cert), Some(key)) => CaSource::Files { cert, key },
+            _ => CaSource::StateDir(a.state_dir),
+        };
+        ProxyConfig {
+            config_file: a.config,
+            node: a.node,
+            trust_domain: a.trust_domain,
+            cluster_id: a.cluster_id,
+            network: a.network,
+            ca,
+            cert_ttl: a.cert_ttl,
+            socks5_addr: a.socks5_addr.0,
+            admin_addr: a.admin_addr,
+            metrics_addr: a.metrics_addr,
+            readiness_addr: a.readiness_addr,
+            pool_max_streams: a.pool_max_streams,
+            pool_idle_timeout: a.pool_idle_timeout,
+            connect_timeout: a.connect_timeout,
+            drain_deadline: a.drain_deadline,
+            config_poll_interval: a.config_poll_interval,
+            socket_mark: (a.socket_mark != 0).then_some(a.socket_mark),
+        }
+    }
+}
+
+impl ProxyConfig {
+    /// Defaults for a ztunnel serving `node` from `config_file`, with every listener on an
+    /// ephemeral loopback port (tests and embedding).
+    pub fn local(config_file: PathBuf, node: &str, state_dir: PathBuf) -> ProxyConfig {
+        let mut args = ProxyArgs::parse_from_defaults(config_file, node);
+        args.state_dir = state_dir;
+        let any: SocketAddr = ([127, 0, 0, 1], 0).into();
+        args.socks5_addr = OptionalAddr(Some(any));
+        args.admin_addr = any;
+        args.metrics_addr = any;
+        args.readiness_addr = any;
+        args.into()
+    }
+}
+
+impl ProxyArgs {
+    fn parse_from_defaults(config: PathBuf, node: &str) -> ProxyArgs {
+        #[derive(Parser)]
+        struct Only {
+            #[command(flatten)]
+            args: ProxyArgs,
+        }
+        let config = config.to_string_lossy().into_owned();
+        // Only fixed, valid literals go in, so parsing cannot fail.
+        let mut args = Only::try_parse_from(["ztunnel", "--config", &config, "--node", node])
+            .map(|o| o.args)
+            .unwrap_or_else(|e| unreachable!("default arguments must parse: {e}"));
+        args.config = config.into();
+        args
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations() {
+        for (text, want) in [
+            ("500ms", Duration::from_millis(500)),
+            ("30s", Duration::from_secs(30)),
+            ("5m", Duration::from_secs(300)),
+            ("24h", Duration::from_secs(86400)),
+            ("1h30m", Duration::from_secs(5400)),
+            ("7", Duration::from_secs(7)),
+        ] {
+            assert_eq!(parse_duration(text), Ok(want), "{text}");
+        }
+        for bad in ["", "h", "5x", "1.5h", "-3s", "s5"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
+        }
+    }
+
+    #[test]
+    fn marks_and_addresses() {
+        assert_eq!(parse_u32("0x539"), Ok(0x539));
+        assert_eq!(parse_u32("1337"), Ok(1337));
+        assert!(parse_u32("zz").is_err());
+        assert_eq!(parse_optional_addr("off"), Ok(OptionalAddr(None)));
+        assert!(parse_optional_addr("localhost:1").is_err());
+    }
+
+    #[test]
+    fn cli_uses_istio_environment_names_and_defaults() {
+        let cli = Cli::try_parse_from(["ztunnel", "proxy", "--config", "/c.yaml", "--node", "n1"]).unwrap();
+        let Command::Proxy(args) = cli.command else { panic!("expected proxy command") };
+        let config = ProxyConfig::from(*args);
+        assert_eq!(config.trust_domain, "cluster.local");
+        assert_eq!(config.cert_ttl, Duration::from_secs(86400));
+        assert_eq!(config.pool_max_streams, 100);
+        assert_eq!(config.socks5_addr, Some("127.0.0.1:15080".parse().unwrap()));
+        assert_eq!(config.socket_mark, Some(0x539));
+        assert_eq!(config.ca, CaSource::StateDir("/var/lib/ztunnel".into()));
+        let err =
+            Cli::try_parse_from(["ztunnel", "proxy", "--config", "/c", "--node", "n", "--ca-cert", "/x"]).unwrap_err();
+        assert!(err.to_string().contains("--ca-key"), "ca-cert without ca-key must be refused: {err}");
+    }
+
+    #[test]
+    fn local_defaults_bind_ephemeral_loopback_ports() {
+        let config = ProxyConfig::local("/c.yaml".into(), "n1", "/tmp/s".into());
+        assert_eq!(config.node, "n1");
+        assert_eq!(config.admin_addr.port(), 0);
+        assert_eq!(config.ca, CaSource::StateDir("/tmp/s".into()));
+    }
+}

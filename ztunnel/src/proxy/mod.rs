@@ -1,1 +1,122 @@
-//! placeholder
+//! Proxying: SOCKS5 and HBONE listeners, outbound and inbound connection handling, copying.
+//!
+//! Each accepted connection is planned first ([`route`], pure over state), then dialled
+//! ([`outbound`] / [`inbound`]), then copied ([`copy`]); [`connection`] records it in metrics and
+//! the access log. Every failure is classified by whose fault it was ([`ErrorKind`]) so
+//! operators know where to look and metric labels stay bounded.
+
+pub mod connection;
+pub mod copy;
+pub mod inbound;
+pub mod listeners;
+pub mod outbound;
+pub mod route;
+pub mod socket;
+pub mod socks5;
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::drain::DrainWatch;
+use crate::hbone::{H2Settings, HbonePool};
+use crate::identity::{CertManager, Identity};
+use crate::metrics::Metrics;
+use crate::state::SharedState;
+
+pub use route::HBONE_PORT;
+
+/// Settings the proxy needs from the process configuration.
+#[derive(Clone, Debug)]
+pub struct ProxySettings {
+    /// Name of this node: workloads whose `node` matches are served here.
+    pub node: String,
+    /// Cluster this ztunnel runs in (baggage and metrics).
+    pub cluster_id: String,
+    /// Timeout for dialling upstreams and tunnels.
+    pub connect_timeout: Duration,
+    /// `SO_MARK` on every socket ztunnel opens, so capture skips them; `None` disables.
+    pub socket_mark: Option<u32>,
+    pub h2: H2Settings,
+}
+
+/// Key of pooled HBONE connections: traffic from one identity to one identity at one address
+/// shares connections, never across identities.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct PoolKey {
+    pub source: Identity,
+    pub destination: Identity,
+    pub gateway: SocketAddr,
+}
+
+/// Everything the proxy components share.
+#[derive(Clone)]
+pub struct ProxyInputs {
+    pub settings: Arc<ProxySettings>,
+    pub state: SharedState,
+    pub certs: Arc<CertManager>,
+    pub metrics: Arc<Metrics>,
+    pub pool: HbonePool<PoolKey>,
+    pub drain: DrainWatch,
+}
+
+/// Whose fault a failed connection was (shared with the access log).
+pub use crate::telemetry::FailureSource as ErrorKind;
+
+/// A failed proxied connection.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("no workload on node {node} has source address {ip}")]
+    UnknownSource { ip: IpAddr, node: String },
+    #[error("socks5 handshake: {0}")]
+    Socks5(String),
+    #[error(transparent)]
+    Route(#[from] route::RouteError),
+    #[error("certificate for {identity}: {reason}")]
+    Certificate { identity: Identity, reason: String },
+    #[error("tls handshake with {peer}: {reason}")]
+    TlsIdentity { peer: SocketAddr, reason: String },
+    #[error("connecting to {addr}: {source}")]
+    Connect {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("connecting to {addr}: timed out after {timeout:?}")]
+    ConnectTimeout { addr: SocketAddr, timeout: Duration },
+    #[error("tunnel to {gateway}: {source}")]
+    Hbone {
+        gateway: SocketAddr,
+        #[source]
+        source: crate::hbone::Error,
+    },
+    #[error("hbone request for {authority} is not for a workload on this node")]
+    UnknownDestination { authority: SocketAddr },
+    #[error("copying: {0}")]
+    Copy(#[from] copy::CopyError),
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl Error {
+    /// Whose fault this failure is.
+    pub fn kind(&self) -> ErrorKind {
+        match self {
+            Error::UnknownSource { .. } | Error::Socks5(_) | Error::UnknownDestination { .. } => ErrorKind::Client,
+            Error::Route(route::RouteError::UnknownServicePort { .. }) => ErrorKind::Client,
+            Error::Route(_) => ErrorKind::Upstream,
+            Error::Certificate { .. } | Error::TlsIdentity { .. } => ErrorKind::Identity,
+            Error::Connect { .. } | Error::ConnectTimeout { .. } => ErrorKind::Upstream,
+            Error::Hbone { source, .. } => match source.status() {
+                Some(http::StatusCode::UNAUTHORIZED) | Some(http::StatusCode::FORBIDDEN) => ErrorKind::Policy,
+                Some(http::StatusCode::BAD_REQUEST) => ErrorKind::Internal,
+                _ => ErrorKind::Upstream,
+            },
+            Error::Copy(e) => match e.side {
+                copy::Side::Client => ErrorKind::Client,
+                copy::Side::Upstream => ErrorKind::Upstream,
+            },
+            Error::Internal(_) => ErrorKind::Internal,
+        }
+    }
+}

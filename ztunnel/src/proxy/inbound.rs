@@ -1,0 +1,163 @@
+//! Inbound HBONE: mTLS connections on a workload's port 15008, one `CONNECT` stream per
+//! proxied TCP connection.
+//!
+//! The listener's local address names the destination workload, whose certificate is
+//! presented; the client certificate must chain to the mesh roots and carry a SPIFFE id of our
+//! trust domain (checked by the TLS layer). Each stream's `:authority` must be an address of
+//! that workload: then the app is dialled at that address and the stream answered 200, or 503
+//! when the app cannot be reached. Anything else is answered 400.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::{HeaderMap, StatusCode};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_rustls::TlsAcceptor;
+use tracing::{debug, warn};
+
+use super::connection::{ConnectionRecord, Opening, Peer};
+use super::copy::{TcpChunkReader, copy_bidirectional};
+use super::{Error, ProxyInputs, socket};
+use crate::hbone::{self, IncomingConnect};
+use crate::identity::Identity;
+use crate::state::Workload;
+use crate::telemetry::Direction;
+use crate::tls::peer_identity;
+
+/// Bound on the TLS handshake of an inbound connection.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Serves inbound HBONE on `listener` until the drain starts; live connections get GOAWAY and
+/// finish their streams.
+pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
+    let drain = inputs.drain.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = drain.signaled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let inputs = inputs.clone();
+                tokio::spawn(async move {
+                    if let Err(e) = serve_connection(stream, peer, inputs).await {
+                        debug!(%peer, error = %e, kind = e.kind().as_str(), "inbound hbone connection failed");
+                    }
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "hbone accept failed");
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn serve_connection(stream: TcpStream, peer: SocketAddr, inputs: ProxyInputs) -> Result<(), Error> {
+    let local = stream.local_addr().map_err(|e| Error::Internal(format!("local address of inbound socket: {e}")))?;
+    let _ = stream.set_nodelay(true);
+    let workload = {
+        let state = inputs.state.read();
+        state.workload_by_ip(local.ip()).filter(|w| *w.node == *inputs.settings.node)
+    }
+    .ok_or(Error::UnknownDestination { authority: local })?;
+    let identity = workload.identity();
+    let cert = inputs
+        .certs
+        .fetch(&identity)
+        .await
+        .map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
+    let config =
+        cert.server_config().map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
+        .await
+        .map_err(|_| Error::TlsIdentity { peer, reason: "handshake timed out".into() })?
+        .map_err(|e| super::outbound::tls_error(peer, e))?;
+    let peer_id = peer_identity(tls.get_ref().1).map_err(|e| Error::TlsIdentity { peer, reason: e.to_string() })?;
+    let drain = inputs.drain.clone();
+    let h2 = inputs.settings.h2.clone();
+    let handler_inputs = inputs.clone();
+    hbone::serve_connection(
+        tls,
+        peer,
+        &h2,
+        async move {
+            drain.signaled().await;
+        },
+        move |incoming| {
+            let inputs = handler_inputs.clone();
+            let workload = workload.clone();
+            let peer_id = peer_id.clone();
+            async move {
+                let _guard = inputs.drain.clone();
+                handle_stream(incoming, peer, peer_id, workload, &inputs).await;
+            }
+        },
+    )
+    .await
+    .map_err(|source| Error::Hbone { gateway: local, source })
+}
+
+/// The client's address from `forwarded: for="ip:port"`, if present and well formed.
+fn forwarded_for(headers: &HeaderMap) -> Option<SocketAddr> {
+    let value = headers.get(hbone::FORWARDED)?.to_str().ok()?;
+    value
+        .split(';')
+        .find_map(|part| part.trim().strip_prefix("for="))
+        .map(|v| v.trim_matches('"'))
+        .and_then(|v| v.parse().ok())
+}
+
+async fn handle_stream(
+    incoming: IncomingConnect,
+    peer: SocketAddr,
+    peer_id: Identity,
+    workload: Arc<Workload>,
+    inputs: &ProxyInputs,
+) {
+    let target = incoming.authority;
+    let client_addr = forwarded_for(&incoming.headers).unwrap_or(peer);
+    // The source workload is named only when its address and verified identity agree.
+    let source_workload = {
+        let state = inputs.state.read();
+        state.workload_by_ip(client_addr.ip()).filter(|w| w.identity() == peer_id)
+    };
+    let record = ConnectionRecord::open(
+        &inputs.metrics,
+        Opening {
+            direction: Direction::Inbound,
+            src_addr: client_addr,
+            dst_addr: target,
+            source: Peer { workload: source_workload, identity: Some(peer_id) },
+            destination: Peer { identity: Some(workload.identity()), workload: Some(workload.clone()) },
+            service: None,
+            mtls: true,
+            cluster_id: &inputs.settings.cluster_id,
+        },
+    );
+    if !workload.workload_ips.contains(&target.ip()) {
+        incoming.reject(StatusCode::BAD_REQUEST);
+        record.close(&Err(Error::UnknownDestination { authority: target }));
+        return;
+    }
+    let settings = &inputs.settings;
+    let app = match socket::connect(target, settings.socket_mark, settings.connect_timeout).await {
+        Ok(app) => app,
+        Err(e) => {
+            incoming.reject(StatusCode::SERVICE_UNAVAILABLE);
+            record.close(&Err(e));
+            return;
+        }
+    };
+    let result = match incoming.accept(HeaderMap::new()) {
+        Ok(tunnel) => {
+            let (ar, aw) = app.into_split();
+            copy_bidirectional(tunnel.split(), (TcpChunkReader::new(ar), aw), record.transferred.clone())
+                .await
+                .map_err(Error::from)
+        }
+        Err(e) => Err(Error::Internal(format!("answering CONNECT {target}: {e}"))),
+    };
+    record.close(&result);
+}

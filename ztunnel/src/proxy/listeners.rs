@@ -1,0 +1,88 @@
+//! Keeps one inbound HBONE listener per address of each HBONE workload on this node, and the
+//! certificates of those workloads prefetched, in step with state.
+//!
+//! A ztunnel in the host network namespace cannot own `0.0.0.0:15008` for every workload
+//! (another node's ztunnel may share the host in tests), so it binds `<workload ip>:15008`;
+//! the listener's address then says which workload, and which certificate, a connection is for.
+//! Listeners of workloads that leave stop accepting; their live connections finish.
+
+use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::task::JoinHandle;
+use tracing::{error, info};
+
+use super::{ProxyInputs, inbound, socket};
+use crate::identity::Identity;
+use crate::readiness::ReadyGuard;
+use crate::state::Protocol;
+
+/// What this node should serve: inbound addresses and identities.
+fn desired(inputs: &ProxyInputs) -> (BTreeSet<IpAddr>, BTreeSet<Identity>) {
+    let state = inputs.state.read();
+    let mut ips = BTreeSet::new();
+    let mut identities = BTreeSet::new();
+    for w in state.workloads_on_node(&inputs.settings.node) {
+        if w.protocol == Protocol::Hbone {
+            ips.extend(w.workload_ips.iter().copied());
+            identities.insert(w.identity());
+        }
+    }
+    (ips, identities)
+}
+
+/// Reconciles listeners and certificates whenever state changes, until the drain starts.
+/// `ready` is dropped once the first reconcile has bound listeners and fetched certificates.
+pub async fn run(inputs: ProxyInputs, ready: ReadyGuard) {
+    let mut generations = inputs.state.subscribe();
+    let mut running: HashMap<IpAddr, JoinHandle<()>> = HashMap::new();
+    let mut identities: BTreeSet<Identity> = BTreeSet::new();
+    let mut ready = Some(ready);
+    loop {
+        let (want_ips, want_ids) = desired(&inputs);
+        running.retain(|ip, task| {
+            let keep = want_ips.contains(ip) && !task.is_finished();
+            if !keep {
+                info!(%ip, "stopping inbound hbone listener");
+                task.abort();
+            }
+            keep
+        });
+        for ip in &want_ips {
+            if running.contains_key(ip) {
+                continue;
+            }
+            let addr = SocketAddr::new(*ip, super::HBONE_PORT);
+            match socket::listen(addr) {
+                Ok(listener) => {
+                    info!(%addr, "inbound hbone listener started");
+                    running.insert(*ip, tokio::spawn(inbound::serve(listener, inputs.clone())));
+                }
+                Err(e) => error!(%addr, error = %e, "cannot listen for inbound hbone"),
+            }
+        }
+        for gone in identities.difference(&want_ids) {
+            inputs.certs.forget(gone);
+        }
+        for new in want_ids.difference(&identities) {
+            inputs.certs.prefetch(new);
+        }
+        identities = want_ids;
+        if ready.is_some() {
+            let fetches = identities.iter().map(|id| inputs.certs.fetch(id));
+            for (id, result) in identities.iter().zip(futures_util::future::join_all(fetches).await) {
+                if let Err(e) = result {
+                    error!(identity = %id, error = %e, "cannot get certificate");
+                }
+            }
+            ready = None;
+        }
+        tokio::select! {
+            changed = generations.changed() => if changed.is_err() { break },
+            _ = inputs.drain.signaled() => break,
+        }
+    }
+    for (_, task) in running {
+        task.abort();
+    }
+}

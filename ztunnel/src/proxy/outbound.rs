@@ -1,0 +1,212 @@
+//! Outbound: a local workload's connection to an original destination.
+//!
+//! [`Outbound::establish`] plans the route, counts the connection as opened, and dials:
+//! plain TCP for unmeshed destinations, or an HBONE stream over a pooled mTLS connection
+//! (presenting the source workload's certificate and requiring the destination's identity).
+//! [`proxy_to`] then copies bytes until both directions end. Entry points (SOCKS5 now, eBPF
+//! capture later) call these two in turn.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use http::{HeaderValue, Method, Request};
+use rand::Rng;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use super::connection::{ConnectionRecord, Opening, Peer};
+use super::copy::{TcpChunkReader, Transferred, copy_bidirectional};
+use super::route::{Route, Transport, plan_outbound};
+use super::{Error, PoolKey, ProxyInputs, socket};
+use crate::hbone::{self, Tunnel, pool::PoolError};
+use crate::identity::Identity;
+use crate::state::{Service, Workload};
+use crate::telemetry::Direction;
+
+/// A dialled upstream, ready for bytes.
+pub enum Upstream {
+    Tcp(TcpStream),
+    Hbone(Tunnel),
+}
+
+/// Outbound connection handling for one ztunnel.
+#[derive(Clone)]
+pub struct Outbound {
+    inputs: ProxyInputs,
+}
+
+impl Outbound {
+    pub fn new(inputs: ProxyInputs) -> Outbound {
+        Outbound { inputs }
+    }
+
+    /// Plans and dials the upstream for a connection from `source` (at `src_addr`) to `dst`.
+    /// The record is returned even on failure so the caller closes it with the outcome.
+    pub async fn establish(
+        &self,
+        src_addr: SocketAddr,
+        source: Arc<Workload>,
+        dst: SocketAddr,
+    ) -> (ConnectionRecord, Result<Upstream, Error>) {
+        let planned = {
+            let state = self.inputs.state.read();
+            plan_outbound(&state, dst, &mut rand::rng())
+        };
+        let source_peer = Peer { identity: Some(source.identity()), workload: Some(source.clone()) };
+        let route = match planned {
+            Ok(route) => route,
+            Err(e) => {
+                let record = self.open(src_addr, dst, source_peer, Peer::default(), None, false);
+                return (record, Err(e.into()));
+            }
+        };
+        let destination = Peer {
+            identity: match &route.transport {
+                Transport::Hbone { identity, .. } => Some(identity.clone()),
+                Transport::Direct => None,
+            },
+            workload: route.workload.clone(),
+        };
+        let mtls = matches!(route.transport, Transport::Hbone { .. });
+        let record = self.open(src_addr, dst, source_peer, destination, route.service.as_deref(), mtls);
+        let timeout = self.inputs.settings.connect_timeout;
+        let dialled = match tokio::time::timeout(timeout, self.dial(&route, &source, src_addr)).await {
+            Ok(result) => result,
+            Err(_) => Err(Error::ConnectTimeout { addr: route.target, timeout }),
+        };
+        (record, dialled)
+    }
+
+    fn open(
+        &self,
+        src: SocketAddr,
+        dst: SocketAddr,
+        source: Peer,
+        destination: Peer,
+        service: Option<&Service>,
+        mtls: bool,
+    ) -> ConnectionRecord {
+        ConnectionRecord::open(
+            &self.inputs.metrics,
+            Opening {
+                direction: Direction::Outbound,
+                src_addr: src,
+                dst_addr: dst,
+                source,
+                destination,
+                service,
+                mtls,
+                cluster_id: &self.inputs.settings.cluster_id,
+            },
+        )
+    }
+
+    async fn dial(&self, route: &Route, source: &Workload, src_addr: SocketAddr) -> Result<Upstream, Error> {
+        let settings = &self.inputs.settings;
+        let (gateway, identity) = match &route.transport {
+            Transport::Direct => {
+                return socket::connect(route.target, settings.socket_mark, settings.connect_timeout)
+                    .await
+                    .map(Upstream::Tcp);
+            }
+            Transport::Hbone { gateway, identity } => (*gateway, identity.clone()),
+        };
+        let key = PoolKey { source: source.identity(), destination: identity.clone(), gateway };
+        let request = connect_request(route, source, src_addr, &settings.cluster_id)?;
+        let inputs = &self.inputs;
+        let dial = || dial_tls(inputs, key.source.clone(), identity, gateway);
+        match inputs.pool.connect(&key, dial, request).await {
+            Ok((tunnel, _response_headers)) => Ok(Upstream::Hbone(tunnel)),
+            Err(PoolError::Dial(e)) => Err(e),
+            Err(PoolError::Hbone(source)) => Err(Error::Hbone { gateway, source }),
+        }
+    }
+}
+
+/// Dials the destination's HBONE port and completes mTLS as `source`, requiring `destination`.
+async fn dial_tls(
+    inputs: &ProxyInputs,
+    source: Identity,
+    destination: Identity,
+    gateway: SocketAddr,
+) -> Result<TlsStream<TcpStream>, Error> {
+    let cert = inputs
+        .certs
+        .fetch(&source)
+        .await
+        .map_err(|e| Error::Certificate { identity: source.clone(), reason: e.to_string() })?;
+    let config = cert
+        .client_config(std::slice::from_ref(&destination))
+        .map_err(|e| Error::Certificate { identity: source.clone(), reason: e.to_string() })?;
+    let settings = &inputs.settings;
+    let tcp = socket::connect(gateway, settings.socket_mark, settings.connect_timeout).await?;
+    // No SNI is sent (the client config disables it); the name only satisfies the API.
+    let name = ServerName::IpAddress(gateway.ip().into());
+    TlsConnector::from(config).connect(name, tcp).await.map_err(|e| tls_error(gateway, e))
+}
+
+/// TLS failures caused by certificates or identities are `Identity`; transport ones `Upstream`.
+pub(crate) fn tls_error(peer: SocketAddr, e: std::io::Error) -> Error {
+    if e.get_ref().is_some_and(|inner| inner.is::<rustls::Error>()) {
+        Error::TlsIdentity { peer, reason: e.to_string() }
+    } else {
+        Error::Connect { addr: peer, source: e }
+    }
+}
+
+/// The `CONNECT` request for a route: `:authority` is the target address; `baggage`,
+/// `forwarded` and `traceparent` describe the source as Istio's ztunnel does.
+fn connect_request(
+    route: &Route,
+    source: &Workload,
+    src_addr: SocketAddr,
+    cluster_id: &str,
+) -> Result<Request<()>, Error> {
+    let cluster = if source.cluster_id.is_empty() { cluster_id } else { &source.cluster_id };
+    let kind = if source.workload_type.is_empty() { "deployment" } else { &source.workload_type };
+    let workload = if source.workload_name.is_empty() { &source.name } else { &source.workload_name };
+    let mut baggage =
+        format!("k8s.cluster.name={cluster},k8s.namespace.name={},k8s.{kind}.name={workload}", source.namespace);
+    if !source.canonical_name.is_empty() {
+        baggage.push_str(&format!(",service.name={}", source.canonical_name));
+    }
+    if !source.canonical_revision.is_empty() {
+        baggage.push_str(&format!(",service.version={}", source.canonical_revision));
+    }
+    let mut forwarded = format!("for=\"{src_addr}\"");
+    if let Some(service) = &route.service {
+        forwarded.push_str(&format!(";host={}", service.hostname));
+    }
+    let mut rng = rand::rng();
+    let traceparent = format!("00-{:032x}-{:016x}-00", rng.random::<u128>(), rng.random::<u64>());
+    let header = |v: String| {
+        HeaderValue::from_str(&v)
+            .map_err(|_| Error::Internal(format!("header value {v:?} is not valid for an hbone request")))
+    };
+    Request::builder()
+        .method(Method::CONNECT)
+        .uri(route.target.to_string())
+        .header(hbone::BAGGAGE, header(baggage)?)
+        .header(hbone::FORWARDED, header(forwarded)?)
+        .header(hbone::TRACEPARENT, header(traceparent)?)
+        .body(())
+        .map_err(|e| Error::Internal(format!("building CONNECT {}: {e}", route.target)))
+}
+
+/// Copies between the client and the dialled upstream until both directions end.
+pub async fn proxy_to(client: TcpStream, upstream: Upstream, transferred: Arc<Transferred>) -> Result<(), Error> {
+    let (cr, cw) = client.into_split();
+    let client = (TcpChunkReader::new(cr), cw);
+    match upstream {
+        Upstream::Tcp(tcp) => {
+            let (ur, uw) = tcp.into_split();
+            copy_bidirectional(client, (TcpChunkReader::new(ur), uw), transferred).await?;
+        }
+        Upstream::Hbone(tunnel) => {
+            copy_bidirectional(client, tunnel.split(), transferred).await?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,161 @@
+//! SOCKS5 entry point (RFC 1928): a local client asks for `CONNECT ip:port`; the source
+//! workload is the one on this node whose address the client connects from. The reply is sent
+//! only after the upstream is dialled, so clients see refusals as SOCKS errors.
+//! Only "no authentication" and IPv4/IPv6 destinations are supported (no DNS names).
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tracing::{debug, warn};
+
+use super::outbound::{Outbound, proxy_to};
+use super::{Error, ErrorKind, ProxyInputs};
+
+const VERSION: u8 = 5;
+const NO_AUTH: u8 = 0;
+const NO_ACCEPTABLE_METHOD: u8 = 0xff;
+const CMD_CONNECT: u8 = 1;
+const ATYP_V4: u8 = 1;
+const ATYP_DOMAIN: u8 = 3;
+const ATYP_V6: u8 = 4;
+
+/// SOCKS5 reply codes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+enum Reply {
+    Succeeded = 0,
+    GeneralFailure = 1,
+    NotAllowed = 2,
+    HostUnreachable = 4,
+    ConnectionRefused = 5,
+    CommandNotSupported = 7,
+    AddressTypeNotSupported = 8,
+}
+
+/// Accepts SOCKS5 clients until the drain starts.
+pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
+    let outbound = Outbound::new(inputs.clone());
+    let drain = inputs.drain.clone();
+    loop {
+        let accepted = tokio::select! {
+            accepted = listener.accept() => accepted,
+            _ = drain.signaled() => return,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                let outbound = outbound.clone();
+                let inputs = inputs.clone();
+                tokio::spawn(async move {
+                    let _guard = inputs.drain.clone();
+                    handle(stream, peer, &inputs, &outbound).await;
+                });
+            }
+            Err(e) => {
+                warn!(error = %e, "socks5 accept failed");
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, outbound: &Outbound) {
+    let _ = stream.set_nodelay(true);
+    let dst = match handshake(&mut stream).await {
+        Ok(dst) => dst,
+        Err((reply, e)) => {
+            debug!(%peer, error = %e, "socks5 handshake failed");
+            if let Some(reply) = reply {
+                let _ = send_reply(&mut stream, reply).await;
+            }
+            return;
+        }
+    };
+    let source = {
+        let state = inputs.state.read();
+        state.workload_by_ip(peer.ip()).filter(|w| *w.node == *inputs.settings.node)
+    };
+    let Some(source) = source else {
+        let e = Error::UnknownSource { ip: peer.ip(), node: inputs.settings.node.clone() };
+        warn!(%peer, dst = %dst, error = %e, "socks5 connection refused");
+        let _ = send_reply(&mut stream, Reply::NotAllowed).await;
+        return;
+    };
+    let (record, upstream) = outbound.establish(peer, source, dst).await;
+    let result = match upstream {
+        Ok(upstream) => match send_reply(&mut stream, Reply::Succeeded).await {
+            Ok(()) => proxy_to(stream, upstream, record.transferred.clone()).await,
+            Err(e) => Err(Error::Socks5(format!("sending reply: {e}"))),
+        },
+        Err(e) => {
+            let _ = send_reply(&mut stream, reply_for(&e)).await;
+            Err(e)
+        }
+    };
+    record.close(&result);
+}
+
+fn reply_for(e: &Error) -> Reply {
+    match (e, e.kind()) {
+        (_, ErrorKind::Policy) => Reply::NotAllowed,
+        (Error::Connect { .. }, _) => Reply::ConnectionRefused,
+        (Error::Hbone { .. }, ErrorKind::Upstream) => Reply::ConnectionRefused,
+        (_, ErrorKind::Upstream) => Reply::HostUnreachable,
+        _ => Reply::GeneralFailure,
+    }
+}
+
+type HandshakeError = (Option<Reply>, Error);
+
+fn bad(reply: Option<Reply>, msg: impl Into<String>) -> HandshakeError {
+    (reply, Error::Socks5(msg.into()))
+}
+
+/// Reads the greeting and the request; returns the requested destination.
+async fn handshake(stream: &mut TcpStream) -> Result<SocketAddr, HandshakeError> {
+    let io = |e: std::io::Error| bad(None, format!("reading request: {e}"));
+    let mut head = [0u8; 2];
+    stream.read_exact(&mut head).await.map_err(io)?;
+    if head[0] != VERSION {
+        return Err(bad(None, format!("version {} is not 5", head[0])));
+    }
+    let mut methods = vec![0u8; head[1] as usize];
+    stream.read_exact(&mut methods).await.map_err(io)?;
+    if !methods.contains(&NO_AUTH) {
+        let _ = stream.write_all(&[VERSION, NO_ACCEPTABLE_METHOD]).await;
+        return Err(bad(None, "client offers no \"no authentication\" method"));
+    }
+    stream.write_all(&[VERSION, NO_AUTH]).await.map_err(io)?;
+    let mut request = [0u8; 4];
+    stream.read_exact(&mut request).await.map_err(io)?;
+    if request[0] != VERSION {
+        return Err(bad(Some(Reply::GeneralFailure), format!("request version {} is not 5", request[0])));
+    }
+    if request[1] != CMD_CONNECT {
+        return Err(bad(Some(Reply::CommandNotSupported), format!("command {} is not CONNECT", request[1])));
+    }
+    let ip = match request[3] {
+        ATYP_V4 => {
+            let mut b = [0u8; 4];
+            stream.read_exact(&mut b).await.map_err(io)?;
+            IpAddr::V4(Ipv4Addr::from(b))
+        }
+        ATYP_V6 => {
+            let mut b = [0u8; 16];
+            stream.read_exact(&mut b).await.map_err(io)?;
+            IpAddr::V6(Ipv6Addr::from(b))
+        }
+        ATYP_DOMAIN => {
+            return Err(bad(Some(Reply::AddressTypeNotSupported), "domain names are not supported; connect by IP"));
+        }
+        other => return Err(bad(Some(Reply::AddressTypeNotSupported), format!("address type {other} is unknown"))),
+    };
+    let mut port = [0u8; 2];
+    stream.read_exact(&mut port).await.map_err(io)?;
+    Ok(SocketAddr::new(ip, u16::from_be_bytes(port)))
+}
+
+async fn send_reply(stream: &mut TcpStream, reply: Reply) -> std::io::Result<()> {
+    // Bound address is not meaningful through the mesh; report 0.0.0.0:0.
+    stream.write_all(&[VERSION, reply as u8, 0, ATYP_V4, 0, 0, 0, 0, 0, 0]).await
+}

@@ -1,0 +1,338 @@
+//! Checks a parsed local config file and turns it into workloads and services.
+//!
+//! Everything syntax-level (types, enum spellings, IP and VIP syntax, unknown keys) was already
+//! rejected by serde with a line number; this module checks what needs the whole file: required
+//! fields, defaults, duplicates, cross-references and port ranges. It names the entry and field
+//! of the first problem found. It does no IO and builds no indexes.
+
+use std::collections::hash_map::Entry;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use super::address::NamespacedHostname;
+use super::local_format::{LocalConfigFile, ServiceEntry, WorkloadEntry};
+use super::service::{Endpoint, Service};
+use super::workload::{GatewayAddress, NetworkMode, Workload};
+
+/// The first problem found: which entry (`workloads[1] (uid "a")`), which field, and why.
+#[derive(Debug)]
+pub(super) struct Rejection {
+    pub entry: Option<String>,
+    pub field: Option<String>,
+    pub reason: String,
+}
+
+pub(super) struct Validated {
+    pub workloads: Vec<Workload>,
+    pub services: Vec<Service>,
+    pub policies: Vec<serde_json::Value>,
+}
+
+/// `workloads[3] (uid "x")`, falling back to the name, then to the bare index.
+pub(super) fn workload_label(index: usize, uid: Option<&str>, name: Option<&str>) -> String {
+    match (uid.filter(|s| !s.is_empty()), name.filter(|s| !s.is_empty())) {
+        (Some(uid), _) => format!("workloads[{index}] (uid {uid:?})"),
+        (None, Some(name)) => format!("workloads[{index}] (name {name:?})"),
+        (None, None) => format!("workloads[{index}]"),
+    }
+}
+
+/// `services[1] (host "default/example.com")`, falling back to the name, then the bare index.
+pub(super) fn service_label(
+    index: usize,
+    namespace: Option<&str>,
+    hostname: Option<&str>,
+    name: Option<&str>,
+) -> String {
+    let ns = namespace.filter(|s| !s.is_empty());
+    match (ns, hostname.filter(|s| !s.is_empty()), name) {
+        (Some(ns), Some(host), _) => format!("services[{index}] (host \"{ns}/{host}\")"),
+        (_, _, Some(name)) if !name.is_empty() => format!("services[{index}] (name {name:?})"),
+        _ => format!("services[{index}]"),
+    }
+}
+
+pub(super) fn validate(file: LocalConfigFile, default_trust_domain: &str) -> Result<Validated, Rejection> {
+    let mut services = check_services(&file.services)?;
+    let keys: HashMap<NamespacedHostname, usize> = services.iter().enumerate().map(|(i, s)| (s.key(), i)).collect();
+    let workloads = check_workloads(&file.workloads, &keys, default_trust_domain)?;
+    add_endpoints(&file, &workloads, &mut services)?;
+    let policies = check_policies(file.policies)?;
+    Ok(Validated { workloads, services, policies })
+}
+
+fn reject(entry: &str, field: impl Into<String>, reason: impl Into<String>) -> Rejection {
+    Rejection { entry: Some(entry.to_string()), field: Some(field.into()), reason: reason.into() }
+}
+
+/// A required, non-empty string field.
+fn required<'a>(entry: &str, field: &str, value: &'a Option<String>) -> Result<&'a str, Rejection> {
+    match value.as_deref() {
+        None => Err(reject(entry, field, "missing required field")),
+        Some("") => Err(reject(entry, field, "must not be empty")),
+        Some(v) => Ok(v),
+    }
+}
+
+/// Fields that become path segments of a SPIFFE id must not contain `/`.
+fn no_slash(entry: &str, field: &str, value: &str) -> Result<(), Rejection> {
+    if value.contains('/') {
+        return Err(reject(
+            entry,
+            field,
+            format!("{value:?} must not contain '/' (it is part of the SPIFFE identity)"),
+        ));
+    }
+    Ok(())
+}
+
+fn check_port(entry: &str, field: &str, what: &str, port: u16) -> Result<(), Rejection> {
+    if port == 0 {
+        return Err(reject(entry, field, format!("{what} must be in 1..65535, got 0")));
+    }
+    Ok(())
+}
+
+/// An endpoint port map: every service port and target port must be 1..65535.
+fn check_port_map(entry: &str, field: &str, ports: &BTreeMap<u16, u16>) -> Result<(), Rejection> {
+    for (&service_port, &target_port) in ports {
+        check_port(entry, field, "service port", service_port)?;
+        check_port(entry, field, &format!("target port of service port {service_port}"), target_port)?;
+    }
+    Ok(())
+}
+
+fn check_gateway(entry: &str, field: &str, gw: &Option<GatewayAddress>) -> Result<(), Rejection> {
+    match gw {
+        Some(gw) => check_port(entry, &format!("{field}.hboneMtlsPort"), "port", gw.hbone_mtls_port),
+        None => Ok(()),
+    }
+}
+
+fn check_services(entries: &[ServiceEntry]) -> Result<Vec<Service>, Rejection> {
+    let mut by_key: HashMap<NamespacedHostname, String> = HashMap::new();
+    let mut vips: HashMap<(Arc<str>, IpAddr), String> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, s) in entries.iter().enumerate() {
+        let label = service_label(i, s.namespace.as_deref(), s.hostname.as_deref(), s.name.as_deref());
+        let name = required(&label, "name", &s.name)?;
+        let namespace = required(&label, "namespace", &s.namespace)?;
+        let hostname = required(&label, "hostname", &s.hostname)?;
+        if hostname.contains('/') {
+            return Err(reject(&label, "hostname", "must not contain '/'"));
+        }
+        let key = NamespacedHostname::new(namespace, hostname);
+        match by_key.entry(key.clone()) {
+            Entry::Occupied(first) => {
+                return Err(reject(
+                    &label,
+                    "hostname",
+                    format!("hostname {hostname:?} is already used in namespace {namespace:?} by {}", first.get()),
+                ));
+            }
+            Entry::Vacant(v) => {
+                v.insert(label.clone());
+            }
+        }
+        for (j, vip) in s.vips.iter().enumerate() {
+            match vips.entry((vip.network.clone(), vip.address)) {
+                Entry::Occupied(first) => {
+                    return Err(reject(
+                        &label,
+                        format!("vips[{j}]"),
+                        format!("VIP \"{vip}\" is already used by {}", first.get()),
+                    ));
+                }
+                Entry::Vacant(v) => {
+                    v.insert(label.clone());
+                }
+            }
+        }
+        // Only service ports are checked: a target of 0 is Istio's "unspecified", meaning each
+        // endpoint supplies its own mapping.
+        for &port in s.ports.keys() {
+            check_port(&label, &format!("ports[{port}]"), "service port", port)?;
+        }
+        check_gateway(&label, "waypoint", &s.waypoint)?;
+        out.push(Service {
+            name: name.into(),
+            namespace: key.namespace.clone(),
+            hostname: key.hostname.clone(),
+            vips: s.vips.clone(),
+            ports: s.ports.clone(),
+            endpoints: BTreeMap::new(),
+            subject_alt_names: s.subject_alt_names.iter().map(|s| s.as_str().into()).collect(),
+            waypoint: s.waypoint.clone(),
+            load_balancer: s.load_balancer.clone(),
+            ip_families: s.ip_families,
+        });
+    }
+    Ok(out)
+}
+
+fn check_workloads(
+    entries: &[WorkloadEntry],
+    services: &HashMap<NamespacedHostname, usize>,
+    default_trust_domain: &str,
+) -> Result<Vec<Workload>, Rejection> {
+    let mut uids: HashMap<&str, String> = HashMap::new();
+    let mut addresses: HashMap<(&str, IpAddr), String> = HashMap::new();
+    let mut out = Vec::with_capacity(entries.len());
+    for (i, w) in entries.iter().enumerate() {
+        let label = workload_label(i, w.uid.as_deref(), w.name.as_deref());
+        let uid = required(&label, "uid", &w.uid)?;
+        let name = required(&label, "name", &w.name)?;
+        let namespace = required(&label, "namespace", &w.namespace)?;
+        no_slash(&label, "namespace", namespace)?;
+        let service_account = match w.service_account.as_deref() {
+            None | Some("") => "default",
+            Some(sa) => sa,
+        };
+        no_slash(&label, "serviceAccount", service_account)?;
+        let trust_domain = match w.trust_domain.as_deref() {
+            None | Some("") => default_trust_domain,
+            Some(td) => td,
+        };
+        no_slash(&label, "trustDomain", trust_domain)?;
+        if let Some(first) = uids.insert(uid, label.clone()) {
+            return Err(reject(&label, "uid", format!("duplicate uid {uid:?}, already used by {first}")));
+        }
+        for (j, ip) in w.workload_ips.iter().enumerate() {
+            let ip = ip.0;
+            if w.workload_ips[..j].iter().any(|prev| prev.0 == ip) {
+                return Err(reject(&label, format!("workloadIps[{j}]"), format!("{ip} is listed twice")));
+            }
+            // Host-network workloads share their node's IP and are not found by address.
+            if w.network_mode == NetworkMode::HostNetwork {
+                continue;
+            }
+            match addresses.entry((w.network.as_str(), ip)) {
+                Entry::Occupied(first) => {
+                    return Err(reject(
+                        &label,
+                        format!("workloadIps[{j}]"),
+                        format!("address {ip} in network {:?} is already used by {}", w.network, first.get()),
+                    ));
+                }
+                Entry::Vacant(v) => {
+                    v.insert(label.clone());
+                }
+            }
+        }
+        check_gateway(&label, "waypoint", &w.waypoint)?;
+        check_gateway(&label, "networkGateway", &w.network_gateway)?;
+        if let Some(port) = w.application_tunnel.as_ref().and_then(|t| t.port) {
+            check_port(&label, "applicationTunnel.port", "port", port)?;
+        }
+        let mut member_of = Vec::with_capacity(w.services.len());
+        for (key, ports) in &w.services {
+            let field = format!("services[{key:?}]");
+            let svc: NamespacedHostname = key.parse().map_err(|e| reject(&label, &field, e))?;
+            if !services.contains_key(&svc) {
+                return Err(reject(
+                    &label,
+                    &field,
+                    format!(
+                        "no service with namespace {:?} and hostname {:?} in this file",
+                        &*svc.namespace, &*svc.hostname
+                    ),
+                ));
+            }
+            check_port_map(&label, &field, ports)?;
+            member_of.push(svc);
+        }
+        out.push(Workload {
+            uid: uid.into(),
+            name: name.into(),
+            namespace: namespace.into(),
+            service_account: service_account.into(),
+            trust_domain: trust_domain.into(),
+            workload_ips: w.workload_ips.iter().map(|ip| ip.0).collect(),
+            node: w.node.as_str().into(),
+            network: w.network.as_str().into(),
+            protocol: w.protocol,
+            status: w.status,
+            cluster_id: w.cluster_id.as_str().into(),
+            canonical_name: w.canonical_name.as_str().into(),
+            canonical_revision: w.canonical_revision.as_str().into(),
+            workload_name: w.workload_name.as_str().into(),
+            workload_type: w.workload_type.as_str().into(),
+            hostname: w.hostname.as_str().into(),
+            network_mode: w.network_mode,
+            waypoint: w.waypoint.clone(),
+            network_gateway: w.network_gateway.clone(),
+            native_tunnel: w.native_tunnel,
+            application_tunnel: w.application_tunnel.clone(),
+            authorization_policies: w.authorization_policies.iter().map(|p| p.as_str().into()).collect(),
+            locality: w.locality.clone(),
+            services: member_of,
+            capacity: w.capacity,
+        });
+    }
+    Ok(out)
+}
+
+/// Endpoints declared on services first, then the ones workloads declare (which win for the
+/// same uid, as in Istio where workload endpoints are merged into the service last).
+fn add_endpoints(file: &LocalConfigFile, workloads: &[Workload], services: &mut [Service]) -> Result<(), Rejection> {
+    let by_uid: HashMap<&str, &Workload> = workloads.iter().map(|w| (&*w.uid, w)).collect();
+    for (i, (entry, svc)) in file.services.iter().zip(services.iter_mut()).enumerate() {
+        let label = service_label(i, Some(&svc.namespace), Some(&svc.hostname), None);
+        for (key, ep) in &entry.endpoints {
+            let field = format!("endpoints[{key:?}]");
+            if !by_uid.contains_key(ep.workload_uid.as_str()) {
+                return Err(reject(
+                    &label,
+                    format!("{field}.workloadUid"),
+                    format!("no workload with uid {:?} in this file", ep.workload_uid),
+                ));
+            }
+            check_port_map(&label, &format!("{field}.port"), &ep.port)?;
+            let uid: Arc<str> = ep.workload_uid.as_str().into();
+            svc.endpoints.insert(
+                uid.clone(),
+                Endpoint { workload_uid: uid, service_key: svc.key(), port: ep.port.clone(), status: ep.status },
+            );
+        }
+    }
+    let index: HashMap<NamespacedHostname, usize> = services.iter().enumerate().map(|(i, s)| (s.key(), i)).collect();
+    for (w, entry) in workloads.iter().zip(&file.workloads) {
+        for (key, ports) in &entry.services {
+            // check_workloads verified every reference, so nothing is skipped here.
+            let Some(key) = key.parse::<NamespacedHostname>().ok() else {
+                continue;
+            };
+            let Some(&i) = index.get(&key) else {
+                continue;
+            };
+            services[i].endpoints.insert(
+                w.uid.clone(),
+                Endpoint { workload_uid: w.uid.clone(), service_key: key, port: ports.clone(), status: w.status },
+            );
+        }
+    }
+    Ok(())
+}
+
+fn check_policies(policies: Vec<serde_yaml::Value>) -> Result<Vec<serde_json::Value>, Rejection> {
+    policies
+        .into_iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let entry = Some(format!("policies[{i}]"));
+            if !p.is_mapping() {
+                return Err(Rejection {
+                    entry,
+                    field: None,
+                    reason: "expected a mapping (an authorization policy)".to_string(),
+                });
+            }
+            serde_json::to_value(&p).map_err(|e| Rejection {
+                entry,
+                field: None,
+                reason: format!("cannot be represented as JSON: {e}"),
+            })
+        })
+        .collect()
+}
