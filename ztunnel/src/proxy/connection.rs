@@ -148,13 +148,12 @@ impl ConnectionRecord {
         let (to_upstream, to_client) = self.transferred.totals();
         self.counters.add_received(to_upstream);
         self.counters.add_sent(to_client);
+        // Istio's flags: DENY for policy refusals, CONNECT when the upstream or tunnel could
+        // not be established; failures after the bytes started flowing carry none.
         let flags = match result {
-            Ok(()) => ResponseFlags::None,
-            Err(e) => match e.kind() {
-                ErrorKind::Policy => ResponseFlags::Denied,
-                ErrorKind::Upstream if !matches!(e, Error::Copy(_)) => ResponseFlags::ConnectionFailure,
-                _ => ResponseFlags::None,
-            },
+            Ok(()) | Err(Error::Copy(_)) => ResponseFlags::None,
+            Err(e) if e.kind() == ErrorKind::Policy => ResponseFlags::Denied,
+            Err(_) => ResponseFlags::ConnectionFailure,
         };
         if flags == ResponseFlags::None {
             self.counters.closed();
