@@ -5,8 +5,11 @@
 //! run in parallel with fixed ports such as 15008. Everything a test starts lives in its tokio
 //! runtime or in guards that clean up on drop.
 
+pub mod counting;
+pub mod envoy;
 pub mod mesh;
 pub mod net;
+pub mod process;
 
 pub use mesh::{Mesh, MeshNode, ServiceSpec, WorkloadSpec};
 pub use net::{Subnet, echo_server, http_get, sha256_hex, socks5_connect};

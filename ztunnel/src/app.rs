@@ -17,7 +17,7 @@ use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::hbone::{HbonePool, PoolConfig, PoolStats};
 use crate::identity::{CertManager, LocalCa};
 use crate::metrics::Metrics;
-use crate::proxy::{self, PoolKey, ProxyInputs, ProxySettings};
+use crate::proxy::{self, ForceClose, ForceCloseTrigger, PoolKey, ProxyInputs, ProxySettings};
 use crate::readiness::Ready;
 use crate::state::{self, SharedState};
 use crate::telemetry::LogHandle;
@@ -54,6 +54,7 @@ pub struct Running {
     pub ready: Ready,
     pool: HbonePool<PoolKey>,
     drain: DrainTrigger,
+    force_close: ForceCloseTrigger,
     tasks: JoinSet<()>,
     deadline: Duration,
     quit: Arc<tokio::sync::Notify>,
@@ -82,6 +83,9 @@ impl Running {
     pub async fn shutdown(mut self) {
         let outcome = self.drain.drain(self.deadline).await;
         info!(?outcome, "drain finished");
+        // Connections still open past the deadline are closed now (and logged as such).
+        self.force_close.fire();
+        tokio::task::yield_now().await;
         self.tasks.shutdown().await;
     }
 }
@@ -102,6 +106,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
 
     let ready = Ready::new();
     let (drain, watch) = drain::new();
+    let (force_close, force_close_signal) = ForceClose::new();
     let metrics = Arc::new(Metrics::new());
     let settings = Arc::new(ProxySettings {
         node: config.node.clone(),
@@ -122,6 +127,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         metrics: metrics.clone(),
         pool: pool.clone(),
         drain: watch.clone(),
+        force_close: force_close_signal,
     };
 
     let bind = |what: &'static str, addr: SocketAddr| {
@@ -169,7 +175,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
     ));
     drop(watch);
     info!(node = %config.node, ?addrs, "ztunnel started");
-    Ok(Running { addrs, state, ready, pool, drain, tasks, deadline: config.drain_deadline, quit })
+    Ok(Running { addrs, state, ready, pool, drain, force_close, tasks, deadline: config.drain_deadline, quit })
 }
 
 /// Resolves when the drain starts (the watch is released then, so it never delays the drain).

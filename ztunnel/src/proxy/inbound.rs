@@ -153,9 +153,8 @@ async fn handle_stream(
     let result = match incoming.accept(HeaderMap::new()) {
         Ok(tunnel) => {
             let (ar, aw) = app.into_split();
-            copy_bidirectional(tunnel.split(), (TcpChunkReader::new(ar), aw), record.transferred.clone())
-                .await
-                .map_err(Error::from)
+            let copy = copy_bidirectional(tunnel.split(), (TcpChunkReader::new(ar), aw), record.transferred.clone());
+            inputs.force_close.or_close(async { copy.await.map_err(Error::from) }).await
         }
         Err(e) => Err(Error::Internal(format!("answering CONNECT {target}: {e}"))),
     };

@@ -57,7 +57,45 @@ pub struct ProxyInputs {
     pub certs: Arc<CertManager>,
     pub metrics: Arc<Metrics>,
     pub pool: HbonePool<PoolKey>,
+    /// Held by every live connection: the drain waits for these to drop.
     pub drain: DrainWatch,
+    /// Fires when the drain deadline passed: live connections are then closed.
+    pub force_close: ForceClose,
+}
+
+/// Signal that the drain deadline has passed and connections must close now.
+#[derive(Clone, Debug)]
+pub struct ForceClose(tokio::sync::watch::Receiver<bool>);
+
+/// Sending side of [`ForceClose`].
+#[derive(Debug)]
+pub struct ForceCloseTrigger(tokio::sync::watch::Sender<bool>);
+
+impl ForceClose {
+    pub fn new() -> (ForceCloseTrigger, ForceClose) {
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        (ForceCloseTrigger(tx), ForceClose(rx))
+    }
+
+    /// Resolves once connections must close.
+    pub async fn fired(&self) {
+        let mut rx = self.0.clone();
+        let _ = rx.wait_for(|fired| *fired).await;
+    }
+
+    /// Runs `copy` unless the deadline passes first.
+    pub async fn or_close<T>(&self, copy: impl std::future::Future<Output = Result<T, Error>>) -> Result<T, Error> {
+        tokio::select! {
+            result = copy => result,
+            _ = self.fired() => Err(Error::DrainDeadline),
+        }
+    }
+}
+
+impl ForceCloseTrigger {
+    pub fn fire(&self) {
+        let _ = self.0.send(true);
+    }
 }
 
 /// Whose fault a failed connection was (shared with the access log).
@@ -94,6 +132,8 @@ pub enum Error {
     UnknownDestination { authority: SocketAddr },
     #[error("copying: {0}")]
     Copy(#[from] copy::CopyError),
+    #[error("closed: the drain deadline passed")]
+    DrainDeadline,
     #[error("{0}")]
     Internal(String),
 }
@@ -116,7 +156,7 @@ impl Error {
                 copy::Side::Client => ErrorKind::Client,
                 copy::Side::Upstream => ErrorKind::Upstream,
             },
-            Error::Internal(_) => ErrorKind::Internal,
+            Error::Internal(_) | Error::DrainDeadline => ErrorKind::Internal,
         }
     }
 }

@@ -84,7 +84,7 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, o
     let (record, upstream) = outbound.establish(peer, source, dst).await;
     let result = match upstream {
         Ok(upstream) => match send_reply(&mut stream, Reply::Succeeded).await {
-            Ok(()) => proxy_to(stream, upstream, record.transferred.clone()).await,
+            Ok(()) => inputs.force_close.or_close(proxy_to(stream, upstream, record.transferred.clone())).await,
             Err(e) => Err(Error::Socks5(format!("sending reply: {e}"))),
         },
         Err(e) => {

