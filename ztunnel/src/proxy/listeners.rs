@@ -68,17 +68,26 @@ pub async fn run(inputs: ProxyInputs, ready: ReadyGuard) {
             inputs.certs.prefetch(new);
         }
         identities = want_ids;
+        // Ready only once every local workload has a certificate; retry until then.
+        let mut retry = None;
         if ready.is_some() {
             let fetches = identities.iter().map(|id| inputs.certs.fetch(id));
+            let mut all_issued = true;
             for (id, result) in identities.iter().zip(futures_util::future::join_all(fetches).await) {
                 if let Err(e) = result {
-                    error!(identity = %id, error = %e, "cannot get certificate");
+                    error!(identity = %id, error = %e, "cannot get certificate; not ready yet");
+                    all_issued = false;
                 }
             }
-            ready = None;
+            if all_issued {
+                ready = None;
+            } else {
+                retry = Some(tokio::time::Instant::now() + std::time::Duration::from_secs(1));
+            }
         }
         tokio::select! {
             changed = generations.changed() => if changed.is_err() { break },
+            _ = async { match retry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {}
             _ = inputs.drain.signaled() => break,
         }
     }
