@@ -51,7 +51,7 @@ pub struct Mesh {
 fn init_logging() {
     static ONCE: Once = Once::new();
     ONCE.call_once(|| {
-        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into());
+        let filter = std::env::var("RUST_LOG").unwrap_or_else(|_| "warn,access=off".into());
         let _ = telemetry::init(LogFormat::Text, &filter);
     });
 }

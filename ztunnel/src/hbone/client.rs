@@ -25,6 +25,8 @@ pub struct ClientConnection {
 #[derive(Default)]
 struct Liveness {
     closed: AtomicBool,
+    /// The peer sent GOAWAY (or refused a stream): live streams go on, new ones go elsewhere.
+    draining: AtomicBool,
     notify: Notify,
 }
 
@@ -62,6 +64,11 @@ impl ClientConnection {
         self.alive.closed.load(Ordering::Acquire)
     }
 
+    /// True while the connection may take new streams.
+    pub fn is_usable(&self) -> bool {
+        !self.is_closed() && !self.alive.draining.load(Ordering::Acquire)
+    }
+
     /// Resolves when the connection ends.
     pub async fn closed(&self) {
         let notified = self.alive.notify.notified();
@@ -82,7 +89,14 @@ impl ClientConnection {
         if request.method() != Method::CONNECT {
             return Err(Error::BadRequest { authority, reason: "method must be CONNECT".into() });
         }
-        let request_err = |source| Error::Request { authority: authority.clone(), source };
+        let request_err = |source: h2::Error| {
+            // A stream refused by GOAWAY or REFUSED_STREAM was never processed by the peer
+            // (RFC 9113 section 6.8): stop using this connection for new streams.
+            if super::is_refused(&source) {
+                self.alive.draining.store(true, Ordering::Release);
+            }
+            Error::Request { authority: authority.clone(), source }
+        };
         let mut send = self.send.clone().ready().await.map_err(request_err)?;
         let (response, stream) = send.send_request(request, false).map_err(request_err)?;
         let response = response.await.map_err(request_err)?;

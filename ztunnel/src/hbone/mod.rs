@@ -48,6 +48,12 @@ pub enum Error {
 }
 
 impl Error {
+    /// True when the peer refused the stream without processing it (GOAWAY or
+    /// REFUSED_STREAM), so it may be retried on another connection.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Error::Request { source, .. } if is_refused(source))
+    }
+
     /// The HTTP status the peer answered with, when the failure is a non-200 response.
     pub fn status(&self) -> Option<http::StatusCode> {
         match self {
@@ -55,6 +61,11 @@ impl Error {
             _ => None,
         }
     }
+}
+
+/// Whether an HTTP/2 error means the peer did not process the stream.
+pub(crate) fn is_refused(err: &h2::Error) -> bool {
+    err.is_go_away() || err.reason() == Some(h2::Reason::REFUSED_STREAM)
 }
 
 /// Converts an HTTP/2 stream error into the `io::Error` that byte-stream users expect.

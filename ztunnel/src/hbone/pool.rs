@@ -123,6 +123,8 @@ where
 
     /// Opens a `CONNECT` stream for `key`, reusing a pooled connection with a free slot or
     /// dialling a new one with `dial` (which returns an established, authenticated stream).
+    /// A stream the peer refused unprocessed (its connection is draining) is retried once,
+    /// on another connection.
     pub async fn connect<D, F, IO, E>(
         &self,
         key: &K,
@@ -130,7 +132,28 @@ where
         request: Request<()>,
     ) -> Result<(Tunnel, HeaderMap), PoolError<E>>
     where
-        D: FnOnce() -> F,
+        D: Fn() -> F,
+        F: Future<Output = Result<IO, E>>,
+        IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    {
+        let retry = copy_request(&request);
+        match self.connect_once(key, &dial, request).await {
+            Err(PoolError::Hbone(e)) if e.is_retryable() => {
+                debug!(key = ?key, error = %e, "stream refused by a draining connection; retrying on another");
+                self.connect_once(key, &dial, retry).await
+            }
+            other => other,
+        }
+    }
+
+    async fn connect_once<D, F, IO, E>(
+        &self,
+        key: &K,
+        dial: &D,
+        request: Request<()>,
+    ) -> Result<(Tunnel, HeaderMap), PoolError<E>>
+    where
+        D: Fn() -> F,
         F: Future<Output = Result<IO, E>>,
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     {
@@ -179,7 +202,7 @@ where
         let max = self.inner.config.max_streams_per_connection.max(1);
         let mut conns = entry.conns.lock().unwrap_or_else(|e| e.into_inner());
         conns.retain(|c| !c.conn.is_closed());
-        conns.iter().find_map(|c| {
+        conns.iter().filter(|c| c.conn.is_usable()).find_map(|c| {
             let mut usage = c.usage.lock().unwrap_or_else(|e| e.into_inner());
             (usage.streams < max).then(|| {
                 usage.streams += 1;
@@ -210,4 +233,14 @@ async fn reap_idle<K>(inner: Weak<Inner<K>>) {
             !conns.is_empty() || Arc::strong_count(entry) > 1
         });
     }
+}
+
+/// A copy of a body-less request (for a retry).
+fn copy_request(request: &Request<()>) -> Request<()> {
+    let mut copy = Request::new(());
+    *copy.method_mut() = request.method().clone();
+    *copy.uri_mut() = request.uri().clone();
+    *copy.version_mut() = request.version();
+    *copy.headers_mut() = request.headers().clone();
+    copy
 }

@@ -50,7 +50,7 @@ async fn echo_server(settings: H2Settings) -> SocketAddr {
     addr
 }
 
-fn dial(addr: SocketAddr) -> impl FnOnce() -> std::future::Ready<std::io::Result<TcpStream>> {
+fn dial(addr: SocketAddr) -> impl Fn() -> std::future::Ready<std::io::Result<TcpStream>> {
     move || {
         std::future::ready(std::net::TcpStream::connect(addr).and_then(|s| {
             s.set_nonblocking(true)?;
@@ -247,4 +247,56 @@ async fn server_drain_sends_goaway_and_finishes_live_streams() {
         .expect("server did not finish after drain")
         .unwrap()
         .unwrap();
+}
+
+#[tokio::test]
+async fn streams_refused_by_a_draining_server_move_to_a_new_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (drain_tx, drain_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        loop {
+            let (io, peer) = listener.accept().await.unwrap();
+            let mut drain = drain_rx.clone();
+            // Only the connections open when the drain starts are drained.
+            let draining_now = *drain.borrow();
+            tokio::spawn(async move {
+                let drained = async move {
+                    if draining_now {
+                        std::future::pending::<()>().await
+                    }
+                    let _ = drain.wait_for(|d| *d).await;
+                };
+                let _ = serve_connection(
+                    io,
+                    peer,
+                    &H2Settings::default(),
+                    drained,
+                    |incoming: IncomingConnect| async move {
+                        let (mut r, mut w) = incoming.accept(Default::default()).unwrap().split();
+                        while let Ok(Some(chunk)) = r.read_chunk().await {
+                            w.write_chunk(chunk).await.unwrap();
+                        }
+                        w.close().unwrap();
+                    },
+                )
+                .await;
+            });
+        }
+    });
+    let pool: HbonePool<&str> = HbonePool::new(PoolConfig::default());
+    let (held, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    drain_tx.send(true).unwrap();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // The first connection got GOAWAY but still carries `held`; a new stream must succeed.
+    let (fresh, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.expect("stream after GOAWAY");
+    assert_eq!(pool.stats().connections_opened, 2, "the refused stream moved to a new connection");
+    for tunnel in [held, fresh] {
+        let (mut r, mut w) = tunnel.split();
+        w.write_chunk(Bytes::from_static(b"alive")).await.unwrap();
+        w.close().unwrap();
+        let mut got = Vec::new();
+        r.read_to_end(&mut got).await.unwrap();
+        assert_eq!(got, b"alive", "both streams keep working");
+    }
 }

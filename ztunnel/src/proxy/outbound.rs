@@ -116,7 +116,7 @@ impl Outbound {
         let key = PoolKey { source: source.identity(), destination: identity.clone(), gateway };
         let request = connect_request(route, source, src_addr, &settings.cluster_id)?;
         let inputs = &self.inputs;
-        let dial = || dial_tls(inputs, key.source.clone(), identity, gateway);
+        let dial = || dial_tls(inputs, key.source.clone(), identity.clone(), gateway);
         match inputs.pool.connect(&key, dial, request).await {
             Ok((tunnel, _response_headers)) => Ok(Upstream::Hbone(tunnel)),
             Err(PoolError::Dial(e)) => Err(e),
