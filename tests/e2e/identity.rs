@@ -29,10 +29,8 @@ async fn server_with_the_wrong_identity_is_refused() {
     let a = mesh.start_with(a_config).await;
     let _b = mesh.start_node("node-b").await;
 
-    let err = socks5_connect(a.socks5(), client, app.addr)
-        .await
-        .err()
-        .expect("a server with another identity must be refused");
+    let err =
+        socks5_connect(a.socks5(), client, app.addr).await.expect_err("a server with another identity must be refused");
     assert!(err.to_string().contains("reply code"), "expected a SOCKS refusal, got: {err}");
     assert_eq!(app.accepted(), 0, "the app must never see the connection");
     let metrics = a.metrics().await;

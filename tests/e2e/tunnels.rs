@@ -284,7 +284,6 @@ async fn unknown_source_address_is_refused() {
     let stranger = mesh.subnet.ip(99);
     let err = socks5_connect(a.socks5(), stranger, server)
         .await
-        .err()
-        .expect("a client that is no local workload must be refused");
+        .expect_err("a client that is no local workload must be refused");
     assert!(err.to_string().contains("reply code 2"), "expected 'not allowed' (2): {err}");
 }
