@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand};
 
 /// Developer automation for ztunnel.
 #[derive(Debug, Parser)]
-#[command(name = "cargo xtask", about, long_about = None)]
+#[command(name = "xtask", bin_name = "cargo xtask", about, long_about = None)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

