@@ -225,7 +225,7 @@ async fn service_vip_spreads_over_its_three_endpoints() {
     }
     mesh.write_config();
     let a = mesh.start_node("node-a").await;
-    let _b = mesh.start_node("node-b").await;
+    let b = mesh.start_node("node-b").await;
 
     let mut seen = std::collections::BTreeMap::<String, u32>::new();
     for _ in 0..60 {
@@ -247,6 +247,23 @@ async fn service_vip_spreads_over_its_three_endpoints() {
         60,
         "metrics name the service:\n{metrics}"
     );
+    // The destination side names the service too (from `forwarded: host=`), so dashboards
+    // built on reporter="destination" see it.
+    let mut named = 0;
+    for _ in 0..50 {
+        let metrics = b.metrics().await;
+        let labels = [
+            ("reporter", "destination"),
+            ("destination_service", "web.default.svc.cluster.local"),
+            ("destination_service_name", "web"),
+        ];
+        named = metric_sum(&metrics, "istio_tcp_connections_closed_total", &labels);
+        if named == 60 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(named, 60, "node-b must name the service of all 60 connections:\n{}", b.metrics().await);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

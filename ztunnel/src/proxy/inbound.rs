@@ -21,7 +21,7 @@ use super::copy::{TcpChunkReader, copy_bidirectional};
 use super::{Error, ProxyInputs, socket};
 use crate::hbone::{self, IncomingConnect};
 use crate::identity::Identity;
-use crate::state::Workload;
+use crate::state::{ProxyState, Service, Workload};
 use crate::telemetry::Direction;
 use crate::tls::peer_identity;
 
@@ -99,14 +99,31 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, inputs: ProxyInpu
     .map_err(|source| Error::Hbone { gateway: local, source })
 }
 
-/// The client's address from `forwarded: for="ip:port"`, if present and well formed.
-fn forwarded_for(headers: &HeaderMap) -> Option<SocketAddr> {
+/// A parameter of the `forwarded` header (`for`, `host`), unquoted.
+fn forwarded_param<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     let value = headers.get(hbone::FORWARDED)?.to_str().ok()?;
-    value
-        .split(';')
-        .find_map(|part| part.trim().strip_prefix("for="))
-        .map(|v| v.trim_matches('"'))
-        .and_then(|v| v.parse().ok())
+    value.split(';').find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('=')).map(|v| v.trim_matches('"'))
+}
+
+/// The service a connection to `workload` at `port` was addressed to: the one named by the
+/// client's `forwarded: host=` if the workload serves it, else the only service of the
+/// workload with target port `port` (as Istio's ztunnel guesses it).
+fn inbound_service(state: &ProxyState, workload: &Workload, port: u16, host: Option<&str>) -> Option<Arc<Service>> {
+    let mine: Vec<&Arc<Service>> = state.services().filter(|s| s.endpoints.contains_key(&workload.uid)).collect();
+    if let Some(host) = host
+        && let Some(s) = mine.iter().find(|s| &*s.hostname == host)
+    {
+        return Some((*s).clone());
+    }
+    let targets_port = |s: &Service| {
+        let endpoint_ports = s.endpoints.get(&workload.uid).is_some_and(|e| e.port.values().any(|t| *t == port));
+        endpoint_ports || s.ports.values().any(|t| *t == port)
+    };
+    let by_port: Vec<&&Arc<Service>> = mine.iter().filter(|s| targets_port(s)).collect();
+    match by_port.as_slice() {
+        [only] => Some((**only).clone()),
+        _ => None,
+    }
 }
 
 async fn handle_stream(
@@ -117,11 +134,13 @@ async fn handle_stream(
     inputs: &ProxyInputs,
 ) {
     let target = incoming.authority;
-    let client_addr = forwarded_for(&incoming.headers).unwrap_or(peer);
-    // The source workload is named only when its address and verified identity agree.
-    let source_workload = {
+    let client_addr = forwarded_param(&incoming.headers, "for").and_then(|v| v.parse().ok()).unwrap_or(peer);
+    let (source_workload, service) = {
         let state = inputs.state.read();
-        state.workload_by_ip(client_addr.ip()).filter(|w| w.identity() == peer_id)
+        // The source workload is named only when its address and verified identity agree.
+        let source = state.workload_by_ip(client_addr.ip()).filter(|w| w.identity() == peer_id);
+        let service = inbound_service(&state, &workload, target.port(), forwarded_param(&incoming.headers, "host"));
+        (source, service)
     };
     let record = ConnectionRecord::open(
         &inputs.metrics,
@@ -131,7 +150,7 @@ async fn handle_stream(
             dst_addr: target,
             source: Peer { workload: source_workload, identity: Some(peer_id) },
             destination: Peer { identity: Some(workload.identity()), workload: Some(workload.clone()) },
-            service: None,
+            service: service.as_deref(),
             mtls: true,
             cluster_id: &inputs.settings.cluster_id,
         },
