@@ -284,12 +284,16 @@ async fn unmeshed_and_tcp_destinations_are_reached_directly() {
         s.read_to_end(&mut back).await.unwrap();
         assert_eq!(back, b"plain", "{dst}");
     }
-    let metrics = a.metrics().await;
-    assert_eq!(
-        metric_sum(&metrics, "istio_tcp_connections_closed_total", &[("connection_security_policy", "unknown")]),
-        2,
-        "both connections were plain TCP:\n{metrics}"
-    );
+    let plain = [("connection_security_policy", "unknown")];
+    let mut closed = 0;
+    for _ in 0..50 {
+        closed = metric_sum(&a.metrics().await, "istio_tcp_connections_closed_total", &plain);
+        if closed == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(closed, 2, "both connections were plain TCP:\n{}", a.metrics().await);
     assert_eq!(a.pool_stats().connections_opened, 0, "no tunnel for unmeshed destinations");
 }
 

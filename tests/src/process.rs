@@ -13,6 +13,15 @@ pub fn ztunnel_binary() -> PathBuf {
             // target/<profile>/deps/<test> -> target/<profile>/ztunnel
             let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
             let bin = profile_dir.join("ztunnel");
+            // `cargo xtask test` builds the binary first; rebuild only when it is missing or
+            // older than the daemon's sources (a test build and a plain build differ in
+            // dev-dependency features, so building from here would undo the test build).
+            let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ztunnel");
+            if let (Some(built), Some(edited)) = (modified(&bin), newest_file(&sources))
+                && built >= edited
+            {
+                return bin;
+            }
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let release = profile_dir.file_name().is_some_and(|n| n == "release");
             let mut build = Command::new(cargo);
@@ -26,6 +35,27 @@ pub fn ztunnel_binary() -> PathBuf {
             bin
         })
         .clone()
+}
+
+fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {
+    std::fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+/// The newest modification time of any file under `dir`.
+fn newest_file(dir: &std::path::Path) -> Option<std::time::SystemTime> {
+    let mut newest = modified(dir)?;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).ok()?.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if let Some(t) = modified(&path) {
+                newest = newest.max(t);
+            }
+        }
+    }
+    Some(newest)
 }
 
 /// A running child process, killed (and reaped) when dropped.

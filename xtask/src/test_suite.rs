@@ -28,6 +28,16 @@ pub(crate) struct TestArgs {
 
 pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
     ensure_envoy()?;
+    // The lifecycle tests run the real binary (for real signals); build it once here.
+    println!("==> cargo build -p ztunnel --bin ztunnel");
+    let built = workspace::cargo()
+        .args(["build", "-p", "ztunnel", "--bin", "ztunnel"])
+        .status()
+        .context("cannot run cargo build")?;
+    if !built.success() {
+        eprintln!("building the ztunnel binary failed ({built})");
+        return Ok(ExitCode::FAILURE);
+    }
     let shown: Vec<&str> =
         ["cargo", "test", "--workspace"].into_iter().chain(args.cargo_args.iter().map(String::as_str)).collect();
     println!("==> {}", shown.join(" "));

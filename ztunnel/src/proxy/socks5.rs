@@ -88,8 +88,11 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, o
             Err(e) => Err(Error::Socks5(format!("sending reply: {e}"))),
         },
         Err(e) => {
-            let _ = send_reply(&mut stream, reply_for(&e)).await;
-            Err(e)
+            // Record first, so the failure is in metrics by the time the client hears of it.
+            let reply = reply_for(&e);
+            record.close(&Err(e));
+            let _ = send_reply(&mut stream, reply).await;
+            return;
         }
     };
     record.close(&result);
