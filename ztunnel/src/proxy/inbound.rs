@@ -14,7 +14,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
-use tracing::{debug, warn};
+use tracing::debug;
 
 use super::connection::{ConnectionRecord, Opening, Peer};
 use super::copy::{TcpChunkReader, copy_bidirectional};
@@ -32,26 +32,15 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// finish their streams.
 pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
     let drain = inputs.drain.clone();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = drain.signaled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let inputs = inputs.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = serve_connection(stream, peer, inputs).await {
-                        debug!(%peer, error = %e, kind = e.kind().as_str(), "inbound hbone connection failed");
-                    }
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "hbone accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
+    super::accept::accept_until_drained(listener, "inbound hbone", &drain, |stream, peer| {
+        let inputs = inputs.clone();
+        async move {
+            if let Err(e) = serve_connection(stream, peer, inputs).await {
+                debug!(%peer, error = %e, kind = e.kind().as_str(), "inbound hbone connection failed");
             }
         }
-    }
+    })
+    .await
 }
 
 async fn serve_connection(stream: TcpStream, peer: SocketAddr, inputs: ProxyInputs) -> Result<(), Error> {

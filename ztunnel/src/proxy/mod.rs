@@ -5,6 +5,7 @@
 //! the access log. Every failure is classified by whose fault it was ([`ErrorKind`]) so
 //! operators know where to look and metric labels stay bounded.
 
+pub mod accept;
 pub mod connection;
 pub mod copy;
 pub mod inbound;

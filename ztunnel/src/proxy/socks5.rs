@@ -37,26 +37,12 @@ enum Reply {
 pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
     let outbound = Outbound::new(inputs.clone());
     let drain = inputs.drain.clone();
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = drain.signaled() => return,
-        };
-        match accepted {
-            Ok((stream, peer)) => {
-                let outbound = outbound.clone();
-                let inputs = inputs.clone();
-                tokio::spawn(async move {
-                    let _guard = inputs.drain.clone();
-                    handle(stream, peer, &inputs, &outbound).await;
-                });
-            }
-            Err(e) => {
-                warn!(error = %e, "socks5 accept failed");
-                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            }
-        }
-    }
+    super::accept::accept_until_drained(listener, "socks5", &drain, |stream, peer| {
+        let outbound = outbound.clone();
+        let inputs = inputs.clone();
+        async move { handle(stream, peer, &inputs, &outbound).await }
+    })
+    .await
 }
 
 async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, outbound: &Outbound) {
