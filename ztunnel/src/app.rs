@@ -12,6 +12,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
+use crate::capture::{Capture, CaptureSettings};
 use crate::config::{CaSource, ProxyConfig};
 use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::hbone::{HbonePool, PoolConfig, PoolStats};
@@ -29,6 +30,14 @@ pub enum AppError {
     Ca(#[from] crate::identity::CaError),
     #[error(transparent)]
     Config(#[from] state::LocalConfigError),
+    #[error("eBPF capture: {0}")]
+    Capture(#[from] crate::capture::CaptureError),
+    #[error("control socket {path}: {source}")]
+    Control {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen for {what} on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -154,7 +163,14 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         config.config_poll_interval,
         stop_on(watch.clone()),
     ));
-    tasks.spawn(proxy::listeners::run(inputs.clone(), ready.register("workload certificates and listeners")));
+    tasks.spawn(proxy::listeners::run(
+        inputs.clone(),
+        ready.register("workload certificates and listeners"),
+        config.capture.is_none(),
+    ));
+    if let Some(capture_config) = &config.capture {
+        start_capture(capture_config, &inputs, &config.node, &ready, &mut tasks).await?;
+    }
     if let Some(listener) = socks5 {
         tasks.spawn(proxy::socks5::serve(listener, inputs.clone()));
     }
@@ -176,6 +192,39 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
     drop(watch);
     info!(node = %config.node, ?addrs, "ztunnel started");
     Ok(Running { addrs, state, ready, pool, drain, force_close, tasks, deadline: config.drain_deadline, quit })
+}
+
+/// Starts eBPF capture, its control socket, and the loop that keeps config-enrolled pods in
+/// step with the config file.
+async fn start_capture(
+    config: &crate::config::CaptureConfig,
+    inputs: &ProxyInputs,
+    node: &str,
+    ready: &Ready,
+    tasks: &mut JoinSet<()>,
+) -> Result<(), AppError> {
+    let settings = CaptureSettings { pin_dir: config.pin_dir.clone(), records_dir: config.records_dir.clone() };
+    let capture = Capture::start(settings, inputs.clone()).await?;
+    let path = config.control_socket.clone();
+    let listener = crate::capture::control::bind(&path)
+        .map_err(|source| AppError::Control { path: path.display().to_string(), source })?;
+    tasks.spawn(crate::capture::control::serve(listener, capture.clone(), inputs.drain.clone()));
+    let guard = ready.register("capture of configured pods");
+    let (state, drain, node) = (inputs.state.clone(), inputs.drain.clone(), node.to_string());
+    tasks.spawn(async move {
+        let mut generations = state.subscribe();
+        let mut guard = Some(guard);
+        loop {
+            let wanted = state.read().captures_on_node(&node);
+            capture.reconcile_config(&wanted).await;
+            guard.take();
+            tokio::select! {
+                changed = generations.changed() => if changed.is_err() { return },
+                _ = drain.signaled() => return,
+            }
+        }
+    });
+    Ok(())
 }
 
 /// Resolves when the drain starts (the watch is released then, so it never delays the drain).

@@ -22,7 +22,46 @@ pub enum Command {
     Proxy(Box<ProxyArgs>),
     /// Print the version and exit.
     Version,
+    /// Enroll a pod in the running daemon's eBPF capture.
+    Enroll(EnrollArgs),
+    /// Remove a pod from the running daemon's capture.
+    Unenroll(UnenrollArgs),
+    /// List the pods the running daemon captures.
+    Pods(ControlArgs),
 }
+
+/// Where the daemon's control socket is.
+#[derive(Debug, Clone, Args)]
+pub struct ControlArgs {
+    #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct EnrollArgs {
+    /// The workload's uid, as in the config (e.g. `cluster1//v1/Pod/default/web`).
+    #[arg(long)]
+    pub uid: String,
+    /// The pod's network namespace (`/var/run/netns/NAME` or `/proc/PID/ns/net`).
+    #[arg(long)]
+    pub netns: PathBuf,
+    /// The pod's cgroup v2 directory (absolute, or relative to the cgroup2 mount).
+    #[arg(long)]
+    pub cgroup: PathBuf,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UnenrollArgs {
+    #[arg(long)]
+    pub uid: String,
+    #[command(flatten)]
+    pub control: ControlArgs,
+}
+
+/// Default path of the daemon's control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/var/run/ztunnel/control.sock";
 
 /// Log output format.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -111,6 +150,19 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "0x539", value_parser = parse_u32)]
     pub socket_mark: u32,
 
+    /// Capture enrolled pods' traffic with eBPF (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
+    /// Without it, traffic enters only through SOCKS5.
+    #[arg(long, env = "ZTUNNEL_CAPTURE")]
+    pub capture: bool,
+
+    /// bpffs directory for capture's pinned maps and links.
+    #[arg(long, default_value = "/sys/fs/bpf/ztunnel")]
+    pub bpf_pin_dir: PathBuf,
+
+    /// Unix socket for `ztunnel enroll` / `unenroll` (with --capture).
+    #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
+    pub control_socket: PathBuf,
+
     /// Log filter (tracing-subscriber syntax), e.g. `info` or `info,hbone=debug`.
     #[arg(long, env = "RUST_LOG", default_value = "info")]
     pub log_level: String,
@@ -189,6 +241,16 @@ pub struct ProxyConfig {
     pub drain_deadline: Duration,
     pub config_poll_interval: Duration,
     pub socket_mark: Option<u32>,
+    /// eBPF capture, when enabled.
+    pub capture: Option<CaptureConfig>,
+}
+
+/// Where capture keeps its state.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CaptureConfig {
+    pub pin_dir: PathBuf,
+    pub records_dir: PathBuf,
+    pub control_socket: PathBuf,
 }
 
 /// Where the local CA's root comes from.
@@ -200,6 +262,11 @@ pub enum CaSource {
 
 impl From<ProxyArgs> for ProxyConfig {
     fn from(a: ProxyArgs) -> ProxyConfig {
+        let capture = a.capture.then(|| CaptureConfig {
+            pin_dir: a.bpf_pin_dir.clone(),
+            records_dir: a.state_dir.join("capture"),
+            control_socket: a.control_socket.clone(),
+        });
         let ca = match (a.ca_cert, a.ca_key) {
             (Some(cert), Some(key)) => CaSource::Files { cert, key },
             _ => CaSource::StateDir(a.state_dir),
@@ -222,6 +289,7 @@ impl From<ProxyArgs> for ProxyConfig {
             drain_deadline: a.drain_deadline,
             config_poll_interval: a.config_poll_interval,
             socket_mark: (a.socket_mark != 0).then_some(a.socket_mark),
+            capture,
         }
     }
 }

@@ -6,11 +6,12 @@
 //! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification)
 //! 2. [`state`] (workloads, services; lookups), [`identity`] certificate manager and local CA
 //! 3. [`hbone`] (HTTP/2 CONNECT client, server, pool; knows nothing of state)
-//! 4. [`proxy`] (SOCKS5, outbound, inbound, passthrough, copy), [`admin`]
+//! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), [`admin`]
 //! 5. [`app`] (composition root)
 
 pub mod admin;
 pub mod app;
+pub mod capture;
 pub mod config;
 pub mod drain;
 pub mod hbone;

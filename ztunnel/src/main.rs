@@ -1,12 +1,40 @@
 //! The `ztunnel` command.
 
 use clap::Parser;
+use ztunnel::capture::control::{self, ControlRequest};
 use ztunnel::config::{Cli, Command, LogFormatArg, ProxyConfig};
 use ztunnel::telemetry::{self, LogFormat};
+
+/// Sends one control request to the running daemon and prints its answer.
+fn control(socket: &std::path::Path, request: ControlRequest) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let response = runtime.block_on(control::request(socket, &request))?;
+    if let Some(error) = response.error {
+        anyhow::bail!("{error}");
+    }
+    for pod in &response.pods {
+        println!(
+            "{}\tnetns={}\tcgroup={}\tsource={:?}",
+            pod.uid,
+            pod.netns.display(),
+            pod.cgroup.display(),
+            pod.source
+        );
+    }
+    if response.pods.is_empty() && matches!(request, ControlRequest::Pods) {
+        println!("no pods enrolled");
+    }
+    Ok(())
+}
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
+        Command::Enroll(a) => {
+            control(&a.control.control_socket, ControlRequest::Enroll { uid: a.uid, netns: a.netns, cgroup: a.cgroup })
+        }
+        Command::Unenroll(a) => control(&a.control.control_socket, ControlRequest::Unenroll { uid: a.uid }),
+        Command::Pods(a) => control(&a.control_socket, ControlRequest::Pods),
         Command::Version => {
             println!("ztunnel {}", env!("CARGO_PKG_VERSION"));
             Ok(())

@@ -18,7 +18,8 @@ use tracing::debug;
 
 use super::connection::{ConnectionRecord, Opening, Peer};
 use super::copy::{TcpChunkReader, copy_bidirectional};
-use super::{Error, ProxyInputs, socket};
+use super::socket::Dialer;
+use super::{Error, ProxyInputs};
 use crate::hbone::{self, IncomingConnect};
 use crate::identity::Identity;
 use crate::state::{ProxyState, Service, Workload};
@@ -30,12 +31,14 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Serves inbound HBONE on `listener` until the drain starts; live connections get GOAWAY and
 /// finish their streams.
-pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
+/// `app_dialer` reaches the destination app (from inside its pod when traffic is captured).
+pub async fn serve(listener: TcpListener, inputs: ProxyInputs, app_dialer: Dialer) {
     let drain = inputs.drain.clone();
     super::accept::accept_until_drained(listener, "inbound hbone", &drain, |stream, peer| {
         let inputs = inputs.clone();
+        let app_dialer = app_dialer.clone();
         async move {
-            if let Err(e) = serve_connection(stream, peer, inputs).await {
+            if let Err(e) = serve_connection(stream, peer, inputs, app_dialer).await {
                 debug!(%peer, error = %e, kind = e.kind().as_str(), "inbound hbone connection failed");
             }
         }
@@ -43,7 +46,12 @@ pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
     .await
 }
 
-async fn serve_connection(stream: TcpStream, peer: SocketAddr, inputs: ProxyInputs) -> Result<(), Error> {
+async fn serve_connection(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inputs: ProxyInputs,
+    app_dialer: Dialer,
+) -> Result<(), Error> {
     let local = stream.local_addr().map_err(|e| Error::Internal(format!("local address of inbound socket: {e}")))?;
     let _ = stream.set_nodelay(true);
     let workload = {
@@ -78,9 +86,10 @@ async fn serve_connection(stream: TcpStream, peer: SocketAddr, inputs: ProxyInpu
             let inputs = handler_inputs.clone();
             let workload = workload.clone();
             let peer_id = peer_id.clone();
+            let app_dialer = app_dialer.clone();
             async move {
                 let _guard = inputs.drain.clone();
-                handle_stream(incoming, peer, peer_id, workload, &inputs).await;
+                handle_stream(incoming, peer, peer_id, workload, &inputs, &app_dialer).await;
             }
         },
     )
@@ -121,6 +130,7 @@ async fn handle_stream(
     peer_id: Identity,
     workload: Arc<Workload>,
     inputs: &ProxyInputs,
+    app_dialer: &Dialer,
 ) {
     let target = incoming.authority;
     let client_addr = forwarded_param(&incoming.headers, "for").and_then(|v| v.parse().ok()).unwrap_or(peer);
@@ -149,8 +159,7 @@ async fn handle_stream(
         record.close(&Err(Error::UnknownDestination { authority: target }));
         return;
     }
-    let settings = &inputs.settings;
-    let app = match socket::connect(target, settings.socket_mark, settings.connect_timeout).await {
+    let app = match app_dialer.connect(target).await {
         Ok(app) => app,
         Err(e) => {
             incoming.reject(StatusCode::SERVICE_UNAVAILABLE);

@@ -12,6 +12,7 @@ use std::net::{IpAddr, SocketAddr};
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
+use super::socket::Dialer;
 use super::{ProxyInputs, inbound, socket};
 use crate::identity::Identity;
 use crate::readiness::ReadyGuard;
@@ -33,13 +34,18 @@ fn desired(inputs: &ProxyInputs) -> (BTreeSet<IpAddr>, BTreeSet<Identity>) {
 
 /// Reconciles listeners and certificates whenever state changes, until the drain starts.
 /// `ready` is dropped once the first reconcile has bound listeners and fetched certificates.
-pub async fn run(inputs: ProxyInputs, ready: ReadyGuard) {
+/// With `host_listeners` false (eBPF capture: pods have their own 15008), only certificates
+/// are managed here.
+pub async fn run(inputs: ProxyInputs, ready: ReadyGuard, host_listeners: bool) {
     let mut generations = inputs.state.subscribe();
     let mut running: HashMap<IpAddr, JoinHandle<()>> = HashMap::new();
     let mut identities: BTreeSet<Identity> = BTreeSet::new();
     let mut ready = Some(ready);
     loop {
-        let (want_ips, want_ids) = desired(&inputs);
+        let (mut want_ips, want_ids) = desired(&inputs);
+        if !host_listeners {
+            want_ips.clear();
+        }
         running.retain(|ip, task| {
             let keep = want_ips.contains(ip) && !task.is_finished();
             if !keep {
@@ -56,7 +62,8 @@ pub async fn run(inputs: ProxyInputs, ready: ReadyGuard) {
             match socket::listen(addr) {
                 Ok(listener) => {
                     info!(%addr, "inbound hbone listener started");
-                    running.insert(*ip, tokio::spawn(inbound::serve(listener, inputs.clone())));
+                    let app_dialer = Dialer::host(inputs.settings.socket_mark, inputs.settings.connect_timeout);
+                    running.insert(*ip, tokio::spawn(inbound::serve(listener, inputs.clone(), app_dialer)));
                 }
                 Err(e) => error!(%addr, error = %e, "cannot listen for inbound hbone"),
             }

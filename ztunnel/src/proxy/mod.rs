@@ -11,6 +11,7 @@ pub mod copy;
 pub mod inbound;
 pub mod listeners;
 pub mod outbound;
+pub mod pod;
 pub mod route;
 pub mod socket;
 pub mod socks5;

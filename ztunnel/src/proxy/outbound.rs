@@ -19,7 +19,8 @@ use tokio_rustls::client::TlsStream;
 use super::connection::{ConnectionRecord, Opening, Peer};
 use super::copy::{TcpChunkReader, Transferred, copy_bidirectional};
 use super::route::{Route, Transport, plan_outbound};
-use super::{Error, PoolKey, ProxyInputs, socket};
+use super::socket::Dialer;
+use super::{Error, PoolKey, ProxyInputs};
 use crate::hbone::{self, Tunnel, pool::PoolError};
 use crate::identity::Identity;
 use crate::state::{Service, Workload};
@@ -49,6 +50,7 @@ impl Outbound {
         src_addr: SocketAddr,
         source: Arc<Workload>,
         dst: SocketAddr,
+        dialer: &Dialer,
     ) -> (ConnectionRecord, Result<Upstream, Error>) {
         let planned = {
             let state = self.inputs.state.read();
@@ -72,7 +74,7 @@ impl Outbound {
         let mtls = matches!(route.transport, Transport::Hbone { .. });
         let record = self.open(src_addr, dst, source_peer, destination, route.service.as_deref(), mtls);
         let timeout = self.inputs.settings.connect_timeout;
-        let dialled = match tokio::time::timeout(timeout, self.dial(&route, &source, src_addr)).await {
+        let dialled = match tokio::time::timeout(timeout, self.dial(&route, &source, src_addr, dialer)).await {
             Ok(result) => result,
             Err(_) => Err(Error::ConnectTimeout { addr: route.target, timeout }),
         };
@@ -103,20 +105,22 @@ impl Outbound {
         )
     }
 
-    async fn dial(&self, route: &Route, source: &Workload, src_addr: SocketAddr) -> Result<Upstream, Error> {
+    async fn dial(
+        &self,
+        route: &Route,
+        source: &Workload,
+        src_addr: SocketAddr,
+        dialer: &Dialer,
+    ) -> Result<Upstream, Error> {
         let settings = &self.inputs.settings;
         let (gateway, identity) = match &route.transport {
-            Transport::Direct => {
-                return socket::connect(route.target, settings.socket_mark, settings.connect_timeout)
-                    .await
-                    .map(Upstream::Tcp);
-            }
+            Transport::Direct => return dialer.connect(route.target).await.map(Upstream::Tcp),
             Transport::Hbone { gateway, identity } => (*gateway, identity.clone()),
         };
         let key = PoolKey { source: source.identity(), destination: identity.clone(), gateway };
         let request = connect_request(route, source, src_addr, &settings.cluster_id)?;
         let inputs = &self.inputs;
-        let dial = || dial_tls(inputs, key.source.clone(), identity.clone(), gateway);
+        let dial = || dial_tls(inputs, dialer, key.source.clone(), identity.clone(), gateway);
         match inputs.pool.connect(&key, dial, request).await {
             Ok((tunnel, _response_headers)) => Ok(Upstream::Hbone(tunnel)),
             Err(PoolError::Dial(e)) => Err(e),
@@ -128,6 +132,7 @@ impl Outbound {
 /// Dials the destination's HBONE port and completes mTLS as `source`, requiring `destination`.
 async fn dial_tls(
     inputs: &ProxyInputs,
+    dialer: &Dialer,
     source: Identity,
     destination: Identity,
     gateway: SocketAddr,
@@ -140,8 +145,7 @@ async fn dial_tls(
     let config = cert
         .client_config(std::slice::from_ref(&destination))
         .map_err(|e| Error::Certificate { identity: source.clone(), reason: e.to_string() })?;
-    let settings = &inputs.settings;
-    let tcp = socket::connect(gateway, settings.socket_mark, settings.connect_timeout).await?;
+    let tcp = dialer.connect(gateway).await?;
     // No SNI is sent (the client config disables it); the name only satisfies the API.
     let name = ServerName::IpAddress(gateway.ip().into());
     TlsConnector::from(config).connect(name, tcp).await.map_err(|e| tls_error(gateway, e))

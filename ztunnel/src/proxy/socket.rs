@@ -1,7 +1,10 @@
 //! Sockets ztunnel opens: TCP dials with `SO_MARK` (so eBPF capture skips ztunnel's own
 //! traffic), `TCP_NODELAY` and a dial timeout, and listeners.
 
-use std::net::SocketAddr;
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
@@ -11,19 +14,53 @@ use tracing::warn;
 
 use super::Error;
 
-/// Dials `addr` with the configured mark and timeout.
-pub async fn connect(addr: SocketAddr, mark: Option<u32>, timeout: Duration) -> Result<TcpStream, Error> {
-    let connect_err = |source| Error::Connect { addr, source };
-    let socket = if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(connect_err)?;
-    if let Some(mark) = mark {
-        apply_mark(&socket, mark);
+/// Creates TCP sockets in the network namespace they must live in (a pod's, for capture).
+pub trait SocketFactory: Send + Sync {
+    /// A new, unconnected TCP socket of the address family of `ipv6`.
+    fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>>;
+}
+
+/// How ztunnel dials: in which network namespace, from which source address, with which mark.
+#[derive(Clone)]
+pub struct Dialer {
+    /// Where sockets are created; `None` is ztunnel's own namespace.
+    pub factory: Option<Arc<dyn SocketFactory>>,
+    /// Local address to bind before connecting.
+    pub source: Option<IpAddr>,
+    pub mark: Option<u32>,
+    pub timeout: Duration,
+}
+
+impl Dialer {
+    /// Dials from ztunnel's own namespace.
+    pub fn host(mark: Option<u32>, timeout: Duration) -> Dialer {
+        Dialer { factory: None, source: None, mark, timeout }
     }
-    socket.set_nodelay(true).map_err(connect_err)?;
-    let stream = tokio::time::timeout(timeout, socket.connect(addr))
-        .await
-        .map_err(|_| Error::ConnectTimeout { addr, timeout })?
-        .map_err(connect_err)?;
-    Ok(stream)
+
+    /// Dials `addr` (with `TCP_NODELAY`), failing after the timeout.
+    pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, Error> {
+        let connect_err = |source| Error::Connect { addr, source };
+        let socket = match &self.factory {
+            Some(factory) => {
+                let socket = factory.tcp_socket(addr.is_ipv6()).await.map_err(connect_err)?;
+                socket.set_nonblocking(true).map_err(connect_err)?;
+                TcpSocket::from_std_stream(std::net::TcpStream::from(socket))
+            }
+            None => if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(connect_err)?,
+        };
+        if let Some(mark) = self.mark {
+            apply_mark(&socket, mark);
+        }
+        if let Some(source) = self.source {
+            socket.bind(SocketAddr::new(source, 0)).map_err(connect_err)?;
+        }
+        socket.set_nodelay(true).map_err(connect_err)?;
+        let stream = tokio::time::timeout(self.timeout, socket.connect(addr))
+            .await
+            .map_err(|_| Error::ConnectTimeout { addr, timeout: self.timeout })?
+            .map_err(connect_err)?;
+        Ok(stream)
+    }
 }
 
 /// Sets `SO_MARK`; needs CAP_NET_ADMIN. Without it ztunnel still works where nothing is

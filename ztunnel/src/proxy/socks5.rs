@@ -10,6 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
 use super::outbound::{Outbound, proxy_to};
+use super::socket::Dialer;
 use super::{Error, ErrorKind, ProxyInputs};
 
 const VERSION: u8 = 5;
@@ -67,7 +68,8 @@ async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, o
         let _ = send_reply(&mut stream, Reply::NotAllowed).await;
         return;
     };
-    let (record, upstream) = outbound.establish(peer, source, dst).await;
+    let dialer = Dialer::host(inputs.settings.socket_mark, inputs.settings.connect_timeout);
+    let (record, upstream) = outbound.establish(peer, source, dst, &dialer).await;
     let result = match upstream {
         Ok(upstream) => match send_reply(&mut stream, Reply::Succeeded).await {
             Ok(()) => inputs.force_close.or_close(proxy_to(stream, upstream, record.transferred.clone())).await,

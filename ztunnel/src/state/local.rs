@@ -10,6 +10,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::SharedState;
+use super::capture::PodCapture;
 use super::local_format::LocalConfigFile;
 use super::service::Service;
 use super::store::ProxyState;
@@ -22,6 +23,7 @@ pub struct LocalConfig {
     pub(super) workloads: Vec<Workload>,
     pub(super) services: Vec<Service>,
     pub(super) policies: Vec<serde_json::Value>,
+    pub(super) captures: Vec<PodCapture>,
     /// The exact bytes this config came from, so a file watcher can tell whether the file
     /// changed since.
     pub(super) source: Arc<[u8]>,
@@ -33,6 +35,10 @@ impl LocalConfig {
     }
     pub fn services(&self) -> &[Service] {
         &self.services
+    }
+    /// Workloads to enroll in eBPF capture (the `capture` extension).
+    pub fn captures(&self) -> &[PodCapture] {
+        &self.captures
     }
     /// Authorization policies exactly as written (not evaluated yet).
     pub fn policies(&self) -> &[serde_json::Value] {
@@ -143,7 +149,13 @@ pub fn parse_local_config(
     let parsed: LocalConfigFile = serde_yaml::from_slice(bytes).map_err(|e| from_yaml_error(file, e, Some(&doc)))?;
     let v = validate(parsed, default_trust_domain)
         .map_err(|Rejection { entry, field, reason }| invalid(entry, field, reason, None))?;
-    Ok(LocalConfig { workloads: v.workloads, services: v.services, policies: v.policies, source: bytes.into() })
+    Ok(LocalConfig {
+        workloads: v.workloads,
+        services: v.services,
+        policies: v.policies,
+        captures: v.captures,
+        source: bytes.into(),
+    })
 }
 
 /// Atomically replaces the shared state with `cfg`; returns the new generation.

@@ -74,6 +74,8 @@ pub(super) struct WorkloadEntry {
     pub services: BTreeMap<String, BTreeMap<u16, u16>>,
     #[serde(default = "default_capacity")]
     pub capacity: u32,
+    /// Extension: the pod's namespace and cgroup, to enroll it in eBPF capture.
+    pub capture: Option<super::capture::CaptureEntry>,
 }
 
 fn default_capacity() -> u32 {

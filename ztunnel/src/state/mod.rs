@@ -12,6 +12,7 @@
 //! see through a `tokio::sync::watch` channel.
 
 mod address;
+mod capture;
 mod local;
 mod local_format;
 mod service;
@@ -33,6 +34,7 @@ use serde::Serialize;
 use tokio::sync::watch as channel;
 
 pub use address::{NamespacedHostname, NetworkAddress};
+pub use capture::PodCapture;
 pub use local::{LocalConfig, LocalConfigError, Location, apply, load_local_config, parse_local_config};
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Service,

@@ -9,6 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::capture::PodCapture;
 use super::local::LocalConfig;
 use super::service::Service;
 use super::workload::{NetworkMode, Workload};
@@ -40,6 +41,7 @@ pub struct ProxyState {
     workloads: Vec<Arc<Workload>>,
     services: Vec<Arc<Service>>,
     policies: Vec<serde_json::Value>,
+    captures: Vec<Arc<PodCapture>>,
     by_uid: HashMap<Arc<str>, Arc<Workload>>,
     by_ip: HashMap<IpAddr, ByNetwork<Workload>>,
     by_node: HashMap<Arc<str>, Vec<Arc<Workload>>>,
@@ -52,6 +54,11 @@ pub struct ProxyState {
 
 impl ProxyState {
     /// An empty snapshot for a proxy in `network`.
+    /// Pods on `node` that the local config enrolls in capture.
+    pub fn captures_on_node(&self, node: &str) -> Vec<Arc<PodCapture>> {
+        self.captures.iter().filter(|c| &*c.node == node).cloned().collect()
+    }
+
     pub fn empty(network: &str) -> ProxyState {
         ProxyState { network: network.into(), ..ProxyState::default() }
     }
@@ -62,6 +69,7 @@ impl ProxyState {
         let mut st = ProxyState::empty(network);
         st.source = Some(cfg.source);
         st.policies = cfg.policies;
+        st.captures = cfg.captures.into_iter().map(Arc::new).collect();
         for w in cfg.workloads {
             let w = Arc::new(w);
             st.by_uid.insert(w.uid.clone(), w.clone());

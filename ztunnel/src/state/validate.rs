@@ -11,6 +11,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::address::NamespacedHostname;
+use super::capture::PodCapture;
 use super::local_format::{LocalConfigFile, ServiceEntry, WorkloadEntry};
 use super::service::{Endpoint, Service};
 use super::workload::{GatewayAddress, NetworkMode, Workload};
@@ -27,6 +28,7 @@ pub(super) struct Validated {
     pub workloads: Vec<Workload>,
     pub services: Vec<Service>,
     pub policies: Vec<serde_json::Value>,
+    pub captures: Vec<PodCapture>,
 }
 
 /// `workloads[3] (uid "x")`, falling back to the name, then to the bare index.
@@ -58,8 +60,33 @@ pub(super) fn validate(file: LocalConfigFile, default_trust_domain: &str) -> Res
     let keys: HashMap<NamespacedHostname, usize> = services.iter().enumerate().map(|(i, s)| (s.key(), i)).collect();
     let workloads = check_workloads(&file.workloads, &keys, default_trust_domain)?;
     add_endpoints(&file, &workloads, &mut services)?;
+    let captures = check_captures(&file.workloads)?;
     let policies = check_policies(file.policies)?;
-    Ok(Validated { workloads, services, policies })
+    Ok(Validated { workloads, services, policies, captures })
+}
+
+/// Capture blocks: both paths absolute, and the workload must name its node.
+fn check_captures(entries: &[WorkloadEntry]) -> Result<Vec<PodCapture>, Rejection> {
+    let mut out = Vec::new();
+    for (i, w) in entries.iter().enumerate() {
+        let Some(capture) = &w.capture else { continue };
+        let label = workload_label(i, w.uid.as_deref(), w.name.as_deref());
+        for (field, path) in [("capture.netns", &capture.netns), ("capture.cgroup", &capture.cgroup)] {
+            if !path.starts_with('/') {
+                return Err(reject(&label, field, format!("{path:?} must be an absolute path")));
+            }
+        }
+        if w.node.is_empty() {
+            return Err(reject(&label, "node", "a workload with a capture block must name its node"));
+        }
+        out.push(PodCapture {
+            uid: w.uid.as_deref().unwrap_or_default().into(),
+            node: w.node.as_str().into(),
+            netns: capture.netns.clone().into(),
+            cgroup: capture.cgroup.clone().into(),
+        });
+    }
+    Ok(out)
 }
 
 fn reject(entry: &str, field: impl Into<String>, reason: impl Into<String>) -> Rejection {

@@ -1,0 +1,187 @@
+//! Loading the capture programs with aya, pinning maps and per-pod links, and attaching the
+//! programs to a pod's cgroup and network namespace.
+//!
+//! Maps are pinned by name under `<pin dir>/maps` and re-adopted by the next load, so a
+//! restarted ztunnel sees the same pod table. Each pod's links are pinned under
+//! `<pin dir>/links/<pod key>/<program>`: they keep the programs attached while ztunnel is
+//! down (capture then fails closed), and removing the pins detaches them.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
+use aya::programs::links::{FdLink, PinnedLink};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps};
+use aya::{Ebpf, EbpfLoader};
+
+use super::maps::{IpKey, OrigDst, PeerKey, PodConfig};
+use super::programs;
+
+/// Failures loading or attaching programs, or touching maps.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("loading the capture object: {0}")]
+    Object(#[from] aya::EbpfError),
+    #[error("program {name}: {source}")]
+    Program {
+        name: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error("program {0} is missing from the capture object")]
+    MissingProgram(&'static str),
+    #[error("map {name}: {reason}")]
+    Map { name: &'static str, reason: String },
+    #[error("pinning {path}: {reason}")]
+    Pin { path: String, reason: String },
+}
+
+/// The cgroup programs attached to each pod's cgroup.
+const CGROUP_PROGRAMS: [&str; 6] = [
+    programs::CONNECT4,
+    programs::CONNECT6,
+    programs::GETPEERNAME4,
+    programs::GETPEERNAME6,
+    programs::BIND4,
+    programs::BIND6,
+];
+
+/// The loaded programs and their maps.
+pub struct Loaded {
+    ebpf: Mutex<Ebpf>,
+    pub pod_config: Mutex<BpfHashMap<MapData, u64, PodConfig>>,
+    pub orig_dst: Mutex<BpfHashMap<MapData, PeerKey, OrigDst>>,
+    pub inbound_sockets: Mutex<SockHash<MapData, IpKey>>,
+    links_dir: PathBuf,
+}
+
+fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
+    move |e| LoadError::Map { name, reason: e.to_string() }
+}
+
+impl Loaded {
+    /// Loads the object (re-adopting maps pinned under `pin_dir/maps`) and every program.
+    pub fn load(pin_dir: &Path) -> Result<Loaded, LoadError> {
+        let maps_dir = pin_dir.join("maps");
+        let links_dir = pin_dir.join("links");
+        for dir in [&maps_dir, &links_dir] {
+            std::fs::create_dir_all(dir)
+                .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
+        }
+        let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(programs::OBJECT)?;
+        for name in CGROUP_PROGRAMS {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            prog.load().map_err(|source| LoadError::Program { name, source })?;
+        }
+        let sockops: &mut SockOps = program(&mut ebpf, programs::SOCKOPS)?;
+        sockops.load().map_err(|source| LoadError::Program { name: programs::SOCKOPS, source })?;
+        let lookup: &mut SkLookup = program(&mut ebpf, programs::SK_LOOKUP)?;
+        lookup.load().map_err(|source| LoadError::Program { name: programs::SK_LOOKUP, source })?;
+
+        let take = |ebpf: &mut Ebpf, name: &'static str| {
+            ebpf.take_map(name).ok_or(LoadError::Map { name, reason: "missing from the capture object".into() })
+        };
+        let pod_config = BpfHashMap::try_from(take(&mut ebpf, programs::POD_CONFIG_MAP)?)
+            .map_err(map_err(programs::POD_CONFIG_MAP))?;
+        let orig_dst =
+            BpfHashMap::try_from(take(&mut ebpf, programs::ORIG_DST_MAP)?).map_err(map_err(programs::ORIG_DST_MAP))?;
+        let inbound_sockets = SockHash::try_from(take(&mut ebpf, programs::INBOUND_SOCKETS_MAP)?)
+            .map_err(map_err(programs::INBOUND_SOCKETS_MAP))?;
+        Ok(Loaded {
+            ebpf: Mutex::new(ebpf),
+            pod_config: Mutex::new(pod_config),
+            orig_dst: Mutex::new(orig_dst),
+            inbound_sockets: Mutex::new(inbound_sockets),
+            links_dir,
+        })
+    }
+
+    /// Where the links of the pod with key `pod_key` are pinned.
+    pub fn pod_links_dir(&self, pod_key: &str) -> PathBuf {
+        self.links_dir.join(pod_key)
+    }
+
+    /// Pod keys that have pinned links (enrolled before, possibly by an earlier process).
+    pub fn pinned_pods(&self) -> Vec<String> {
+        let Ok(entries) = std::fs::read_dir(&self.links_dir) else { return Vec::new() };
+        entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()
+    }
+
+    /// Attaches the cgroup programs to `cgroup` and `sk_lookup` to `netns`, pinning each link.
+    /// On failure, whatever was attached is detached again.
+    pub fn attach_pod(&self, pod_key: &str, cgroup: &File, netns: &File) -> Result<(), LoadError> {
+        let dir = self.pod_links_dir(pod_key);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
+        let result = self.attach_all(&dir, cgroup, netns);
+        if result.is_err() {
+            let _ = detach_dir(&dir);
+        }
+        result
+    }
+
+    fn attach_all(&self, dir: &Path, cgroup: &File, netns: &File) -> Result<(), LoadError> {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        for name in CGROUP_PROGRAMS {
+            let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
+            let id =
+                prog.attach(cgroup, CgroupAttachMode::Single).map_err(|source| LoadError::Program { name, source })?;
+            let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+            let link =
+                FdLink::try_from(link).map_err(|e| LoadError::Pin { path: name.into(), reason: e.to_string() })?;
+            pin(link, &dir.join(name))?;
+        }
+        let name = programs::SOCKOPS;
+        let prog: &mut SockOps = program(&mut ebpf, name)?;
+        let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(|source| LoadError::Program { name, source })?;
+        let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+        let link = FdLink::try_from(link).map_err(|e| LoadError::Pin { path: name.into(), reason: e.to_string() })?;
+        pin(link, &dir.join(name))?;
+        let name = programs::SK_LOOKUP;
+        let prog: &mut SkLookup = program(&mut ebpf, name)?;
+        let id = prog.attach(netns).map_err(|source| LoadError::Program { name, source })?;
+        let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+        pin(FdLink::from(link), &dir.join(name))?;
+        Ok(())
+    }
+
+    /// Detaches every program of a pod by removing its pinned links.
+    pub fn detach_pod(&self, pod_key: &str) -> Result<(), LoadError> {
+        detach_dir(&self.pod_links_dir(pod_key))
+    }
+}
+
+fn program<'a, T>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut T, LoadError>
+where
+    &'a mut T: TryFrom<&'a mut aya::programs::Program, Error = aya::programs::ProgramError>,
+{
+    let prog = ebpf.program_mut(name).ok_or(LoadError::MissingProgram(name))?;
+    prog.try_into().map_err(|source| LoadError::Program { name, source })
+}
+
+fn pin(link: FdLink, path: &Path) -> Result<(), LoadError> {
+    let pinned =
+        link.pin(path).map_err(|e| LoadError::Pin { path: path.display().to_string(), reason: e.to_string() })?;
+    // The pin keeps the link (and the attachment) alive; our handle is not needed.
+    drop(pinned);
+    Ok(())
+}
+
+/// Unpins every link in `dir` (detaching its program) and removes the directory.
+fn detach_dir(dir: &Path) -> Result<(), LoadError> {
+    let pin_err = |e: &dyn std::fmt::Display| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() };
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(pin_err(&e)),
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        match PinnedLink::from_pin(&path) {
+            Ok(link) => drop(link.unpin().map_err(|e| pin_err(&e))?),
+            Err(_) => std::fs::remove_file(&path).map_err(|e| pin_err(&e))?,
+        }
+    }
+    std::fs::remove_dir(dir).map_err(|e| pin_err(&e))
+}

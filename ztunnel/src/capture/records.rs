@@ -1,0 +1,113 @@
+//! Enrollment records kept on disk (bpffs holds only BPF objects), so a restarted ztunnel
+//! knows which pods it had enrolled, from which source, and how to clean them up.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Who asked for an enrollment.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EnrollSource {
+    /// The local config file's `capture` blocks.
+    Config,
+    /// `ztunnel enroll` through the control socket.
+    Api,
+}
+
+/// One enrolled pod, as remembered across restarts.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EnrollRecord {
+    pub uid: String,
+    pub netns: PathBuf,
+    pub cgroup: PathBuf,
+    pub source: EnrollSource,
+    /// Network-namespace cookie: the key of the pod's entry in `pod_config`.
+    pub netns_cookie: u64,
+}
+
+/// A pod uid as a file name (uids contain `/`): bytes other than ASCII letters, digits, `-`
+/// and `.` become `_xx` (hex), so distinct uids never share a key.
+pub fn pod_key(uid: &str) -> String {
+    let mut key = String::with_capacity(uid.len());
+    for b in uid.bytes() {
+        if b.is_ascii_alphanumeric() || b == b'-' || b == b'.' {
+            key.push(b as char);
+        } else {
+            key.push_str(&format!("_{b:02x}"));
+        }
+    }
+    key
+}
+
+/// The records directory.
+pub struct Records {
+    dir: PathBuf,
+}
+
+impl Records {
+    pub fn open(dir: &Path) -> std::io::Result<Records> {
+        std::fs::create_dir_all(dir)?;
+        Ok(Records { dir: dir.to_path_buf() })
+    }
+
+    pub fn save(&self, record: &EnrollRecord) -> std::io::Result<()> {
+        let path = self.dir.join(format!("{}.json", pod_key(&record.uid)));
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec_pretty(record).map_err(std::io::Error::other)?)?;
+        std::fs::rename(tmp, path)
+    }
+
+    pub fn remove(&self, uid: &str) -> std::io::Result<()> {
+        match std::fs::remove_file(self.dir.join(format!("{}.json", pod_key(uid)))) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every readable record; unreadable files are reported and skipped.
+    pub fn load_all(&self) -> Vec<EnrollRecord> {
+        let Ok(entries) = std::fs::read_dir(&self.dir) else { return Vec::new() };
+        let mut out = Vec::new();
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension().is_none_or(|e| e != "json") {
+                continue;
+            }
+            match std::fs::read(&path)
+                .map_err(|e| e.to_string())
+                .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+            {
+                Ok(record) => out.push(record),
+                Err(e) => tracing::warn!(path = %path.display(), error = %e, "ignoring unreadable enrollment record"),
+            }
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_keys_are_file_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let records = Records::open(dir.path()).unwrap();
+        let r = EnrollRecord {
+            uid: "cluster1//v1/Pod/default/web".into(),
+            netns: "/var/run/netns/web".into(),
+            cgroup: "/sys/fs/cgroup/web".into(),
+            source: EnrollSource::Api,
+            netns_cookie: 42,
+        };
+        records.save(&r).unwrap();
+        assert_eq!(records.load_all(), vec![r.clone()]);
+        assert_eq!(pod_key(&r.uid), "cluster1_2f_2fv1_2fPod_2fdefault_2fweb");
+        assert_ne!(pod_key("a/b"), pod_key("a_b"), "keys must not collide");
+        records.remove(&r.uid).unwrap();
+        records.remove(&r.uid).unwrap();
+        assert!(records.load_all().is_empty());
+    }
+}

@@ -1,0 +1,90 @@
+//! Sockets of a captured pod: its listeners (bound inside the pod's namespace by the netns
+//! worker), the socket factory outbound dials use, and the original-destination reader.
+
+use std::future::Future;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::os::fd::AsFd;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use super::loader::Loaded;
+use super::maps::PeerKey;
+use super::netns::NetnsWorker;
+use super::sys;
+use crate::proxy::pod::{OrigDstLookup, PodListeners};
+use crate::proxy::socket::SocketFactory;
+
+/// Ports of the per-pod listeners (Istio's).
+pub const OUTBOUND_PORT: u16 = 15001;
+pub const INBOUND_PLAIN_PORT: u16 = 15006;
+pub const INBOUND_HBONE_PORT: u16 = 15008;
+
+/// The three listeners of a pod, still as std sockets (made in the pod's namespace).
+pub struct PodListenerSet {
+    pub outbound: std::net::TcpListener,
+    pub inbound_plain: std::net::TcpListener,
+    pub inbound_hbone: std::net::TcpListener,
+    pub netns_cookie: u64,
+}
+
+fn listener(port: u16, mark: Option<u32>) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if let Some(mark) = mark {
+        socket.set_mark(mark)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    socket.listen(1024)?;
+    Ok(socket.into())
+}
+
+impl PodListenerSet {
+    /// Binds the listeners; must run on a thread inside the pod's namespace.
+    pub fn bind(mark: Option<u32>) -> std::io::Result<PodListenerSet> {
+        let outbound = listener(OUTBOUND_PORT, mark)?;
+        let inbound_plain = listener(INBOUND_PLAIN_PORT, mark)?;
+        let inbound_hbone = listener(INBOUND_HBONE_PORT, mark)?;
+        let netns_cookie = sys::netns_cookie(outbound.as_fd())?;
+        Ok(PodListenerSet { outbound, inbound_plain, inbound_hbone, netns_cookie })
+    }
+
+    /// Hands the listeners to the async runtime.
+    pub fn into_tokio(self) -> std::io::Result<PodListeners> {
+        Ok(PodListeners {
+            outbound: tokio::net::TcpListener::from_std(self.outbound)?,
+            inbound_plain: tokio::net::TcpListener::from_std(self.inbound_plain)?,
+            inbound_hbone: tokio::net::TcpListener::from_std(self.inbound_hbone)?,
+        })
+    }
+}
+
+/// Creates dialling sockets inside a pod's namespace.
+pub struct PodSockets(pub Arc<NetnsWorker>);
+
+impl SocketFactory for PodSockets {
+    fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>> {
+        Box::pin(async move {
+            let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+            self.0
+                .run(move || Socket::new(domain, Type::STREAM, Some(Protocol::TCP)))
+                .await
+                .map_err(std::io::Error::other)?
+        })
+    }
+}
+
+/// Reads original destinations from the `orig_dst` map.
+pub struct MapOrigDst(pub Arc<Loaded>);
+
+impl OrigDstLookup for MapOrigDst {
+    fn take(&self, client: SocketAddr) -> Option<SocketAddr> {
+        let key = PeerKey::from(client);
+        let mut map = self.0.orig_dst.lock().unwrap_or_else(|e| e.into_inner());
+        let found = map.get(&key, 0).ok()?;
+        let _ = map.remove(&key);
+        found.socket_addr()
+    }
+}

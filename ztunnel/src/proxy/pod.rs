@@ -1,0 +1,162 @@
+//! The proxy of one captured pod: its three listeners inside the pod's network namespace.
+//!
+//! - 15001 receives the pod's outbound connections, redirected by eBPF; the original
+//!   destination is read from the capture map (keyed by the client's address) and the source
+//!   workload is the pod itself, known from the listener.
+//! - 15006 receives inbound plaintext connections assigned by `sk_lookup`; the accepted
+//!   socket's local address is the original destination.
+//! - 15008 terminates inbound HBONE as the pod's identity.
+//!
+//! Outbound dials are made from inside the pod's namespace; the app is reached inside the pod
+//! from 127.0.0.6, a loopback source the capture programs never redirect.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+
+use tokio::net::{TcpListener, TcpStream};
+use tokio::task::JoinSet;
+use tracing::debug;
+
+use super::accept::accept_until_drained;
+use super::connection::{ConnectionRecord, Opening, Peer};
+use super::copy::{TcpChunkReader, copy_bidirectional};
+use super::outbound::{Outbound, proxy_to};
+use super::socket::{Dialer, SocketFactory};
+use super::{Error, ProxyInputs, inbound};
+use crate::telemetry::Direction;
+
+/// Source address of ztunnel's connections to apps inside their pod.
+pub const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+
+/// Where a captured connection was originally headed, recorded by the capture programs.
+pub trait OrigDstLookup: Send + Sync {
+    /// Takes (reads and forgets) the original destination of the client at `client`.
+    fn take(&self, client: SocketAddr) -> Option<SocketAddr>;
+}
+
+/// The listeners of one pod, already bound inside its namespace.
+pub struct PodListeners {
+    pub outbound: TcpListener,
+    pub inbound_plain: TcpListener,
+    pub inbound_hbone: TcpListener,
+}
+
+/// What the pod proxy needs besides the shared inputs.
+#[derive(Clone)]
+pub struct PodContext {
+    /// The workload this pod is.
+    pub workload_uid: Arc<str>,
+    /// Creates sockets inside the pod's namespace.
+    pub sockets: Arc<dyn SocketFactory>,
+    pub orig_dst: Arc<dyn OrigDstLookup>,
+}
+
+/// Serves one pod until dropped (its tasks stop accepting; live connections finish).
+pub struct PodProxy {
+    _tasks: JoinSet<()>,
+}
+
+impl PodProxy {
+    pub fn start(inputs: ProxyInputs, listeners: PodListeners, ctx: PodContext) -> PodProxy {
+        let settings = &inputs.settings;
+        let in_pod = Dialer {
+            factory: Some(ctx.sockets.clone()),
+            source: None,
+            mark: settings.socket_mark,
+            timeout: settings.connect_timeout,
+        };
+        let to_app = Dialer { source: Some(INBOUND_SOURCE), ..in_pod.clone() };
+        let mut tasks = JoinSet::new();
+        tasks.spawn(serve_outbound(listeners.outbound, inputs.clone(), ctx.clone(), in_pod));
+        tasks.spawn(serve_inbound_plain(listeners.inbound_plain, inputs.clone(), to_app.clone()));
+        tasks.spawn(inbound::serve(listeners.inbound_hbone, inputs, to_app));
+        PodProxy { _tasks: tasks }
+    }
+}
+
+async fn serve_outbound(listener: TcpListener, inputs: ProxyInputs, ctx: PodContext, dialer: Dialer) {
+    let outbound = Outbound::new(inputs.clone());
+    let drain = inputs.drain.clone();
+    accept_until_drained(listener, "pod outbound", &drain, |stream, peer| {
+        let (inputs, ctx, dialer, outbound) = (inputs.clone(), ctx.clone(), dialer.clone(), outbound.clone());
+        async move {
+            if let Err(e) = handle_outbound(stream, peer, &inputs, &ctx, &dialer, &outbound).await {
+                debug!(%peer, error = %e, "captured outbound connection refused");
+            }
+        }
+    })
+    .await
+}
+
+async fn handle_outbound(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inputs: &ProxyInputs,
+    ctx: &PodContext,
+    dialer: &Dialer,
+    outbound: &Outbound,
+) -> Result<(), Error> {
+    let _ = stream.set_nodelay(true);
+    let dst = ctx
+        .orig_dst
+        .take(peer)
+        .ok_or_else(|| Error::Internal(format!("no original destination recorded for client {peer}")))?;
+    let source = inputs
+        .state
+        .read()
+        .workload_by_uid(&ctx.workload_uid)
+        .ok_or_else(|| Error::Internal(format!("captured pod's workload {} is not in state", ctx.workload_uid)))?;
+    let (record, upstream) = outbound.establish(peer, source, dst, dialer).await;
+    let result = match upstream {
+        Ok(upstream) => inputs.force_close.or_close(proxy_to(stream, upstream, record.transferred.clone())).await,
+        Err(e) => Err(e),
+    };
+    record.close(&result);
+    Ok(())
+}
+
+async fn serve_inbound_plain(listener: TcpListener, inputs: ProxyInputs, to_app: Dialer) {
+    let drain = inputs.drain.clone();
+    accept_until_drained(listener, "pod inbound plaintext", &drain, |stream, peer| {
+        let (inputs, to_app) = (inputs.clone(), to_app.clone());
+        async move { handle_inbound_plain(stream, peer, &inputs, &to_app).await }
+    })
+    .await
+}
+
+async fn handle_inbound_plain(stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, to_app: &Dialer) {
+    let _ = stream.set_nodelay(true);
+    let Ok(target) = stream.local_addr() else { return };
+    let (workload, source) = {
+        let state = inputs.state.read();
+        (state.workload_by_ip(target.ip()), state.workload_by_ip(peer.ip()))
+    };
+    let record = ConnectionRecord::open(
+        &inputs.metrics,
+        Opening {
+            direction: Direction::Inbound,
+            src_addr: peer,
+            dst_addr: target,
+            // Without mTLS the peer's identity is unknown; its workload is only a hint.
+            source: Peer { workload: source, identity: None },
+            destination: Peer { identity: workload.as_ref().map(|w| w.identity()), workload },
+            service: None,
+            mtls: false,
+            cluster_id: &inputs.settings.cluster_id,
+        },
+    );
+    let result = match to_app.connect(target).await {
+        Ok(app) => {
+            let (cr, cw) = stream.into_split();
+            let (ar, aw) = app.into_split();
+            let copy = copy_bidirectional(
+                (TcpChunkReader::new(cr), cw),
+                (TcpChunkReader::new(ar), aw),
+                record.transferred.clone(),
+            );
+            inputs.force_close.or_close(async { copy.await.map_err(Error::from) }).await
+        }
+        Err(e) => Err(e),
+    };
+    record.close(&result);
+}

@@ -1,0 +1,32 @@
+//! Local enrollment of workloads in eBPF capture: a workload on this node may name its pod's
+//! network namespace and cgroup in the local config (an extension of Istio's format, which
+//! has no such fields; on Kubernetes the node agent finds them instead).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+/// Where a workload's pod lives on this node.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PodCapture {
+    /// The workload's uid.
+    pub uid: Arc<str>,
+    /// Node the workload runs on.
+    pub node: Arc<str>,
+    /// The pod's network namespace (`/var/run/netns/NAME` or `/proc/PID/ns/net`).
+    pub netns: PathBuf,
+    /// The pod's cgroup v2 directory.
+    pub cgroup: PathBuf,
+}
+
+/// The `capture` block of a workload entry.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct CaptureEntry {
+    #[serde(default)]
+    pub netns: String,
+    #[serde(default)]
+    pub cgroup: String,
+}
