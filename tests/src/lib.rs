@@ -9,6 +9,7 @@ pub mod counting;
 pub mod envoy;
 pub mod mesh;
 pub mod net;
+pub mod netns;
 pub mod process;
 
 pub use mesh::{Mesh, MeshNode, ServiceSpec, WorkloadSpec};

@@ -143,10 +143,9 @@ impl Capture {
     pub async fn reconcile_config(&self, wanted: &[Arc<PodCapture>]) {
         let current: Vec<EnrollRecord> = self.enrolled().await;
         for record in current.iter().filter(|r| r.source == EnrollSource::Config) {
-            if !wanted.iter().any(|w| *w.uid == record.uid && w.netns == record.netns) {
-                if let Err(e) = self.unenroll(&record.uid).await {
-                    warn!(uid = record.uid, error = %e, "cannot unenroll pod removed from config");
-                }
+            let still_wanted = wanted.iter().any(|w| *w.uid == record.uid && w.netns == record.netns);
+            if !still_wanted && let Err(e) = self.unenroll(&record.uid).await {
+                warn!(uid = record.uid, error = %e, "cannot unenroll pod removed from config");
             }
         }
         for w in wanted {
