@@ -5,6 +5,7 @@
 //! run in parallel with fixed ports such as 15008. Everything a test starts lives in its tokio
 //! runtime or in guards that clean up on drop.
 
+pub mod capture_mesh;
 pub mod counting;
 pub mod envoy;
 pub mod mesh;

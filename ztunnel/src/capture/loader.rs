@@ -37,7 +37,7 @@ pub enum LoadError {
     Pin { path: String, reason: String },
 }
 
-/// The cgroup programs attached to each pod's cgroup.
+/// The sock_addr programs attached to each pod's cgroup (sockops is attached separately).
 const CGROUP_PROGRAMS: [&str; 6] = [
     programs::CONNECT4,
     programs::CONNECT6,
@@ -82,12 +82,12 @@ impl Loaded {
         let take = |ebpf: &mut Ebpf, name: &'static str| {
             ebpf.take_map(name).ok_or(LoadError::Map { name, reason: "missing from the capture object".into() })
         };
-        let pod_config = BpfHashMap::try_from(take(&mut ebpf, programs::POD_CONFIG_MAP)?)
-            .map_err(map_err(programs::POD_CONFIG_MAP))?;
+        let pod_config = BpfHashMap::try_from(take(&mut ebpf, programs::MAP_POD_CONFIG)?)
+            .map_err(map_err(programs::MAP_POD_CONFIG))?;
         let orig_dst =
-            BpfHashMap::try_from(take(&mut ebpf, programs::ORIG_DST_MAP)?).map_err(map_err(programs::ORIG_DST_MAP))?;
-        let inbound_sockets = SockHash::try_from(take(&mut ebpf, programs::INBOUND_SOCKETS_MAP)?)
-            .map_err(map_err(programs::INBOUND_SOCKETS_MAP))?;
+            BpfHashMap::try_from(take(&mut ebpf, programs::MAP_ORIG_DST)?).map_err(map_err(programs::MAP_ORIG_DST))?;
+        let inbound_sockets = SockHash::try_from(take(&mut ebpf, programs::MAP_INBOUND_SOCKETS)?)
+            .map_err(map_err(programs::MAP_INBOUND_SOCKETS))?;
         Ok(Loaded {
             ebpf: Mutex::new(ebpf),
             pod_config: Mutex::new(pod_config),

@@ -1,95 +1,316 @@
-//! Provisional map mirrors.
+//! Rust mirrors of the eBPF maps' keys and values, one `#[repr(C)]` type per C struct in
+//! `ebpf/include/ztunnel_maps.h` (the authority on layouts and byte orders), with conversions
+//! to and from `std::net` types so that no other module handles raw bytes or byte orders.
+//!
+//! This module owns layouts only: it does no IO and never touches a map. The unit tests
+//! compare every size and field offset here with the BTF that clang emitted for the C structs
+//! into the committed `ebpf/ztunnel.bpf.o` (see `maps/tests.rs`).
+//!
+//! Network-order IPv4 fields are `[u8; 4]` rather than the header's `__u32`: same size and
+//! offset, and no way to store host-order bytes by mistake.
+
+// `aya::Pod` is an unsafe marker trait: implementing it promises that every bit pattern is a
+// valid value and that the type has no padding, so aya can copy it to and from the kernel.
 #![allow(unsafe_code)]
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+
+/// `SO_MARK` on every socket ztunnel opens; the programs never capture marked sockets.
+pub const ZTUNNEL_MARK: u32 = 0x539;
+/// Outbound capture listener port, inside every pod's netns.
+pub const OUTBOUND_PORT: u16 = 15001;
+/// Inbound plaintext listener port (sk_lookup target), inside every pod's netns.
+pub const INBOUND_PORT: u16 = 15006;
+/// Inbound HBONE listener port, inside every pod's netns.
+pub const HBONE_PORT: u16 = 15008;
+
+/// `family` value for IPv4 (Linux `AF_INET`).
+pub const FAMILY_V4: u16 = 2;
+/// `family` value for IPv6 (Linux `AF_INET6`).
+pub const FAMILY_V6: u16 = 10;
+
+/// Key of `pod_config`: the pod's network-namespace cookie (`SO_NETNS_COOKIE`).
+pub type NetnsCookie = u64;
+/// Key of `orig_dst_by_cookie`: a socket's cookie (`SO_COOKIE`).
+pub type SocketCookie = u64;
+/// Key of `excluded_ports`: a destination port in host order.
+pub type PortKey = u16;
+/// Value of `excluded_ports`, `excluded_cidrs4` and `excluded_cidrs6` (ignored; write 1).
+pub type Present = u8;
+
+/// Value of `pod_config` (C `struct pod_config`): one enrolled pod's addresses and state.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct PodConfig {
-    pub ip4: u32,
-    pub ip6: [u8; 16],
-    pub flags: u32,
+    /// IPv4 address, network order; valid with [`PodConfig::HAS_V4`].
+    ip4: [u8; 4],
+    /// IPv6 address, network order; valid with [`PodConfig::HAS_V6`].
+    ip6: [u8; 16],
+    /// `POD_*` bits, host order.
+    flags: u32,
 }
+
 impl PodConfig {
-    pub fn ready(ip4: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> PodConfig {
-        let mut c = PodConfig::default();
-        if let Some(v4) = ip4 {
-            c.ip4 = u32::from_ne_bytes(v4.octets());
-            c.flags |= 2;
+    /// ztunnel's listeners for the pod exist; without it the pod's connects are refused.
+    pub const READY: u32 = 1;
+    /// `ip4` is valid.
+    pub const HAS_V4: u32 = 2;
+    /// `ip6` is valid.
+    pub const HAS_V6: u32 = 4;
+
+    /// A pod with these addresses, not ready yet.
+    pub fn new(ip4: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Self {
+        let mut config = Self::default();
+        if let Some(ip) = ip4 {
+            config.ip4 = ip.octets();
+            config.flags |= Self::HAS_V4;
         }
-        if let Some(v6) = ip6 {
-            c.ip6 = v6.octets();
-            c.flags |= 4;
+        if let Some(ip) = ip6 {
+            config.ip6 = ip.octets();
+            config.flags |= Self::HAS_V6;
         }
-        c.flags |= 1;
-        c
+        config
+    }
+
+    /// The same pod, ready (captured connects are redirected) or not (they are refused).
+    #[must_use]
+    pub fn with_ready(mut self, ready: bool) -> Self {
+        if ready {
+            self.flags |= Self::READY;
+        } else {
+            self.flags &= !Self::READY;
+        }
+        self
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.flags & Self::READY != 0
+    }
+
+    pub fn ip4(&self) -> Option<Ipv4Addr> {
+        (self.flags & Self::HAS_V4 != 0).then(|| Ipv4Addr::from(self.ip4))
+    }
+
+    pub fn ip6(&self) -> Option<Ipv6Addr> {
+        (self.flags & Self::HAS_V6 != 0).then(|| Ipv6Addr::from(self.ip6))
+    }
+
+    /// The raw `POD_*` bits.
+    pub fn flags(&self) -> u32 {
+        self.flags
     }
 }
+
+/// An IP address as the programs store it: 16 bytes in network order (IPv4 in the first 4,
+/// the rest zero) and a family. IPv4-mapped IPv6 addresses count as IPv4, because that is how
+/// the kernel hands IPv4 connections to IPv6 sockets while the programs see plain IPv4.
+fn encode_ip(ip: IpAddr) -> ([u8; 16], u16) {
+    match ip {
+        IpAddr::V4(v4) => (v4_bytes(v4), FAMILY_V4),
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => (v4_bytes(v4), FAMILY_V4),
+            None => (v6.octets(), FAMILY_V6),
+        },
+    }
+}
+
+fn v4_bytes(ip: Ipv4Addr) -> [u8; 16] {
+    let mut bytes = [0; 16];
+    bytes[..4].copy_from_slice(&ip.octets());
+    bytes
+}
+
+fn decode_ip(ip: [u8; 16], family: u16) -> Result<IpAddr, UnknownFamily> {
+    match family {
+        FAMILY_V4 => Ok(IpAddr::V4(Ipv4Addr::new(ip[0], ip[1], ip[2], ip[3]))),
+        FAMILY_V6 => Ok(IpAddr::V6(Ipv6Addr::from(ip))),
+        other => Err(UnknownFamily(other)),
+    }
+}
+
+fn socket_addr(ip: IpAddr, port: u16) -> SocketAddr {
+    match ip {
+        IpAddr::V4(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+        IpAddr::V6(v6) => SocketAddr::V6(SocketAddrV6::new(v6, port, 0, 0)),
+    }
+}
+
+/// A map entry whose `family` is neither `AF_INET` nor `AF_INET6`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ebpf map entry has unknown address family {0}")]
+pub struct UnknownFamily(pub u16);
+
+/// Value of `orig_dst_by_cookie` and `orig_dst` (C `struct orig_dst`): the destination the
+/// application asked for before connect4/6 redirected it to 15001.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct OrigDst {
-    pub ip: [u8; 16],
-    pub port: u16,
-    pub family: u16,
+    /// Network order; IPv4 in the first 4 bytes.
+    ip: [u8; 16],
+    /// NETWORK order.
+    port: u16,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`], host order.
+    family: u16,
 }
-impl OrigDst {
-    pub fn socket_addr(&self) -> Option<SocketAddr> {
-        let port = u16::from_be(self.port);
-        match self.family {
-            2 => Some(SocketAddr::new(IpAddr::V4(Ipv4Addr::new(self.ip[0], self.ip[1], self.ip[2], self.ip[3])), port)),
-            10 => Some(SocketAddr::new(IpAddr::V6(Ipv6Addr::from(self.ip)), port)),
-            _ => None,
-        }
+
+impl From<SocketAddr> for OrigDst {
+    fn from(addr: SocketAddr) -> Self {
+        let (ip, family) = encode_ip(addr.ip());
+        Self { ip, port: addr.port().to_be(), family }
     }
 }
+
+impl TryFrom<OrigDst> for SocketAddr {
+    type Error = UnknownFamily;
+
+    fn try_from(dst: OrigDst) -> Result<Self, Self::Error> {
+        Ok(socket_addr(decode_ip(dst.ip, dst.family)?, u16::from_be(dst.port)))
+    }
+}
+
+/// Key of `orig_dst` (C `struct peer_key`): the client socket's local address, which is the
+/// peer address of the connection ztunnel accepts on 15001.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct PeerKey {
-    pub ip: [u8; 16],
-    pub port: u16,
-    pub family: u16,
+    /// Network order; IPv4 in the first 4 bytes.
+    ip: [u8; 16],
+    /// HOST order (as `bpf_sock_ops.local_port`).
+    port: u16,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`], host order.
+    family: u16,
 }
+
 impl From<SocketAddr> for PeerKey {
-    fn from(a: SocketAddr) -> Self {
-        let mut k = PeerKey { port: a.port(), ..Default::default() };
-        match a.ip() {
-            IpAddr::V4(v4) => {
-                k.ip[..4].copy_from_slice(&v4.octets());
-                k.family = 2;
-            }
-            IpAddr::V6(v6) => {
-                k.ip = v6.octets();
-                k.family = 10;
-            }
-        }
-        k
+    /// From the peer address of an accepted socket; an IPv4-mapped IPv6 peer (an IPv4 client
+    /// accepted by a dual-stack listener) becomes the IPv4 key that sockops wrote.
+    fn from(peer: SocketAddr) -> Self {
+        let (ip, family) = encode_ip(peer.ip());
+        Self { ip, port: peer.port(), family }
     }
 }
+
+impl TryFrom<PeerKey> for SocketAddr {
+    type Error = UnknownFamily;
+
+    fn try_from(key: PeerKey) -> Result<Self, Self::Error> {
+        Ok(socket_addr(decode_ip(key.ip, key.family)?, key.port))
+    }
+}
+
+/// Key of `inbound_sockets` (C `struct ip_key`): a pod IP whose 15006 listener is the value.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
 pub struct IpKey {
-    pub ip: [u8; 16],
-    pub family: u32,
+    /// Network order; IPv4 in the first 4 bytes.
+    ip: [u8; 16],
+    /// [`FAMILY_V4`] or [`FAMILY_V6`] (as a 32-bit field), host order.
+    family: u32,
 }
+
 impl From<IpAddr> for IpKey {
-    fn from(a: IpAddr) -> Self {
-        let mut k = IpKey::default();
-        match a {
-            IpAddr::V4(v4) => {
-                k.ip[..4].copy_from_slice(&v4.octets());
-                k.family = 2;
-            }
-            IpAddr::V6(v6) => {
-                k.ip = v6.octets();
-                k.family = 10;
-            }
-        }
-        k
+    fn from(addr: IpAddr) -> Self {
+        let (ip, family) = encode_ip(addr);
+        Self { ip, family: u32::from(family) }
     }
 }
-// SAFETY: plain old data, repr(C), no padding-sensitive invariants.
+
+impl TryFrom<IpKey> for IpAddr {
+    type Error = UnknownFamily;
+
+    fn try_from(key: IpKey) -> Result<Self, Self::Error> {
+        let family = u16::try_from(key.family).map_err(|_| UnknownFamily(u16::MAX))?;
+        decode_ip(key.ip, family)
+    }
+}
+
+/// A prefix length longer than the address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("prefix length {prefix} is longer than {max} bits")]
+pub struct InvalidPrefix {
+    pub prefix: u8,
+    pub max: u8,
+}
+
+/// Key of `excluded_cidrs4` (C `struct cidr4_key`), an LPM-trie key. With aya use
+/// `LpmTrie<_, [u8; 4], Present>` and [`Cidr4Key::to_lpm`]: aya's `lpm_trie::Key<[u8; 4]>`
+/// has this exact layout.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr4Key {
+    /// Bits, host order.
+    prefixlen: u32,
+    /// Network address, network order; bits past the prefix are zero.
+    addr: [u8; 4],
+}
+
+impl Cidr4Key {
+    /// `net/prefix`; bits past the prefix are cleared so that equal networks are equal keys.
+    pub fn new(net: Ipv4Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
+        if prefix > 32 {
+            return Err(InvalidPrefix { prefix, max: 32 });
+        }
+        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
+        Ok(Self { prefixlen: u32::from(prefix), addr: (u32::from(net) & mask).to_be_bytes() })
+    }
+
+    pub fn network(&self) -> (Ipv4Addr, u8) {
+        (Ipv4Addr::from(self.addr), self.prefixlen as u8)
+    }
+
+    pub fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 4]> {
+        aya::maps::lpm_trie::Key::new(self.prefixlen, self.addr)
+    }
+}
+
+/// Key of `excluded_cidrs6` (C `struct cidr6_key`), an LPM-trie key. With aya use
+/// `LpmTrie<_, [u8; 16], Present>` and [`Cidr6Key::to_lpm`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Cidr6Key {
+    /// Bits, host order.
+    prefixlen: u32,
+    /// Network address, network order; bits past the prefix are zero.
+    addr: [u8; 16],
+}
+
+impl Cidr6Key {
+    /// `net/prefix`; bits past the prefix are cleared so that equal networks are equal keys.
+    pub fn new(net: Ipv6Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
+        if prefix > 128 {
+            return Err(InvalidPrefix { prefix, max: 128 });
+        }
+        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
+        Ok(Self { prefixlen: u32::from(prefix), addr: (u128::from(net) & mask).to_be_bytes() })
+    }
+
+    pub fn network(&self) -> (Ipv6Addr, u8) {
+        (Ipv6Addr::from(self.addr), self.prefixlen as u8)
+    }
+
+    pub fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 16]> {
+        aya::maps::lpm_trie::Key::new(self.prefixlen, self.addr)
+    }
+}
+
+// SAFETY: #[repr(C)] of u8 arrays and u32s laid out without padding (4 + 16 + 4 = 24, align 4;
+// checked against the C struct by the tests); every bit pattern is a valid value.
 unsafe impl aya::Pod for PodConfig {}
-// SAFETY: as above.
+// SAFETY: #[repr(C)] of a u8 array and two u16s without padding (16 + 2 + 2 = 20, align 2);
+// every bit pattern is a valid value.
 unsafe impl aya::Pod for OrigDst {}
-// SAFETY: as above.
+// SAFETY: #[repr(C)] of a u8 array and two u16s without padding (16 + 2 + 2 = 20, align 2);
+// every bit pattern is a valid value.
 unsafe impl aya::Pod for PeerKey {}
-// SAFETY: as above.
+// SAFETY: #[repr(C)] of a u8 array and a u32 without padding (16 + 4 = 20, align 4); every bit
+// pattern is a valid value.
 unsafe impl aya::Pod for IpKey {}
+// SAFETY: #[repr(C)] of a u32 and a u8 array without padding (4 + 4 = 8, align 4); every bit
+// pattern is a valid value.
+unsafe impl aya::Pod for Cidr4Key {}
+// SAFETY: #[repr(C)] of a u32 and a u8 array without padding (4 + 16 = 20, align 4); every bit
+// pattern is a valid value.
+unsafe impl aya::Pod for Cidr6Key {}
+
+#[cfg(test)]
+mod tests;

@@ -207,7 +207,7 @@ impl Capture {
                 .insert(ip_key, set.inbound_plain.as_raw_fd(), 0)
                 .map_err(|e| map_err(format!("registering the 15006 socket: {e}")))?;
         }
-        let config = PodConfig::ready(Some(ip4), None);
+        let config = PodConfig::new(Some(ip4), None).with_ready(true);
         if let Err(e) =
             self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).insert(record.netns_cookie, config, 0)
         {

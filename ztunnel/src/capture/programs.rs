@@ -1,13 +1,61 @@
-//! Names of the capture programs and maps, and the compiled object.
+//! The compiled eBPF object and the names in it: programs (the C function names), maps, and
+//! where each program attaches. Names only; loading and attaching belong to the capture
+//! loader, and the layouts of keys and values to [`super::maps`].
+//!
+//! The object is `ebpf/ztunnel.bpf.o`, committed and embedded here so that building ztunnel
+//! needs no clang; `cargo xtask ebpf --check` fails when it is stale (see `ebpf/README.md`).
+
+/// `ebpf/ztunnel.bpf.o`, 8-byte aligned as aya's ELF parser requires.
+pub static OBJECT: &[u8] = aya::include_bytes_aligned!("../../../ebpf/ztunnel.bpf.o");
+
+/// `cgroup/connect4`: redirects a pod's outbound IPv4 TCP connects to `<pod IP>:15001`.
 pub const CONNECT4: &str = "ztunnel_connect4";
+/// `cgroup/connect6`: the same for IPv6.
 pub const CONNECT6: &str = "ztunnel_connect6";
-pub const GETPEERNAME4: &str = "ztunnel_getpeername4";
-pub const GETPEERNAME6: &str = "ztunnel_getpeername6";
-pub const BIND4: &str = "ztunnel_bind4";
-pub const BIND6: &str = "ztunnel_bind6";
+/// `sockops`: records the original destination by the client's address before the SYN.
 pub const SOCKOPS: &str = "ztunnel_sockops";
+/// `cgroup/getpeername4`: the application sees its original IPv4 peer.
+pub const GETPEERNAME4: &str = "ztunnel_getpeername4";
+/// `cgroup/getpeername6`: the same for IPv6.
+pub const GETPEERNAME6: &str = "ztunnel_getpeername6";
+/// `cgroup/bind4`: pod processes cannot bind 15001/15006/15008.
+pub const BIND4: &str = "ztunnel_bind4";
+/// `cgroup/bind6`: the same for IPv6.
+pub const BIND6: &str = "ztunnel_bind6";
+/// `sk_lookup`: inbound TCP goes to the pod's 15006 listener, dropped when it is missing.
 pub const SK_LOOKUP: &str = "ztunnel_sk_lookup";
-pub const POD_CONFIG_MAP: &str = "pod_config";
-pub const ORIG_DST_MAP: &str = "orig_dst";
-pub const INBOUND_SOCKETS_MAP: &str = "inbound_sockets";
-pub static OBJECT: &[u8] = &[];
+
+/// Programs attached to each enrolled pod's cgroup (v2), in attach order.
+pub const CGROUP_PROGRAMS: [&str; 7] = [CONNECT4, CONNECT6, SOCKOPS, GETPEERNAME4, GETPEERNAME6, BIND4, BIND6];
+/// Programs attached to each enrolled pod's network namespace.
+pub const NETNS_PROGRAMS: [&str; 1] = [SK_LOOKUP];
+
+/// `HASH` netns cookie -> [`super::maps::PodConfig`].
+pub const MAP_POD_CONFIG: &str = "pod_config";
+/// `LRU_HASH` socket cookie -> [`super::maps::OrigDst`].
+pub const MAP_ORIG_DST_BY_COOKIE: &str = "orig_dst_by_cookie";
+/// `LRU_HASH` [`super::maps::PeerKey`] -> [`super::maps::OrigDst`].
+pub const MAP_ORIG_DST: &str = "orig_dst";
+/// `SOCKHASH` [`super::maps::IpKey`] -> the pod's 15006 listening socket.
+pub const MAP_INBOUND_SOCKETS: &str = "inbound_sockets";
+/// `HASH` port (host order) -> [`super::maps::Present`].
+pub const MAP_EXCLUDED_PORTS: &str = "excluded_ports";
+/// `LPM_TRIE` [`super::maps::Cidr4Key`] -> [`super::maps::Present`].
+pub const MAP_EXCLUDED_CIDRS4: &str = "excluded_cidrs4";
+/// `LPM_TRIE` [`super::maps::Cidr6Key`] -> [`super::maps::Present`].
+pub const MAP_EXCLUDED_CIDRS6: &str = "excluded_cidrs6";
+
+/// Every map in the object. All are pinned by name (`LIBBPF_PIN_BY_NAME`): aya pins each as
+/// `<default_map_pin_directory>/<name>` and re-uses an existing pin on the next load.
+pub const MAPS: [&str; 7] = [
+    MAP_POD_CONFIG,
+    MAP_ORIG_DST_BY_COOKIE,
+    MAP_ORIG_DST,
+    MAP_INBOUND_SOCKETS,
+    MAP_EXCLUDED_PORTS,
+    MAP_EXCLUDED_CIDRS4,
+    MAP_EXCLUDED_CIDRS6,
+];
+
+#[cfg(test)]
+mod tests;

@@ -85,6 +85,6 @@ impl OrigDstLookup for MapOrigDst {
         let mut map = self.0.orig_dst.lock().unwrap_or_else(|e| e.into_inner());
         let found = map.get(&key, 0).ok()?;
         let _ = map.remove(&key);
-        found.socket_addr()
+        SocketAddr::try_from(found).ok()
     }
 }

@@ -1,0 +1,297 @@
+//! A captured mesh in network namespaces: nodes with a ztunnel each (eBPF capture on), pods
+//! enrolled through the local config's `capture` blocks, and helpers to run apps in pods.
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+use tempfile::TempDir;
+
+use crate::netns::{Node, Pod, ProcGuard, Topology};
+use crate::process::ztunnel_binary;
+
+/// How a pod takes part in the mesh.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Membership {
+    /// In the config as an HBONE workload with a capture block.
+    Captured,
+    /// In the config as an HBONE workload, but not enrolled in capture.
+    Listed,
+    /// Not in the config at all.
+    Outside,
+}
+
+/// A pod's entry in the mesh.
+#[derive(Clone, Debug)]
+pub struct MeshPod {
+    pub pod: Pod,
+    pub namespace: String,
+    pub service_account: String,
+    pub membership: Membership,
+    /// `("ns/hostname", port, target)` services this pod serves.
+    pub services: Vec<(String, u16, u16)>,
+}
+
+impl MeshPod {
+    pub fn uid(&self) -> String {
+        format!("cluster1//v1/Pod/{}/{}", self.namespace, self.pod.name())
+    }
+}
+
+/// A captured mesh over a [`Topology`].
+pub struct CaptureMesh {
+    pub topo: Topology,
+    pub dir: TempDir,
+    pub nodes: Vec<Node>,
+    pub pods: Vec<MeshPod>,
+    pub services: Vec<MeshService>,
+}
+
+/// A service of the mesh: a VIP with port -> target port.
+#[derive(Clone, Debug)]
+pub struct MeshService {
+    pub name: String,
+    pub vip: IpAddr,
+    pub port: u16,
+    pub target: u16,
+}
+
+impl CaptureMesh {
+    /// A topology with `nodes` and a CA.
+    pub fn new(test: &str, nodes: &[&str]) -> CaptureMesh {
+        let topo = Topology::new(test);
+        let nodes: Vec<Node> = nodes.iter().map(|n| topo.add_node(n)).collect();
+        let dir = tempfile::tempdir().expect("temp dir");
+        ztunnel::tls::install_crypto_provider();
+        ztunnel::identity::LocalCa::load_or_generate(&dir.path().join("ca"), "cluster.local").expect("test CA");
+        CaptureMesh { topo, dir, nodes, pods: Vec::new(), services: Vec::new() }
+    }
+
+    pub fn node(&self, name: &str) -> &Node {
+        self.nodes.iter().find(|n| n.name() == name).unwrap_or_else(|| panic!("no node {name}"))
+    }
+
+    /// Adds a pod on `node`.
+    pub fn pod(&mut self, node: &str, name: &str, service_account: &str, membership: Membership) -> Pod {
+        let pod = self.node(node).add_pod(name);
+        self.pods.push(MeshPod {
+            pod: pod.clone(),
+            namespace: "default".into(),
+            service_account: service_account.into(),
+            membership,
+            services: Vec::new(),
+        });
+        pod
+    }
+
+    /// Adds a service with `vip` served by the named pods.
+    pub fn service(&mut self, name: &str, vip: IpAddr, port: u16, target: u16, endpoints: &[&str]) {
+        let key = format!("default/{name}.default.svc.cluster.local");
+        for p in self.pods.iter_mut().filter(|p| endpoints.contains(&p.pod.name())) {
+            p.services.push((key.clone(), port, target));
+        }
+        self.services.push(MeshService { name: name.into(), vip, port, target });
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("mesh.yaml")
+    }
+
+    /// The local config in Istio's format plus `capture` blocks.
+    pub fn render(&self) -> String {
+        let mut y = String::from("workloads:\n");
+        for p in self.pods.iter().filter(|p| p.membership != Membership::Outside) {
+            let _ = write!(
+                y,
+                "- uid: {uid}\n  name: {name}\n  namespace: {ns}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\"]\n  node: {node}\n  protocol: HBONE\n  canonicalName: {name}\n  canonicalRevision: v1\n  workloadName: {name}\n",
+                uid = p.uid(),
+                name = p.pod.name(),
+                ns = p.namespace,
+                sa = p.service_account,
+                ip = p.pod.ip(),
+                node = p.pod.node_name(),
+            );
+            if p.membership == Membership::Captured {
+                let _ = write!(
+                    y,
+                    "  capture:\n    netns: {}\n    cgroup: {}\n",
+                    p.pod.netns_path().display(),
+                    p.pod.cgroup_path().display()
+                );
+            }
+            if !p.services.is_empty() {
+                y.push_str("  services:\n");
+                for (key, port, target) in &p.services {
+                    let _ = writeln!(y, "    \"{key}\": {{{port}: {target}}}");
+                }
+            }
+        }
+        y.push_str("services:\n");
+        for s in &self.services {
+            let _ = write!(
+                y,
+                "- name: {name}\n  namespace: default\n  hostname: {name}.default.svc.cluster.local\n  vips: [\"/{vip}\"]\n  ports: {{{port}: {target}}}\n",
+                name = s.name,
+                vip = s.vip,
+                port = s.port,
+                target = s.target,
+            );
+        }
+        y
+    }
+
+    pub fn write_config(&self) {
+        crate::mesh::write_atomically(&self.config_path(), &self.render());
+    }
+
+    /// bpffs directory of `node`'s ztunnel (each node has its own, as real nodes do).
+    pub fn pin_dir(&self, node: &str) -> PathBuf {
+        self.topo.bpf_dir().join(node)
+    }
+
+    pub fn control_socket(&self, node: &str) -> PathBuf {
+        self.dir.path().join(format!("{node}.sock"))
+    }
+
+    /// Starts `node`'s ztunnel in the node's namespace and waits until it is ready.
+    pub fn start_ztunnel(&self, node: &str) -> ProcGuard {
+        let n = self.node(node);
+        let state_dir = self.dir.path().join(format!("state-{node}"));
+        let ca = self.dir.path().join("ca");
+        let args: Vec<String> = vec![
+            ztunnel_binary().display().to_string(),
+            "proxy".into(),
+            "--config".into(),
+            self.config_path().display().to_string(),
+            "--node".into(),
+            node.into(),
+            "--capture".into(),
+            "--bpf-pin-dir".into(),
+            self.pin_dir(node).display().to_string(),
+            "--control-socket".into(),
+            self.control_socket(node).display().to_string(),
+            "--state-dir".into(),
+            state_dir.display().to_string(),
+            "--ca-cert".into(),
+            ca.join("root-cert.pem").display().to_string(),
+            "--ca-key".into(),
+            ca.join("root-key.pem").display().to_string(),
+            "--socks5-addr".into(),
+            "off".into(),
+            "--admin-addr".into(),
+            "127.0.0.1:15000".into(),
+            "--metrics-addr".into(),
+            "127.0.0.1:15020".into(),
+            "--readiness-addr".into(),
+            "127.0.0.1:15021".into(),
+            "--config-poll-interval".into(),
+            "200ms".into(),
+            "--drain-deadline".into(),
+            "2s".into(),
+            "--log-level".into(),
+            std::env::var("ZTUNNEL_TEST_LOG").unwrap_or_else(|_| "info".into()),
+        ];
+        self.topo.register_bpf_dir(self.pin_dir(node));
+        let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut proc = n.spawn(&argv);
+        let ready = SocketAddr::from(([127, 0, 0, 1], 15021));
+        for _ in 0..200 {
+            if let Ok((200, _)) = n.http_get(ready, "/healthz/ready") {
+                return proc;
+            }
+            if !proc.is_running() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("ztunnel on {node} did not become ready:\nstdout:\n{}\nstderr:\n{}", proc.stdout(), proc.stderr());
+    }
+
+    /// `node`'s Prometheus text.
+    pub fn metrics(&self, node: &str) -> String {
+        let (status, body) =
+            self.node(node).http_get(SocketAddr::from(([127, 0, 0, 1], 15020)), "/metrics").expect("scrape metrics");
+        assert_eq!(status, 200, "metrics of {node} answered {status}");
+        body
+    }
+
+    /// Runs `ztunnel <args>` (a control command) against `node`'s daemon.
+    pub fn ztunnel_cli(&self, node: &str, args: &[&str]) -> std::process::Output {
+        let mut cmd = std::process::Command::new(ztunnel_binary());
+        cmd.args(args).arg("--control-socket").arg(self.control_socket(node));
+        cmd.output().expect("run ztunnel cli")
+    }
+}
+
+/// Output of `testapp connect`, parsed.
+#[derive(Clone, Debug, Default)]
+pub struct ConnectReport {
+    pub local: Option<SocketAddr>,
+    pub peer: Option<SocketAddr>,
+    pub echoed_intact: bool,
+    pub error: Option<String>,
+    pub raw: String,
+}
+
+/// Runs `testapp connect dst --bytes n` in `pod` and parses its report.
+pub fn connect_from(pod: &Pod, dst: SocketAddr, bytes: usize, timeout_secs: u32) -> ConnectReport {
+    let app = env_testapp();
+    let out = pod.run_timeout(
+        &[
+            app.to_str().expect("utf-8 path"),
+            "connect",
+            &dst.to_string(),
+            "--bytes",
+            &bytes.to_string(),
+            "--timeout",
+            &timeout_secs.to_string(),
+        ],
+        Duration::from_secs(u64::from(timeout_secs) + 10),
+    );
+    let raw = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let mut report = ConnectReport { raw: raw.clone(), ..Default::default() };
+    for line in raw.lines() {
+        if let Some(rest) = line.strip_prefix("connected ") {
+            for field in rest.split_whitespace() {
+                if let Some(v) = field.strip_prefix("local=") {
+                    report.local = v.parse().ok();
+                }
+                if let Some(v) = field.strip_prefix("peer=") {
+                    report.peer = v.parse().ok();
+                }
+            }
+        }
+        if let Some(rest) = line.strip_prefix("echo ") {
+            let get = |k: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(k)).map(str::to_string);
+            report.echoed_intact = get("sha256=").is_some() && get("sha256=") == get("sent_sha256=");
+        }
+        if let Some(e) = line.strip_prefix("error: ") {
+            report.error = Some(e.to_string());
+        }
+    }
+    report
+}
+
+/// The testapp binary (built with this crate).
+pub fn env_testapp() -> PathBuf {
+    crate::netns::testapp_binary()
+}
+
+/// Starts `testapp serve` on `addr` in `pod` and waits until it listens.
+pub fn serve_in(pod: &Pod, addr: SocketAddr) -> ProcGuard {
+    let app = env_testapp();
+    let mut proc = pod.spawn(&[app.to_str().expect("utf-8 path"), "serve", &addr.to_string()]);
+    proc.wait_for_stdout("listening", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("server in {} did not start: {e}", pod.name()));
+    proc
+}
+
+/// Peers the server reported (`accepted peer=...`), in order.
+pub fn accepted_peers(server: &ProcGuard) -> Vec<SocketAddr> {
+    server
+        .stdout()
+        .lines()
+        .filter_map(|l| l.strip_prefix("accepted peer=")?.split_whitespace().next()?.parse().ok())
+        .collect()
+}
