@@ -156,11 +156,16 @@ impl CaptureMesh {
 
     /// Starts `node`'s ztunnel in the node's namespace and waits until it is ready.
     pub fn start_ztunnel(&self, node: &str) -> ProcGuard {
+        self.start_ztunnel_with(node, &ztunnel_binary())
+    }
+
+    /// Like [`CaptureMesh::start_ztunnel`], running the given `ztunnel` binary.
+    pub fn start_ztunnel_with(&self, node: &str, binary: &std::path::Path) -> ProcGuard {
         let n = self.node(node);
         let state_dir = self.dir.path().join(format!("state-{node}"));
         let ca = self.dir.path().join("ca");
         let args: Vec<String> = vec![
-            ztunnel_binary().display().to_string(),
+            binary.display().to_string(),
             "proxy".into(),
             "--config".into(),
             self.config_path().display().to_string(),

@@ -7,7 +7,11 @@
 //!   closed peer=<peer> bytes=<n>
 //! testapp connect <ip:port> [--bytes N] [--timeout SECS]
 //!   connected local=<local> peer=<getpeername>
-//!   echo bytes=<n> sha256=<hex> sent_sha256=<hex>  (exit 0 only if they match)
+//!   echo bytes=<n> sha256=<hex> sent_sha256=<hex> elapsed_us=<connect to last echo byte>
+//!   (exit 0 only if the hashes match)
+//! testapp rtt <ip:port> [--count N] [--timeout SECS]
+//!   rtt count=<n> p50_us=<..> p90_us=<..> p99_us=<..> min_us=<..> max_us=<..>
+//!   (each round: connect, send 1 byte, read the echo, close)
 //! testapp bind <ip:port>
 //!   bound
 //! ```
@@ -28,8 +32,9 @@ fn main() -> ExitCode {
     let result = match args.first().map(String::as_str) {
         Some("serve") => parse_addr(&args, 1).and_then(|addr| serve(addr).map_err(Failure::Error)),
         Some("connect") => ConnectArgs::parse(&args).and_then(|a| connect(&a).map_err(Failure::Error)),
+        Some("rtt") => ConnectArgs::parse(&args).and_then(|a| rtt(&a).map_err(Failure::Error)),
         Some("bind") => parse_addr(&args, 1).and_then(|addr| bind(addr).map_err(Failure::Error)),
-        _ => Err(Failure::Usage("expected serve, connect or bind".into())),
+        _ => Err(Failure::Usage("expected serve, connect, rtt or bind".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -38,7 +43,9 @@ fn main() -> ExitCode {
             ExitCode::from(1)
         }
         Err(Failure::Usage(msg)) => {
-            eprintln!("usage: testapp serve|connect|bind <ip:port> [--bytes N] [--timeout SECS]: {msg}");
+            eprintln!(
+                "usage: testapp serve|connect|rtt|bind <ip:port> [--bytes N] [--count N] [--timeout SECS]: {msg}"
+            );
             ExitCode::from(2)
         }
     }
@@ -96,18 +103,21 @@ fn echo(mut stream: TcpStream, peer: SocketAddr) {
 struct ConnectArgs {
     addr: SocketAddr,
     bytes: u64,
+    count: u64,
     timeout: Duration,
 }
 
 impl ConnectArgs {
     fn parse(args: &[String]) -> Result<ConnectArgs, Failure> {
-        let mut parsed = ConnectArgs { addr: parse_addr(args, 1)?, bytes: DEFAULT_BYTES, timeout: DEFAULT_TIMEOUT };
+        let mut parsed =
+            ConnectArgs { addr: parse_addr(args, 1)?, bytes: DEFAULT_BYTES, count: 100, timeout: DEFAULT_TIMEOUT };
         let mut rest = args[2..].iter();
         while let Some(flag) = rest.next() {
             let value = rest.next().ok_or_else(|| Failure::Usage(format!("{flag} needs a value")))?;
             let number: u64 = value.parse().map_err(|_| Failure::Usage(format!("{flag}: bad number {value:?}")))?;
             match flag.as_str() {
                 "--bytes" => parsed.bytes = number,
+                "--count" => parsed.count = number.max(1),
                 "--timeout" => parsed.timeout = Duration::from_secs(number),
                 _ => return Err(Failure::Usage(format!("unknown option {flag}"))),
             }
@@ -122,7 +132,8 @@ fn pattern_byte(i: u64) -> u8 {
 }
 
 fn connect(args: &ConnectArgs) -> Result<(), String> {
-    let deadline = Instant::now() + args.timeout;
+    let started = Instant::now();
+    let deadline = started + args.timeout;
     // A watchdog bounds the whole run, whatever blocks.
     let limit = args.timeout;
     std::thread::spawn(move || {
@@ -174,7 +185,8 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
     }
     let sent_sha = sender.join().map_err(|_| "sender thread panicked".to_string())??;
     let sha = hex::encode(hash.finalize());
-    say(&format!("echo bytes={received} sha256={sha} sent_sha256={sent_sha}"));
+    let elapsed_us = started.elapsed().as_micros();
+    say(&format!("echo bytes={received} sha256={sha} sent_sha256={sent_sha} elapsed_us={elapsed_us}"));
     if received != bytes || sha != sent_sha {
         return Err(format!("echo mismatch: sent {bytes} bytes, received {received}"));
     }
@@ -184,5 +196,37 @@ fn connect(args: &ConnectArgs) -> Result<(), String> {
 fn bind(addr: SocketAddr) -> Result<(), String> {
     TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
     say("bound");
+    Ok(())
+}
+
+/// Connection round trips: connect, one byte each way, close. Prints latency percentiles.
+fn rtt(args: &ConnectArgs) -> Result<(), String> {
+    let deadline = Instant::now() + args.timeout;
+    let mut samples = Vec::with_capacity(args.count as usize);
+    for i in 0..args.count {
+        if Instant::now() > deadline {
+            return Err(format!("timed out after {i} of {} rounds", args.count));
+        }
+        let started = Instant::now();
+        let mut stream = TcpStream::connect_timeout(&args.addr, args.timeout).map_err(|e| format!("connect: {e}"))?;
+        let _ = stream.set_nodelay(true);
+        let _ = stream.set_read_timeout(Some(args.timeout));
+        stream.write_all(&[7]).map_err(|e| format!("send: {e}"))?;
+        let mut byte = [0u8; 1];
+        stream.read_exact(&mut byte).map_err(|e| format!("read echo: {e}"))?;
+        drop(stream);
+        samples.push(started.elapsed().as_micros() as u64);
+    }
+    samples.sort_unstable();
+    let pct = |p: usize| samples[(samples.len() * p / 100).min(samples.len() - 1)];
+    say(&format!(
+        "rtt count={} p50_us={} p90_us={} p99_us={} min_us={} max_us={}",
+        samples.len(),
+        pct(50),
+        pct(90),
+        pct(99),
+        samples[0],
+        samples[samples.len() - 1]
+    ));
     Ok(())
 }
