@@ -1,5 +1,5 @@
 //! eBPF capture on namespaced nodes and pods: captured pods talk through HBONE (same node and
-//! across nodes, by pod IP and by service VIP), unmeshed destinations pass through, unenrolled
+//! across nodes, by pod IPv4 and IPv6 address and by service VIP), unmeshed destinations pass through, unenrolled
 //! pods are untouched, capture fails closed without ztunnel and is re-adopted after a restart,
 //! and unenrolling restores direct traffic. Runs as root; skips otherwise.
 
@@ -46,8 +46,9 @@ fn captured_pods_reach_each_other_through_hbone() {
     let near_server = serve_in(&near, at(Ipv4Addr::UNSPECIFIED, 8080));
     let far_server = serve_in(&far, at(Ipv4Addr::UNSPECIFIED, 8080));
     let outside_server = serve_in(&outside, at(Ipv4Addr::UNSPECIFIED, 8080));
-    let _za = mesh.start_ztunnel("node-a");
-    let _zb = mesh.start_ztunnel("node-b");
+    let za = mesh.start_ztunnel("node-a");
+    let zb = mesh.start_ztunnel("node-b");
+    let logs = || format!("node-a ztunnel:\n{}\nnode-b ztunnel:\n{}", za.stdout(), zb.stdout());
 
     // Same node and across nodes, by pod IP: bytes intact, the app sees its original peer.
     for (server, dst) in [(&near_server, at(near.ip(), 8080)), (&far_server, at(far.ip(), 8080))] {
@@ -66,12 +67,18 @@ fn captured_pods_reach_each_other_through_hbone() {
             "the app is reached by ztunnel inside its pod: {peers:?}"
         );
     }
+    // IPv6 pod addresses are captured the same way.
+    let far6 = SocketAddr::new(IpAddr::V6(far.ip6()), 8080);
+    let report = connect_from(&client, far6, MIB, 10);
+    assert!(report.echoed_intact, "client -> {far6} through the mesh:\n{}\n{}", report.raw, logs());
+    assert_eq!(report.peer, Some(far6), "getpeername over IPv6:\n{}", report.raw);
+    assert_eq!(accepted_peers(&far_server).last().map(|p| p.ip()), Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)));
     let hbone_out =
         [("reporter", "source"), ("source_workload", "client"), ("connection_security_policy", "mutual_tls")];
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &hbone_out, 2);
+    wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &hbone_out, 3);
     let far_in = [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", "far")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &far_in, 1);
-    wait_metric(&mesh, "node-b", "istio_tcp_received_bytes_total", &far_in, MIB as u64);
+    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &far_in, 2);
+    wait_metric(&mesh, "node-b", "istio_tcp_received_bytes_total", &far_in, 2 * MIB as u64);
     let near_in = [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", "near")];
     wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &near_in, 1);
 
@@ -84,7 +91,7 @@ fn captured_pods_reach_each_other_through_hbone() {
     let by_vip = [("reporter", "source"), ("destination_service", "web.default.svc.cluster.local")];
     wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &by_vip, 1);
     let by_service = [("reporter", "destination"), ("destination_service", "web.default.svc.cluster.local")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &by_service, 2);
+    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &by_service, 3);
 
     // Unmeshed destination: passed through from the client's own namespace (its IP is seen).
     let report = connect_from(&client, at(outside.ip(), 8080), 64 * 1024, 10);
@@ -94,7 +101,7 @@ fn captured_pods_reach_each_other_through_hbone() {
         [("reporter", "source"), ("destination_workload", "unknown"), ("connection_security_policy", "unknown")];
     wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &passthrough, 1);
     // ztunnel's own connections were not captured again: exactly one outbound record each.
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_opened_total", &[("reporter", "source")], 4);
+    wait_metric(&mesh, "node-a", "istio_tcp_connections_opened_total", &[("reporter", "source")], 5);
 
     // Apps in captured pods cannot take ztunnel's ports.
     let app = ztunnel_tests::netns::testapp_binary();

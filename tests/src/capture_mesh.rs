@@ -104,12 +104,13 @@ impl CaptureMesh {
         for p in self.pods.iter().filter(|p| p.membership != Membership::Outside) {
             let _ = write!(
                 y,
-                "- uid: {uid}\n  name: {name}\n  namespace: {ns}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\"]\n  node: {node}\n  protocol: HBONE\n  canonicalName: {name}\n  canonicalRevision: v1\n  workloadName: {name}\n",
+                "- uid: {uid}\n  name: {name}\n  namespace: {ns}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\", \"{ip6}\"]\n  node: {node}\n  protocol: HBONE\n  canonicalName: {name}\n  canonicalRevision: v1\n  workloadName: {name}\n",
                 uid = p.uid(),
                 name = p.pod.name(),
                 ns = p.namespace,
                 sa = p.service_account,
                 ip = p.pod.ip(),
+                ip6 = p.pod.ip6(),
                 node = p.pod.node_name(),
             );
             if p.membership == Membership::Captured {

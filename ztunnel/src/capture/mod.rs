@@ -61,8 +61,8 @@ pub enum CaptureError {
     },
     #[error("pod {uid}: no workload with this uid is in state")]
     UnknownWorkload { uid: String },
-    #[error("pod {uid}: the workload has no IPv4 address (IPv6-only pods are not captured yet)")]
-    NoIpv4 { uid: String },
+    #[error("pod {uid}: the workload has no address")]
+    NoAddress { uid: String },
     #[error("pod {uid} is already enrolled")]
     AlreadyEnrolled { uid: String },
     #[error("pod {uid} is not enrolled")]
@@ -184,34 +184,53 @@ impl Capture {
             .read()
             .workload_by_uid(&uid)
             .ok_or_else(|| CaptureError::UnknownWorkload { uid: uid.clone() })?;
-        let ip4 = workload
-            .workload_ips
-            .iter()
-            .find_map(|ip| match ip {
-                IpAddr::V4(v4) => Some(*v4),
-                IpAddr::V6(_) => None,
-            })
-            .ok_or_else(|| CaptureError::NoIpv4 { uid: uid.clone() })?;
+        let ip4 = workload.workload_ips.iter().find_map(|ip| match ip {
+            IpAddr::V4(v4) => Some(*v4),
+            IpAddr::V6(_) => None,
+        });
+        let ip6 = workload.workload_ips.iter().find_map(|ip| match ip {
+            IpAddr::V6(v6) => Some(*v6),
+            IpAddr::V4(_) => None,
+        });
+        if ip4.is_none() && ip6.is_none() {
+            return Err(CaptureError::NoAddress { uid });
+        }
         let worker = Arc::new(NetnsWorker::start(&record.netns)?);
         let mark = self.inputs.settings.socket_mark;
-        let set = worker
-            .run(move || PodListenerSet::bind(mark))
+        let (has4, has6) = (ip4.is_some(), ip6.is_some());
+        let sets = worker
+            .run(move || -> std::io::Result<Vec<PodListenerSet>> {
+                let mut sets = Vec::new();
+                if has4 {
+                    sets.push(PodListenerSet::bind(false, mark)?);
+                }
+                if has6 {
+                    sets.push(PodListenerSet::bind(true, mark)?);
+                }
+                Ok(sets)
+            })
             .await?
             .map_err(io_err("creating listeners in", &record.netns))?;
-        record.netns_cookie = set.netns_cookie;
+        record.netns_cookie = sets[0].netns_cookie;
         let map_err = |reason: String| CaptureError::Map { uid: uid.clone(), reason };
-        let ip_key = IpKey::from(IpAddr::V4(ip4));
-        {
-            let mut sockets = self.loaded.inbound_sockets.lock().unwrap_or_else(|e| e.into_inner());
-            sockets
-                .insert(ip_key, set.inbound_plain.as_raw_fd(), 0)
-                .map_err(|e| map_err(format!("registering the 15006 socket: {e}")))?;
+        // Each family's 15006 socket receives that family's inbound plaintext (sk_lookup).
+        let addrs: Vec<IpAddr> = ip4.map(IpAddr::V4).into_iter().chain(ip6.map(IpAddr::V6)).collect();
+        for (ip, set) in addrs.iter().zip(&sets) {
+            let inserted = self.loaded.inbound_sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(
+                IpKey::from(*ip),
+                set.inbound_plain.as_raw_fd(),
+                0,
+            );
+            if let Err(e) = inserted {
+                self.forget_maps(&record, &addrs);
+                return Err(map_err(format!("registering the 15006 socket for {ip}: {e}")));
+            }
         }
-        let config = PodConfig::new(Some(ip4), None).with_ready(true);
+        let config = PodConfig::new(ip4, ip6).with_ready(true);
         if let Err(e) =
             self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).insert(record.netns_cookie, config, 0)
         {
-            self.forget_maps(&record, ip_key);
+            self.forget_maps(&record, &addrs);
             return Err(map_err(format!("adding the pod to pod_config: {e}")));
         }
         let key = pod_key(&uid);
@@ -221,14 +240,18 @@ impl Capture {
                 .and_then(|cg| Ok((cg, File::open(&record.netns).map_err(io_err("opening netns", &record.netns))?)));
             let attached = opened.and_then(|(cg, ns)| Ok(self.loaded.attach_pod(&key, &cg, &ns)?));
             if let Err(e) = attached {
-                self.forget_maps(&record, ip_key);
+                self.forget_maps(&record, &addrs);
                 return Err(e);
             }
         }
         if let Err(e) = self.records.save(&record) {
             warn!(uid, error = %e, "cannot save enrollment record; a restart will not re-adopt this pod");
         }
-        let listeners = set.into_tokio().map_err(io_err("registering listeners of", &record.netns))?;
+        let listeners = sets
+            .into_iter()
+            .map(PodListenerSet::into_tokio)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(io_err("registering listeners of", &record.netns))?;
         let ctx = PodContext {
             workload_uid: workload.uid.clone(),
             sockets: Arc::new(PodSockets(worker)),
@@ -238,20 +261,19 @@ impl Capture {
         Ok(EnrolledPod { record, _proxy: proxy })
     }
 
-    fn forget_maps(&self, record: &EnrollRecord, ip_key: IpKey) {
+    fn forget_maps(&self, record: &EnrollRecord, addrs: &[IpAddr]) {
         let _ = self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).remove(&record.netns_cookie);
-        let _ = self.loaded.inbound_sockets.lock().unwrap_or_else(|e| e.into_inner()).remove(&ip_key);
+        let mut sockets = self.loaded.inbound_sockets.lock().unwrap_or_else(|e| e.into_inner());
+        for ip in addrs {
+            let _ = sockets.remove(&IpKey::from(*ip));
+        }
     }
 
     /// Removes a pod's map entries, links and record.
     fn tear_down(&self, record: &EnrollRecord) -> Result<(), CaptureError> {
-        if let Some(ip) =
-            self.inputs.state.read().workload_by_uid(&record.uid).and_then(|w| w.workload_ips.first().copied())
-        {
-            self.forget_maps(record, IpKey::from(ip));
-        } else {
-            let _ = self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).remove(&record.netns_cookie);
-        }
+        let addrs =
+            self.inputs.state.read().workload_by_uid(&record.uid).map(|w| w.workload_ips.clone()).unwrap_or_default();
+        self.forget_maps(record, &addrs);
         self.loaded.detach_pod(&pod_key(&record.uid))?;
         self.records
             .remove(&record.uid)

@@ -2,7 +2,7 @@
 //! worker), the socket factory outbound dials use, and the original-destination reader.
 
 use std::future::Future;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -29,24 +29,29 @@ pub struct PodListenerSet {
     pub netns_cookie: u64,
 }
 
-fn listener(port: u16, mark: Option<u32>) -> std::io::Result<std::net::TcpListener> {
-    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+fn listener(ip: IpAddr, port: u16, mark: Option<u32>) -> std::io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(SocketAddr::new(ip, port)), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if ip.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     if let Some(mark) = mark {
         socket.set_mark(mark)?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::from((Ipv4Addr::UNSPECIFIED, port)).into())?;
+    socket.bind(&SocketAddr::new(ip, port).into())?;
     socket.listen(1024)?;
     Ok(socket.into())
 }
 
 impl PodListenerSet {
-    /// Binds the listeners; must run on a thread inside the pod's namespace.
-    pub fn bind(mark: Option<u32>) -> std::io::Result<PodListenerSet> {
-        let outbound = listener(OUTBOUND_PORT, mark)?;
-        let inbound_plain = listener(INBOUND_PLAIN_PORT, mark)?;
-        let inbound_hbone = listener(INBOUND_HBONE_PORT, mark)?;
+    /// Binds the listeners of one family (`ipv6`); must run on a thread inside the pod's
+    /// namespace. IPv6 listeners are v6-only, so IPv4 peers never appear as mapped addresses.
+    pub fn bind(ipv6: bool, mark: Option<u32>) -> std::io::Result<PodListenerSet> {
+        let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
+        let outbound = listener(any, OUTBOUND_PORT, mark)?;
+        let inbound_plain = listener(any, INBOUND_PLAIN_PORT, mark)?;
+        let inbound_hbone = listener(any, INBOUND_HBONE_PORT, mark)?;
         let netns_cookie = sys::netns_cookie(outbound.as_fd())?;
         Ok(PodListenerSet { outbound, inbound_plain, inbound_hbone, netns_cookie })
     }

@@ -10,7 +10,7 @@
 //! Outbound dials are made from inside the pod's namespace; the app is reached inside the pod
 //! from 127.0.0.6, a loopback source the capture programs never redirect.
 
-use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 
 use tokio::net::{TcpListener, TcpStream};
@@ -27,6 +27,8 @@ use crate::telemetry::Direction;
 
 /// Source address of ztunnel's connections to apps inside their pod.
 pub const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+/// The same for IPv6 destinations (the capture programs leave `::1` alone too).
+pub const INBOUND_SOURCE_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
 /// Where a captured connection was originally headed, recorded by the capture programs.
 pub trait OrigDstLookup: Send + Sync {
@@ -57,19 +59,23 @@ pub struct PodProxy {
 }
 
 impl PodProxy {
-    pub fn start(inputs: ProxyInputs, listeners: PodListeners, ctx: PodContext) -> PodProxy {
+    /// Serves the pod's listeners (one set per address family it has).
+    pub fn start(inputs: ProxyInputs, families: Vec<PodListeners>, ctx: PodContext) -> PodProxy {
         let settings = &inputs.settings;
         let in_pod = Dialer {
             factory: Some(ctx.sockets.clone()),
             source: None,
+            source6: None,
             mark: settings.socket_mark,
             timeout: settings.connect_timeout,
         };
-        let to_app = Dialer { source: Some(INBOUND_SOURCE), ..in_pod.clone() };
+        let to_app = Dialer { source: Some(INBOUND_SOURCE), source6: Some(INBOUND_SOURCE_V6), ..in_pod.clone() };
         let mut tasks = JoinSet::new();
-        tasks.spawn(serve_outbound(listeners.outbound, inputs.clone(), ctx.clone(), in_pod));
-        tasks.spawn(serve_inbound_plain(listeners.inbound_plain, inputs.clone(), to_app.clone()));
-        tasks.spawn(inbound::serve(listeners.inbound_hbone, inputs, to_app));
+        for listeners in families {
+            tasks.spawn(serve_outbound(listeners.outbound, inputs.clone(), ctx.clone(), in_pod.clone()));
+            tasks.spawn(serve_inbound_plain(listeners.inbound_plain, inputs.clone(), to_app.clone()));
+            tasks.spawn(inbound::serve(listeners.inbound_hbone, inputs.clone(), to_app.clone()));
+        }
         PodProxy { _tasks: tasks }
     }
 }

@@ -25,8 +25,10 @@ pub trait SocketFactory: Send + Sync {
 pub struct Dialer {
     /// Where sockets are created; `None` is ztunnel's own namespace.
     pub factory: Option<Arc<dyn SocketFactory>>,
-    /// Local address to bind before connecting.
+    /// Local address to bind before connecting to an IPv4 destination.
     pub source: Option<IpAddr>,
+    /// Local address to bind before connecting to an IPv6 destination.
+    pub source6: Option<IpAddr>,
     pub mark: Option<u32>,
     pub timeout: Duration,
 }
@@ -34,7 +36,7 @@ pub struct Dialer {
 impl Dialer {
     /// Dials from ztunnel's own namespace.
     pub fn host(mark: Option<u32>, timeout: Duration) -> Dialer {
-        Dialer { factory: None, source: None, mark, timeout }
+        Dialer { factory: None, source: None, source6: None, mark, timeout }
     }
 
     /// Dials `addr` (with `TCP_NODELAY`), failing after the timeout.
@@ -51,7 +53,8 @@ impl Dialer {
         if let Some(mark) = self.mark {
             apply_mark(&socket, mark);
         }
-        if let Some(source) = self.source {
+        let source = if addr.is_ipv4() { self.source } else { self.source6 };
+        if let Some(source) = source {
             socket.bind(SocketAddr::new(source, 0)).map_err(connect_err)?;
         }
         socket.set_nodelay(true).map_err(connect_err)?;
