@@ -44,7 +44,7 @@ fn captured_pods_reach_each_other_through_hbone() {
     mesh.service("web", vip, 80, 8080, &["far"]);
     mesh.write_config();
     let near_server = serve_in(&near, at(Ipv4Addr::UNSPECIFIED, 8080));
-    let far_server = serve_in(&far, at(Ipv4Addr::UNSPECIFIED, 8080));
+    let far_server = serve_in(&far, SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 8080));
     let outside_server = serve_in(&outside, at(Ipv4Addr::UNSPECIFIED, 8080));
     let za = mesh.start_ztunnel("node-a");
     let zb = mesh.start_ztunnel("node-b");

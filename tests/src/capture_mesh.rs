@@ -298,6 +298,8 @@ pub fn accepted_peers(server: &ProcGuard) -> Vec<SocketAddr> {
     server
         .stdout()
         .lines()
-        .filter_map(|l| l.strip_prefix("accepted peer=")?.split_whitespace().next()?.parse().ok())
+        .filter_map(|l| l.strip_prefix("accepted peer=")?.split_whitespace().next()?.parse::<SocketAddr>().ok())
+        // A dual-stack server reports IPv4 peers as v4-mapped addresses.
+        .map(|p| SocketAddr::new(p.ip().to_canonical(), p.port()))
         .collect()
 }

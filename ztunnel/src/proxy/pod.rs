@@ -27,6 +27,8 @@ use crate::telemetry::Direction;
 
 /// Source address of ztunnel's connections to apps inside their pod.
 pub const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+/// Bound on dialling an app inside its own pod.
+const APP_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The same for IPv6 destinations (the capture programs leave `::1` alone too).
 pub const INBOUND_SOURCE_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
@@ -69,7 +71,14 @@ impl PodProxy {
             mark: settings.socket_mark,
             timeout: settings.connect_timeout,
         };
-        let to_app = Dialer { source: Some(INBOUND_SOURCE), source6: Some(INBOUND_SOURCE_V6), ..in_pod.clone() };
+        // Local delivery answers at once; but a reset from the pod's address to ::1 is dropped by
+        // the kernel, so a closed IPv6 port shows only as a timeout: keep that wait short.
+        let to_app = Dialer {
+            source: Some(INBOUND_SOURCE),
+            source6: Some(INBOUND_SOURCE_V6),
+            timeout: settings.connect_timeout.min(APP_DIAL_TIMEOUT),
+            ..in_pod.clone()
+        };
         let mut tasks = JoinSet::new();
         for listeners in families {
             tasks.spawn(serve_outbound(listeners.outbound, inputs.clone(), ctx.clone(), in_pod.clone()));
