@@ -6,7 +6,6 @@
 //! a user runs.
 
 mod demo;
-mod processes;
 mod test_suite;
 mod workspace;
 
@@ -24,9 +23,13 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Build ztunnel (release), run two nodes on loopback, send real traffic through the mesh
-    /// and print what happened. Exits non-zero, naming the step, if any flow fails.
+    /// Build ztunnel (release), run two namespaced nodes with eBPF capture, send real traffic
+    /// from pods through the mesh, print what happened and what capture costs. Needs root.
+    /// Exits non-zero, naming the step, if anything fails; removes everything it created.
     Demo(demo::DemoArgs),
+    /// The demo's measuring client and sink, run by the demo inside pods.
+    #[command(hide = true)]
+    Probe(demo::probe::ProbeArgs),
     /// Run the project's full test suite, installing missing prerequisites (Envoy) first.
     Test(test_suite::TestArgs),
 }
@@ -36,6 +39,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::main(args),
         Command::Test(args) => test_suite::main(args),
+        Command::Probe(args) => demo::probe::main(args),
     };
     match result {
         Ok(code) => code,

@@ -1,24 +1,23 @@
-//! A minimal HTTP/1.1 GET client over any byte stream: plain TCP for the ztunnel admin,
-//! metrics and readiness endpoints, or a SOCKS5 stream through the mesh. One request per
-//! connection (`Connection: close`), body read to the end of the stream.
+//! A minimal HTTP/1.1 GET client for ztunnel's admin, metrics and readiness endpoints, which
+//! listen on localhost inside each node's network namespace: the socket is made in that
+//! namespace (see `Node::connect`), the request runs from here. One request per connection
+//! (`Connection: close`), body read to the end of the stream.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
-use tokio::net::TcpStream;
+use ztunnel_tests::netns::Node;
 
 /// Bound on one admin/metrics/readiness request.
 const LOCAL_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// A response, with the byte counts of the exchange as the client saw them.
+/// A response.
 #[derive(Debug)]
 pub(crate) struct Response {
     pub(crate) status: u16,
     pub(crate) body: String,
-    pub(crate) bytes_sent: u64,
-    pub(crate) bytes_received: u64,
 }
 
 /// Sends `GET path` with `Host: host` on `stream` and reads the whole response.
@@ -33,23 +32,26 @@ where
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await.context("reading response")?;
     let (status, body) = parse(&raw)?;
-    Ok(Response { status, body, bytes_sent: request.len() as u64, bytes_received: raw.len() as u64 })
+    Ok(Response { status, body })
 }
 
-/// `GET http://addr/path` on a fresh TCP connection, bounded in time.
-pub(crate) async fn get_local(addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
+/// `GET http://addr/path` from inside `node`'s namespace on a fresh connection, bounded in time.
+pub(crate) async fn get_in(node: &Node, addr: SocketAddr, path: &str) -> anyhow::Result<Response> {
     let exchange = async {
-        let stream = TcpStream::connect(addr).await.with_context(|| format!("connecting to {addr}"))?;
+        let stream = node.connect(addr).await?;
         get(stream, &addr.to_string(), path).await
     };
-    tokio::time::timeout(LOCAL_TIMEOUT, exchange).await.with_context(|| format!("GET http://{addr}{path} timed out"))?
+    tokio::time::timeout(LOCAL_TIMEOUT, exchange)
+        .await
+        .with_context(|| format!("GET http://{addr}{path} in {} timed out", node.name()))?
+        .with_context(|| format!("GET http://{addr}{path} in {}", node.name()))
 }
 
-/// Like [`get_local`] but fails unless the status is 200; returns the body.
-pub(crate) async fn get_ok(addr: SocketAddr, path: &str) -> anyhow::Result<String> {
-    let response = get_local(addr, path).await?;
+/// Like [`get_in`] but fails unless the status is 200; returns the body.
+pub(crate) async fn get_ok_in(node: &Node, addr: SocketAddr, path: &str) -> anyhow::Result<String> {
+    let response = get_in(node, addr, path).await?;
     if response.status != 200 {
-        bail!("GET http://{addr}{path} answered {}", response.status);
+        bail!("GET http://{addr}{path} in {} answered {}", node.name(), response.status);
     }
     Ok(response.body)
 }

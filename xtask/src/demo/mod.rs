@@ -1,255 +1,261 @@
-//! `cargo xtask demo`: two ztunnels as two "nodes" on loopback, real traffic through them,
-//! and a readable account of what happened.
+//! `cargo xtask demo`: a two-node ambient mesh on this machine with real eBPF capture, real
+//! apps and real traffic, and a readable account of what happened.
 //!
-//! Steps: build the release binary; check the demo addresses are free; write the config;
-//! start node A (it generates the shared CA into the state directory), then node B; start the
-//! apps; run the flows (HTTP to a service VIP, a SHA-256-checked bulk upload with a direct
-//! baseline, a passthrough connection); check the metrics; print certificates; stop both
-//! nodes with SIGTERM. Exits 0 only if every step and flow succeeded. Children are stopped on
-//! every path (see [`crate::processes`]); Ctrl-C and SIGTERM end the run through the same path.
+//! Steps: check the machine (root, cgroup v2, tools; installs missing ones with apt-get);
+//! build the release `ztunnel` and `testapp`; build 2 nodes and 5 pods from network
+//! namespaces, veths, bridges and cgroups (the tests' harness); start the apps in the pods;
+//! start one ztunnel per node inside the node's namespace with `--capture`; enroll the four
+//! mesh pods with `ztunnel enroll`; run the flows from the `sleep` pod (curl by pod IP and by
+//! service VIP, a same-node echo, a SHA-256-checked bulk echo across nodes, one connection to
+//! a pod outside the mesh); print the flow table (captured? HBONE? identities, bytes, all read
+//! from the ztunnels' own metrics), the metrics of both ztunnels and their certificates;
+//! measure the cost of capture (see [`bench`]); stop both ztunnels with SIGTERM; remove
+//! everything and check nothing is left.
+//!
+//! Exits 0 only if every step and flow succeeded; otherwise it names the failing step and
+//! shows the end of the ztunnel logs. Everything is removed on every path, including Ctrl-C
+//! and SIGTERM: the signal ends the run future, whose drop kills the processes and removes
+//! the namespaces, cgroups and bpffs pins (see [`cluster`]).
 
+mod bench;
+mod binaries;
+mod blocking;
 mod bulk_pattern;
-mod checks;
+mod cluster;
+mod evidence;
+mod flows;
 mod http;
+mod layout;
 mod metrics;
-mod node;
+mod prerequisites;
+pub(crate) mod probe;
 mod report;
-mod servers;
-mod socks;
-mod topology;
-mod traffic;
 
-use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::Arc;
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use anyhow::{Context, anyhow, bail};
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
+use ztunnel_tests::netns::{TopologyId, leftovers};
 
-use crate::processes::{self, Processes};
-use bulk_pattern::Pattern;
-use checks::Expected;
-use node::NodeFiles;
-use servers::Servers;
-use topology::{TRUST_DOMAIN, Topology};
-use traffic::{Flow, HttpClient, Route};
+use bench::BenchPlan;
+use binaries::Binaries;
+use blocking::blocking;
+use cluster::Cluster;
+use layout::{NODES, TRUST_DOMAIN};
 
-/// How long a node may take to exit after SIGTERM (its drain deadline is 2 s).
+/// How long a ztunnel may take to exit after SIGTERM (its drain deadline is 2 s).
 const EXIT_BOUND: Duration = Duration::from_secs(10);
-/// How long counters may take to show connections that just closed.
-const METRICS_SETTLE: Duration = Duration::from_secs(5);
-/// Log lines shown per process when the demo fails.
+/// Log lines shown per ztunnel when the demo fails.
 const LOG_TAIL: usize = 30;
 
 #[derive(Debug, Args)]
 pub(crate) struct DemoArgs {
-    /// MiB to upload in the bulk flow (through the mesh, and again direct as a baseline).
+    /// MiB echoed in the bulk flow (sleep -> data, through HBONE, checked by SHA-256).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16384))]
     bulk_mib: u64,
-    /// HTTP GETs to the service VIP with the built-in client (curl sends one more if found).
-    #[arg(long, default_value_t = 4, value_parser = clap::value_parser!(u64).range(1..=1000))]
-    http_requests: u64,
-    /// Keep the temporary directory (config, CA, ztunnel logs) after a successful run.
+    /// Connect cycles per path in the capture-cost benchmark.
+    #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
+    bench_cycles: u64,
+    /// MiB uploaded per path in the capture-cost benchmark.
+    #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16384))]
+    bench_mib: u64,
+    /// Skip the capture-cost benchmark.
+    #[arg(long)]
+    no_bench: bool,
+    /// Keep the demo's directory (mesh config, ztunnel logs) after a successful run.
     #[arg(long)]
     keep: bool,
 }
 
 pub(crate) fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
-    println!("==> building ztunnel: cargo build --release -p ztunnel");
-    let binary = node::build_release().context("step \"build\" failed")?;
-    println!("    {}", binary.display());
+    println!("==> checking this machine");
+    prerequisites::ensure().context("step \"prerequisites\" failed")?;
+    println!("==> building (release)");
+    let binaries = binaries::build().context("step \"build\" failed")?;
+    println!("    {}\n    {}", binaries.ztunnel.display(), binaries.testapp.display());
     let dir = tempfile::Builder::new().prefix("ztunnel-demo-").tempdir().context("cannot create temp dir")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let mut procs = Processes::default();
+    let topology = OnceLock::new();
     let result = runtime.block_on(async {
-        // Registered before any child starts, so an early Ctrl-C is ours to handle.
+        // Registered before anything starts, so a Ctrl-C is ours to handle from here on.
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         tokio::select! {
-            result = run(&args, &binary, dir.path(), &mut procs) => result,
-            _ = interrupt.recv() => Err(anyhow!("interrupted (Ctrl-C); stopping")),
-            _ = terminate.recv() => Err(anyhow!("terminated (SIGTERM); stopping")),
+            result = run(&args, binaries, dir.path(), &topology) => result,
+            _ = interrupt.recv() => Err(anyhow!("interrupted (Ctrl-C)")),
+            _ = terminate.recv() => Err(anyhow!("terminated (SIGTERM)")),
         }
+        // The run future is dropped here, and with it the mesh: processes killed, namespaces,
+        // cgroups and pins removed.
     });
-    match result {
-        Ok(summary) => {
-            drop(procs);
+    // Waits for blocking calls that were still running (they end once their processes die).
+    drop(runtime);
+    let cleanup = topology.get().map(|id| check_cleanup(*id));
+    match (result, cleanup) {
+        (Ok(summary), None | Some(Ok(()))) => {
             if args.keep {
                 println!("    files kept in {}", dir.keep().display());
             }
             println!("==> demo PASSED: {summary}");
             Ok(ExitCode::SUCCESS)
         }
-        Err(e) => {
-            eprintln!("==> demo FAILED: {e:#}");
-            for (name, log) in procs.logs() {
-                eprintln!("---- last {LOG_TAIL} lines of {name} ({}) ----", log.display());
-                eprintln!("{}", processes::tail(&log, LOG_TAIL));
+        (result, cleanup) => {
+            if let Err(e) = &result {
+                eprintln!("==> demo FAILED: {e:#}");
+                if !format!("{e}").starts_with("interrupted") {
+                    show_logs(dir.path());
+                }
             }
-            let started_any = !procs.logs().is_empty();
-            drop(procs);
-            if started_any {
-                eprintln!("    files kept in {}", dir.keep().display());
+            if let Some(Err(e)) = cleanup {
+                eprintln!("==> demo FAILED: {e:#}");
             }
+            eprintln!("    files kept in {}", dir.keep().display());
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
 /// The demo proper; returns a one-line summary or the failing step.
-async fn run(args: &DemoArgs, binary: &Path, dir: &Path, procs: &mut Processes) -> anyhow::Result<String> {
-    let topo = Topology::standard();
-    println!("==> mesh on loopback (trust domain {TRUST_DOMAIN}), files in {}", dir.display());
-    report::plan(&topo);
-    topo.check_free().context("step \"check addresses\" failed")?;
-    let config = dir.join("config.yaml");
-    std::fs::write(&config, topo.render_config()).context("step \"write config\" failed")?;
-    let files = NodeFiles { binary, config: &config, state_dir: &dir.join("state"), log_dir: dir };
+async fn run(
+    args: &DemoArgs,
+    binaries: Binaries,
+    dir: &Path,
+    topology: &OnceLock<TopologyId>,
+) -> anyhow::Result<String> {
+    println!("==> mesh: 2 nodes, 5 pods (trust domain {TRUST_DOMAIN}), files in {}", dir.display());
+    let log_dir = dir.to_path_buf();
+    let mut cluster = blocking(move || Cluster::create(binaries, &log_dir)).await.context("step \"mesh\" failed")?;
+    let _ = topology.set(cluster.id());
+    report::plan(&cluster);
 
-    for n in [&topo.node_a, &topo.node_b] {
+    let www = dir.join("www");
+    std::fs::create_dir_all(&www).context("step \"apps\" failed")?;
+    std::fs::write(www.join("index.html"), "hello from web (python3 http.server in pod web)\n")
+        .context("step \"apps\" failed")?;
+    cluster.start_apps(&www).await.context("step \"apps\" failed")?;
+    println!("==> apps listening: web (python3), cache, data, outside (testapp echo), data (probe sink)");
+
+    for node in NODES {
         let (pid, took) =
-            node::start(procs, n, &files).await.with_context(|| format!("step \"start {}\" failed", n.name))?;
-        println!("==> {} ready in {} ms (pid {pid}, log {}/{}.log)", n.name, took.as_millis(), dir.display(), n.name);
+            cluster.start_ztunnel(node).await.with_context(|| format!("step \"start ztunnel on {node}\" failed"))?;
+        println!(
+            "==> ztunnel on {node} ready in {} ms (pid {pid}, --capture, in netns {}, log {})",
+            took.as_millis(),
+            cluster.node(node).netns_name(),
+            cluster::ztunnel_log(dir, node).display()
+        );
     }
 
-    let mut apps = Servers::default();
-    async {
-        apps.http(topo.web.app_addr(), topo.web.name).await?;
-        apps.sink(topo.data.app_addr()).await?;
-        apps.echo(topo.outside).await
+    println!("==> enroll the mesh pods (what a node agent does when a pod starts)");
+    for pod in cluster.pods.iter().filter(|p| p.spec.in_mesh()) {
+        let shown = cluster.enroll(pod).await.context("step \"enroll\" failed")?;
+        println!("    {}", shown.lines().next().unwrap_or_default());
     }
-    .await
-    .context("step \"start apps\" failed")?;
-    println!(
-        "==> apps: web HTTP on {}, data SHA-256 sink on {}, outside echo on {}",
-        topo.web.app_addr(),
-        topo.data.app_addr(),
-        topo.outside
-    );
-
-    let mut flows = http_flows(&topo, args.http_requests).await;
-    let http_ok = flows.iter().filter(|f| f.outcome.is_ok()).count() as u64;
-    let bulk_bytes = args.bulk_mib * 1024 * 1024;
-    println!("==> 2. bulk: {} MiB sleep -> data, through the mesh and direct", args.bulk_mib);
-    let pattern = Arc::new(Pattern::new());
-    let for_digest = pattern.clone();
-    let (digest, hash_rate) =
-        tokio::task::spawn_blocking(move || traffic::expected_digest(&for_digest, bulk_bytes)).await?;
-    let timeout = Duration::from_secs(30 + args.bulk_mib);
-    let mesh = traffic::bulk(&topo, Route::Hbone, &pattern, bulk_bytes, digest, timeout).await;
-    let direct = traffic::bulk(&topo, Route::Direct, &pattern, bulk_bytes, digest, timeout).await;
-    report::throughput(&mesh, &direct, hash_rate);
-    let mesh_rate = mesh.mib_per_s;
-    let bulk_ok = mesh.flow.outcome.is_ok();
-    flows.push(mesh.flow);
-    flows.push(direct.flow);
-    println!("==> 3. passthrough: sleep -> {} (not in the mesh config)", topo.outside);
-    let pass = traffic::passthrough(&topo).await;
-    let passthrough_ok = pass.outcome.is_ok();
-    flows.push(pass);
-
-    for n in [&topo.node_a, &topo.node_b] {
-        procs.ensure_running(n.name).context("step \"traffic\" failed")?;
+    for node in NODES {
+        let listing = cluster.enrolled(node).await.context("step \"enroll\" failed")?;
+        for line in listing.lines() {
+            println!("    {line}");
+        }
     }
-    println!("==> flows");
+
+    println!("==> traffic, every client running inside the sleep pod (no proxy settings, no SOCKS)");
+    let mut flows = Vec::new();
+    for spec in flows::plan(&cluster, args.bulk_mib * 1024 * 1024) {
+        println!("    {} -> {} ...", spec.from.spec.name, spec.dst_label);
+        flows.push(flows::run(&cluster, spec).await.context("step \"traffic\" failed")?);
+    }
+    for node in NODES {
+        cluster.ensure_running(node).context("step \"traffic\" failed")?;
+    }
+    println!("==> flows (captured, HBONE, identities and bytes as the ztunnels counted them)");
     report::flows(&flows);
-    let mut failures: Vec<String> = flows
-        .iter()
-        .enumerate()
-        .filter_map(|(i, f)| f.outcome.as_ref().err().map(|e| format!("traffic: flow {} ({}): {e}", i + 1, f.what)))
-        .collect();
-    let served = apps.http_requests.load(std::sync::atomic::Ordering::Relaxed);
-    if served != http_ok {
-        failures.push(format!("traffic: web served {served} requests, clients saw {http_ok} succeed"));
+    let mut failures = flows::failures(&flows);
+
+    println!("==> metrics (istio_tcp_*, grouped by the labels that matter)");
+    for node in NODES {
+        let text = cluster.metrics_text(node).await.context("step \"metrics\" failed")?;
+        report::metrics(node, &metrics::parse(&text));
+    }
+    println!("==> certificates (from /config_dump)");
+    for node in NODES {
+        let dump = cluster.config_dump(node).await.context("step \"certificates\" failed")?;
+        report::certificates(node, &dump);
     }
 
-    let expected = Expected { http_ok, bulk_bytes: bulk_ok.then_some(bulk_bytes), passthrough_ok };
-    println!("==> metrics (istio_tcp_*, grouped by the labels that matter)");
-    let metric_failures = check_metrics(&topo, expected).await.context("step \"metrics\" failed")?;
-    failures.extend(metric_failures.into_iter().map(|f| format!("metrics: {f}")));
-
-    println!("==> certificates (from /config_dump)");
-    for n in [&topo.node_a, &topo.node_b] {
-        let body = http::get_ok(n.admin, "/config_dump").await.context("step \"config_dump\" failed")?;
-        let dump: serde_json::Value = serde_json::from_str(&body).context("config_dump is not JSON")?;
-        report::certificates(n.name, &dump);
+    if args.no_bench {
+        println!("==> capture cost: skipped (--no-bench)");
+    } else {
+        println!("==> capture cost: the same two pods captured, then unenrolled and talking directly");
+        let plan = BenchPlan {
+            cycles: usize::try_from(args.bench_cycles).unwrap_or(usize::MAX),
+            warmup: 20,
+            upload_bytes: args.bench_mib * 1024 * 1024,
+        };
+        match bench::run(&cluster, plan).await {
+            Ok(measurements) => report::bench(&measurements),
+            Err(e) => failures.push(format!("capture cost: {e:#}")),
+        }
     }
 
     println!("==> shutdown (SIGTERM, bound {EXIT_BOUND:?})");
-    for n in [&topo.node_b, &topo.node_a] {
-        let (status, took) = procs.terminate(n.name, EXIT_BOUND).await.context("step \"shutdown\" failed")?;
-        println!("    {} exited ({status}) {} ms after SIGTERM", n.name, took.as_millis());
+    for node in NODES.iter().rev() {
+        let (status, took) = cluster.terminate(node, EXIT_BOUND).await.context("step \"shutdown\" failed")?;
+        println!("    ztunnel on {node} exited ({status}) {} ms after SIGTERM", took.as_millis());
         if !status.success() {
-            failures.push(format!("shutdown: {} did not exit cleanly after SIGTERM: {status}", n.name));
+            failures.push(format!("shutdown: ztunnel on {node} did not exit cleanly after SIGTERM: {status}"));
         }
     }
 
     if !failures.is_empty() {
         bail!("{} check(s) failed (step: what):\n      {}", failures.len(), failures.join("\n      "));
     }
+    let bulk = flows.iter().find_map(|f| f.evidence.source.as_ref().map(|s| s.upstream)).unwrap_or(0);
     Ok(format!(
-        "{} flows ok, bulk through the mesh at {:.0} MiB/s, both nodes stopped cleanly",
+        "{} flows as expected ({} carried in HBONE), both ztunnels stopped cleanly",
         flows.len(),
-        mesh_rate.unwrap_or(0.0)
+        report::human_bytes(
+            flows
+                .iter()
+                .filter(|f| f.evidence.hbone())
+                .map(|f| f.evidence.source.as_ref().map_or(0, |s| s.upstream))
+                .sum::<u64>()
+                .max(bulk)
+        )
     ))
 }
 
-/// Step 1: GETs to the service VIP (curl first if installed) and one to the workload IP.
-async fn http_flows(topo: &Topology, requests: u64) -> Vec<Flow> {
-    let vip = topo.web_service.vip_addr();
-    let via_vip = format!("svc {} VIP {vip}", topo.web_service.name);
-    let curl = curl_available().await;
-    println!(
-        "==> 1. HTTP: sleep -> {via_vip}; client: {}",
-        if curl { "curl (1 request), then the built-in client" } else { "built-in (curl not found)" }
-    );
-    let mut flows = Vec::new();
-    if curl {
-        flows.push(traffic::http_get(topo, HttpClient::Curl, vip, "/", &via_vip).await);
-    }
-    for i in 1..=requests {
-        flows.push(traffic::http_get(topo, HttpClient::BuiltIn, vip, &format!("/req/{i}"), &via_vip).await);
-    }
-    let direct: SocketAddr = topo.web.app_addr();
-    flows.push(traffic::http_get(topo, HttpClient::BuiltIn, direct, "/by-ip", &format!("web {direct}")).await);
-    if let Some(Ok(sample)) = flows.first().map(|f| &f.outcome) {
-        println!("    first response: {sample}");
-    }
-    let ok = flows.iter().filter(|f| f.outcome.is_ok()).count();
-    println!("    {ok}/{} requests answered 200 by web", flows.len());
-    flows
-}
-
-async fn curl_available() -> bool {
-    tokio::process::Command::new("curl")
-        .arg("--version")
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .status()
-        .await
-        .is_ok_and(|s| s.success())
-}
-
-/// Scrapes both nodes until the checks hold or [`METRICS_SETTLE`] passes, prints the last
-/// scrape, and returns the checks still failing. Scrape errors fail the step.
-async fn check_metrics(topo: &Topology, expected: Expected) -> anyhow::Result<Vec<String>> {
-    let started = tokio::time::Instant::now();
-    loop {
-        let a = metrics::parse(&http::get_ok(topo.node_a.metrics, "/metrics").await?);
-        let b = metrics::parse(&http::get_ok(topo.node_b.metrics, "/metrics").await?);
-        let failures = checks::verify(topo, &a, &b, expected);
-        if failures.is_empty() || started.elapsed() > METRICS_SETTLE {
-            report::metrics(topo.node_a.name, &a);
-            report::metrics(topo.node_b.name, &b);
-            if failures.is_empty() {
-                println!("    checks: every flow is counted by both reporters with the expected principals");
-            }
-            return Ok(failures);
+/// Prints the end of each ztunnel log.
+fn show_logs(dir: &Path) {
+    for node in NODES {
+        let log = cluster::ztunnel_log(dir, node);
+        if log.exists() {
+            eprintln!("---- last {LOG_TAIL} lines of ztunnel on {node} ({}) ----", log.display());
+            eprintln!("{}", tail(&log, LOG_TAIL));
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// After the mesh is gone: nothing of it may remain (namespaces, cgroups, bpffs pins).
+fn check_cleanup(id: TopologyId) -> anyhow::Result<()> {
+    let left = leftovers(id);
+    if !left.is_empty() {
+        bail!("cleanup left behind:\n      {}", left.join("\n      "));
+    }
+    println!("==> cleanup: processes stopped; namespaces, cgroups and bpffs pins of topology {id} removed");
+    Ok(())
+}
+
+/// The last `lines` lines of a log file (best effort).
+fn tail(path: &PathBuf, lines: usize) -> String {
+    match std::fs::read_to_string(path) {
+        Ok(text) => {
+            let all: Vec<&str> = text.lines().collect();
+            all[all.len().saturating_sub(lines)..].join("\n")
+        }
+        Err(e) => format!("(cannot read {}: {e})", path.display()),
     }
 }

@@ -1,102 +1,196 @@
-//! Printing what the demo saw: the plan, the flow table, the throughput comparison, the
-//! `istio_tcp_*` samples of each node compacted to the labels worth reading, and the
-//! certificates from `/config_dump`. Formatting only; no IO besides stdout.
+//! Printing what the demo saw: the plan, the flow table, the `istio_tcp_*` samples of each
+//! node compacted to the labels worth reading, the certificates from `/config_dump`, and the
+//! capture-cost comparison. Formatting only; no IO besides stdout.
 
 use std::fmt::Write as _;
 
+use super::bench::Measurement;
+use super::cluster::Cluster;
+use super::flows::{Client, Flow};
+use super::layout::{NODES, WEB_SERVICE};
 use super::metrics::Sample;
-use super::topology::{HBONE_PORT, Topology};
-use super::traffic::{Bulk, Flow};
 
-/// Prints the mesh layout.
-pub(crate) fn plan(topo: &Topology) {
-    for n in [&topo.node_a, &topo.node_b] {
-        let workloads: Vec<String> = topo
-            .workloads()
-            .into_iter()
-            .filter(|w| w.node == n.name)
-            .map(|w| match w.app_port {
-                0 => format!("{} {} (client)", w.name, w.ip),
-                port => format!("{} {} (app :{port}, hbone :{HBONE_PORT})", w.name, w.ip),
+/// Prints the nodes, their pods and the service.
+pub(crate) fn plan(cluster: &Cluster) {
+    for node in NODES {
+        let n = cluster.node(node);
+        println!("    {node}: netns {}, fabric address {}, pods in {}", n.netns_name(), n.ip(), n.pod_subnet());
+        let rows: Vec<Vec<String>> = cluster
+            .pods
+            .iter()
+            .filter(|p| p.spec.node == node)
+            .map(|p| {
+                let mut app = p.spec.describe_app();
+                if WEB_SERVICE.endpoints.contains(&p.spec.name) {
+                    let _ = write!(
+                        app,
+                        "; endpoint of svc {} VIP {}:{} -> :{}",
+                        WEB_SERVICE.hostname(),
+                        WEB_SERVICE.vip,
+                        WEB_SERVICE.port,
+                        WEB_SERVICE.target_port
+                    );
+                }
+                vec![
+                    p.spec.name.to_string(),
+                    p.ip().to_string(),
+                    p.spec.service_account.map_or("not in the mesh".to_string(), |sa| format!("sa/{sa}")),
+                    app,
+                ]
             })
             .collect();
-        println!(
-            "    {}: socks5 {}, admin {}, metrics {}, readiness {}",
-            n.name, n.socks5, n.admin, n.metrics, n.readiness
-        );
-        println!("            workloads: {}", workloads.join(", "));
+        print_table("      ", &[], &rows, usize::MAX);
     }
-    let s = &topo.web_service;
-    println!("    service {} VIP {} -> {}:{}", s.hostname(), s.vip_addr(), topo.web.name, s.target_port);
-    println!("    outside the mesh: echo server {}", topo.outside);
 }
 
-/// Prints the flow table: one row per flow, identities on a second line.
+/// Prints the flow table: one row per flow, then identities, the client's and the server's
+/// view on lines of their own.
 pub(crate) fn flows(flows: &[Flow]) {
-    let rows: Vec<[String; 6]> = flows
+    let header = ["#", "source -> destination", "client", "captured", "HBONE", "bytes up / down", "result"];
+    let rows: Vec<Vec<String>> = flows
         .iter()
         .enumerate()
         .map(|(i, f)| {
-            [
+            let e = &f.evidence;
+            let bytes = match &e.source {
+                Some(s) => format!("{} / {}", human_bytes(s.upstream), human_bytes(s.downstream)),
+                None => "-".to_string(),
+            };
+            vec![
                 format!("{}", i + 1),
-                f.what.clone(),
-                format!("{} -> {}", f.source, f.destination),
-                f.route.label().to_string(),
-                format!("{}/{}", human_bytes(f.sent), human_bytes(f.received)),
-                match &f.outcome {
-                    Ok(_) => "ok".to_string(),
-                    Err(_) => "FAILED".to_string(),
+                format!("{} ({}) -> {}", f.spec.from.spec.name, f.spec.from.spec.node, f.spec.dst_label),
+                match f.spec.client {
+                    Client::Curl => "curl".to_string(),
+                    Client::Echo { bytes } => format!("testapp {}", human_bytes(bytes)),
                 },
+                yes_no(e.captured()).to_string(),
+                if e.hbone() { "yes, mTLS".to_string() } else { "no".to_string() },
+                bytes,
+                if f.ok() { "ok".to_string() } else { "FAILED".to_string() },
             ]
         })
         .collect();
-    let header = ["#", "flow", "source -> destination", "path", "bytes out/in", "result"].map(String::from);
-    let widths: Vec<usize> =
-        (0..6).map(|c| rows.iter().chain([&header]).map(|r| r[c].chars().count()).max().unwrap_or(0)).collect();
-    let line = |r: &[String; 6]| {
-        let mut s = String::from("   ");
-        for (cell, w) in r.iter().zip(&widths) {
-            let _ = write!(s, " {cell:<w$} ");
+    let pad = "         ";
+    let mut details = Vec::new();
+    for f in flows {
+        let mut lines = Vec::new();
+        match f.evidence.identities() {
+            Some((src, dst)) if f.evidence.hbone() => lines.push(format!("{pad}identities  {src} -> {dst}")),
+            Some((src, _)) => lines.push(format!("{pad}identities  {} -> none (plain TCP, no mTLS)", or_dash(&src))),
+            None => lines.push(format!("{pad}identities  none counted")),
         }
-        s.trim_end().to_string()
-    };
-    println!("{}", line(&header));
-    for (row, flow) in rows.iter().zip(flows) {
-        println!("{}", line(row));
-        let pad = " ".repeat(widths[0] + 6);
-        match &flow.identities {
-            Some((src, dst)) => println!("{pad}identities: {src} -> {dst}"),
-            None => println!("{pad}identities: none (plain TCP, no mTLS)"),
+        match &f.client {
+            Ok(view) => lines.push(format!("{pad}client      {}; getpeername() = {}", view.summary, view.peer)),
+            Err(e) => lines.push(format!("{pad}client      error: {e}")),
         }
-        match &flow.outcome {
-            Ok(note) => println!("{pad}{}", shorten(note, 110)),
-            Err(e) => println!("{pad}error: {e}"),
+        if let Some(peer) = &f.server_saw {
+            let who = if peer.starts_with("127.0.0.6") {
+                "ztunnel, dialling from inside the destination pod"
+            } else if peer.starts_with(&f.spec.from.ip().to_string()) {
+                "the client pod itself"
+            } else {
+                "?"
+            };
+            lines.push(format!("{pad}server saw  {peer} ({who})"));
         }
+        lines.extend(f.problems.iter().map(|p| format!("{pad}problem     {p}")));
+        details.push(lines);
+    }
+    print_table_with_details("    ", &header, &rows, &details);
+}
+
+/// Prints the capture-cost comparison: latency percentiles and throughput, with ratios.
+pub(crate) fn bench(measurements: &[Measurement; 2]) {
+    let [captured, direct] = measurements;
+    let header = ["", captured.path.label(), direct.path.label(), "captured / direct"];
+    let mut rows = Vec::new();
+    let latency_rows = [
+        ("p50", captured.latency.p50_us, direct.latency.p50_us),
+        ("p90", captured.latency.p90_us, direct.latency.p90_us),
+        ("p99", captured.latency.p99_us, direct.latency.p99_us),
+    ];
+    for (i, (name, c, d)) in latency_rows.into_iter().enumerate() {
+        let label = if i == 0 { format!("connect + 1-byte echo + close, {name}") } else { format!("{name:>33}") };
+        rows.push(vec![label, format!("{c} µs"), format!("{d} µs"), ratio(c as f64, d as f64)]);
+    }
+    rows.push(vec![
+        format!("one stream, {} upload", human_bytes(captured.upload_bytes)),
+        format!("{:.0} MiB/s", captured.mib_per_s),
+        format!("{:.0} MiB/s", direct.mib_per_s),
+        ratio(captured.mib_per_s, direct.mib_per_s),
+    ]);
+    print_table("    ", &header, &rows, 1);
+    println!(
+        "    added per connection (p50): {} µs; {} cycles per path after warm-up; uploads took {:.2} s and {:.2} s",
+        captured.latency.p50_us as i64 - direct.latency.p50_us as i64,
+        captured.cycles,
+        captured.upload_secs,
+        direct.upload_secs,
+    );
+    println!(
+        "    the sink saw the captured upload from {} and the direct one from {}; clients, servers and both \
+         ztunnels share this host's {} CPUs",
+        captured.sink_saw,
+        direct.sink_saw,
+        std::thread::available_parallelism().map_or(1, |n| n.get())
+    );
+}
+
+fn ratio(a: f64, b: f64) -> String {
+    if b > 0.0 { format!("{:.2}x", a / b) } else { "-".to_string() }
+}
+
+fn yes_no(b: bool) -> &'static str {
+    if b { "yes" } else { "no" }
+}
+
+/// Column widths over the header and rows.
+fn widths(header: &[&str], rows: &[Vec<String>]) -> Vec<usize> {
+    let columns = rows.iter().map(Vec::len).chain([header.len()]).max().unwrap_or(0);
+    (0..columns)
+        .map(|c| {
+            let cell = |r: &Vec<String>| r.get(c).map_or(0, |s| s.chars().count());
+            rows.iter().map(cell).chain([header.get(c).map_or(0, |h| h.chars().count())]).max().unwrap_or(0)
+        })
+        .collect()
+}
+
+fn render_row(indent: &str, cells: &[String], widths: &[usize], right_from: usize) -> String {
+    let mut s = String::from(indent);
+    for (c, (cell, w)) in cells.iter().zip(widths).enumerate() {
+        if c >= right_from {
+            let _ = write!(s, "{cell:>w$}  ");
+        } else {
+            let _ = write!(s, "{cell:<w$}  ");
+        }
+    }
+    s.trim_end().to_string()
+}
+
+/// Prints an aligned table; columns from `right_from` on are right-aligned. An empty header
+/// prints no header line.
+fn print_table(indent: &str, header: &[&str], rows: &[Vec<String>], right_from: usize) {
+    let w = widths(header, rows);
+    if !header.is_empty() {
+        let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+        println!("{}", render_row(indent, &header, &w, right_from));
+    }
+    for row in rows {
+        println!("{}", render_row(indent, row, &w, right_from));
     }
 }
 
-/// Prints mesh vs direct throughput and their ratio.
-pub(crate) fn throughput(mesh: &Bulk, direct: &Bulk, hash_mib_per_s: f64) {
-    let show = |name: &str, b: &Bulk| match b.mib_per_s {
-        Some(rate) => {
-            println!(
-                "    {name:<22} {rate:>8.1} MiB/s  ({} in {:.2} s)",
-                human_bytes(b.flow.sent),
-                b.elapsed.as_secs_f64()
-            )
+/// Like [`print_table`], each row followed by its detail lines.
+fn print_table_with_details(indent: &str, header: &[&str], rows: &[Vec<String>], details: &[Vec<String>]) {
+    let w = widths(header, rows);
+    let header: Vec<String> = header.iter().map(|h| h.to_string()).collect();
+    println!("{}", render_row(indent, &header, &w, usize::MAX));
+    for (row, lines) in rows.iter().zip(details) {
+        println!("{}", render_row(indent, row, &w, usize::MAX));
+        for line in lines {
+            println!("{line}");
         }
-        None => println!("    {name:<22}   failed"),
-    };
-    show("through the mesh", mesh);
-    show("direct TCP (no mesh)", direct);
-    if let (Some(m), Some(d)) = (mesh.mib_per_s, direct.mib_per_s) {
-        println!("    mesh / direct          {:>8.2}x", m / d);
     }
-    println!(
-        "    (one connection each; SHA-256 runs at {hash_mib_per_s:.0} MiB/s here and the sink hashes inline, \
-         so that caps both; client, sink and both ztunnels share this host's {} CPUs)",
-        std::thread::available_parallelism().map_or(1, |n| n.get())
-    );
 }
 
 /// Prints one node's `istio_tcp_*` samples, one row per label set, the four counters as
@@ -147,24 +241,7 @@ pub(crate) fn metrics(node: &str, samples: &[Sample]) {
             row
         })
         .collect();
-    let widths: Vec<usize> = (0..header.len())
-        .map(|c| rows.iter().map(|r| r[c].chars().count()).chain([header[c].len()]).max().unwrap_or(0))
-        .collect();
-    let print_row = |cells: Vec<String>| {
-        let mut s = String::from("     ");
-        for (c, (cell, w)) in cells.iter().zip(&widths).enumerate() {
-            if c >= 4 {
-                let _ = write!(s, " {cell:>w$}");
-            } else {
-                let _ = write!(s, " {cell:<w$} ");
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    print_row(header.iter().map(|h| h.to_string()).collect());
-    for row in rows {
-        print_row(row);
-    }
+    print_table("      ", &header, &rows, 4);
 }
 
 /// Prints the certificates of a `/config_dump`.
