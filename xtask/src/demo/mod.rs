@@ -201,6 +201,7 @@ async fn run(
         }
     }
 
+    if std::env::var_os("DEMO_HOLD_TMP").is_some() { println!("HOLDING"); tokio::time::sleep(Duration::from_secs(240)).await; }
     println!("==> shutdown (SIGTERM, bound {EXIT_BOUND:?})");
     for node in NODES.iter().rev() {
         let (status, took) = cluster.terminate(node, EXIT_BOUND).await.context("step \"shutdown\" failed")?;
