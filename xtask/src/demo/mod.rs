@@ -21,6 +21,7 @@ mod bench;
 mod binaries;
 mod blocking;
 mod bulk_pattern;
+mod cleanup;
 mod cluster;
 mod evidence;
 mod flows;
@@ -31,19 +32,18 @@ mod prerequisites;
 pub(crate) mod probe;
 mod report;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
-use std::sync::OnceLock;
 use std::time::Duration;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, bail};
 use clap::Args;
 use tokio::signal::unix::{SignalKind, signal};
-use ztunnel_tests::netns::{TopologyId, leftovers};
 
 use bench::BenchPlan;
 use binaries::Binaries;
 use blocking::blocking;
+use cleanup::Created;
 use cluster::Cluster;
 use layout::{NODES, TRUST_DOMAIN};
 
@@ -57,12 +57,15 @@ pub(crate) struct DemoArgs {
     /// MiB echoed in the bulk flow (sleep -> data, through HBONE, checked by SHA-256).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16384))]
     bulk_mib: u64,
-    /// Connect cycles per path in the capture-cost benchmark.
+    /// Connect cycles per path in the capture-cost benchmark (spread over the rounds).
     #[arg(long, default_value_t = 200, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     bench_cycles: u64,
-    /// MiB uploaded per path in the capture-cost benchmark.
+    /// MiB of each upload in the capture-cost benchmark (one per path and round).
     #[arg(long, default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=16384))]
     bench_mib: u64,
+    /// Rounds of the capture-cost benchmark; the paths alternate C D, D C, ...
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=100))]
+    bench_rounds: u64,
     /// Skip the capture-cost benchmark.
     #[arg(long)]
     no_bench: bool,
@@ -79,69 +82,86 @@ pub(crate) fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("    {}\n    {}", binaries.ztunnel.display(), binaries.testapp.display());
     let dir = tempfile::Builder::new().prefix("ztunnel-demo-").tempdir().context("cannot create temp dir")?;
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    let topology = OnceLock::new();
+    let created = Created::default();
     let result = runtime.block_on(async {
         // Registered before anything starts, so a Ctrl-C is ours to handle from here on.
         let mut interrupt = signal(SignalKind::interrupt())?;
         let mut terminate = signal(SignalKind::terminate())?;
         tokio::select! {
-            result = run(&args, binaries, dir.path(), &topology) => result,
-            _ = interrupt.recv() => Err(anyhow!("interrupted (Ctrl-C)")),
-            _ = terminate.recv() => Err(anyhow!("terminated (SIGTERM)")),
+            result = run(&args, binaries, dir.path(), &created) => result,
+            _ = interrupt.recv() => Err(Interrupted("interrupted (Ctrl-C)").into()),
+            _ = terminate.recv() => Err(Interrupted("terminated (SIGTERM)").into()),
         }
         // The run future is dropped here, and with it the mesh: processes killed, namespaces,
         // cgroups and pins removed.
     });
     // Waits for blocking calls that were still running (they end once their processes die).
     drop(runtime);
-    let cleanup = topology.get().map(|id| check_cleanup(*id));
+    let interrupted = result.as_ref().is_err_and(|e| e.is::<Interrupted>());
+    if let Err(e) = &result {
+        eprintln!("==> demo FAILED: {e:#}");
+        if !interrupted {
+            show_logs(dir.path());
+        }
+    }
+    let cleanup = created.check();
+    match &cleanup {
+        Ok(Some(id)) => println!(
+            "==> cleanup: ztunnels and apps stopped; namespaces, cgroups and bpffs pins of topology {id} removed"
+        ),
+        Ok(None) => {}
+        Err(e) => eprintln!("==> demo FAILED: {e:#}"),
+    }
     match (result, cleanup) {
-        (Ok(summary), None | Some(Ok(()))) => {
+        (Ok(summary), Ok(_)) => {
             if args.keep {
                 println!("    files kept in {}", dir.keep().display());
             }
             println!("==> demo PASSED: {summary}");
             Ok(ExitCode::SUCCESS)
         }
-        (result, cleanup) => {
-            if let Err(e) = &result {
-                eprintln!("==> demo FAILED: {e:#}");
-                if !format!("{e}").starts_with("interrupted") {
-                    show_logs(dir.path());
-                }
+        _ => {
+            if !interrupted || args.keep {
+                eprintln!("    files kept in {}", dir.keep().display());
             }
-            if let Some(Err(e)) = cleanup {
-                eprintln!("==> demo FAILED: {e:#}");
-            }
-            eprintln!("    files kept in {}", dir.keep().display());
             Ok(ExitCode::FAILURE)
         }
     }
 }
 
+/// The run was stopped by a signal.
+#[derive(Debug)]
+struct Interrupted(&'static str);
+
+impl std::fmt::Display for Interrupted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}; stopped and removed everything", self.0)
+    }
+}
+
+impl std::error::Error for Interrupted {}
+
 /// The demo proper; returns a one-line summary or the failing step.
-async fn run(
-    args: &DemoArgs,
-    binaries: Binaries,
-    dir: &Path,
-    topology: &OnceLock<TopologyId>,
-) -> anyhow::Result<String> {
+async fn run(args: &DemoArgs, binaries: Binaries, dir: &Path, created: &Created) -> anyhow::Result<String> {
     println!("==> mesh: 2 nodes, 5 pods (trust domain {TRUST_DOMAIN}), files in {}", dir.display());
     let log_dir = dir.to_path_buf();
     let mut cluster = blocking(move || Cluster::create(binaries, &log_dir)).await.context("step \"mesh\" failed")?;
-    let _ = topology.set(cluster.id());
+    created.topology(cluster.id());
     report::plan(&cluster);
 
     let www = dir.join("www");
     std::fs::create_dir_all(&www).context("step \"apps\" failed")?;
     std::fs::write(www.join("index.html"), "hello from web (python3 http.server in pod web)\n")
         .context("step \"apps\" failed")?;
-    cluster.start_apps(&www).await.context("step \"apps\" failed")?;
-    println!("==> apps listening: web (python3), cache, data, outside (testapp echo), data (probe sink)");
+    let started = cluster.start_apps(&www).await;
+    created.processes(cluster.processes());
+    started.context("step \"apps\" failed")?;
+    println!("==> apps listening: {}", cluster.app_names().join(", "));
 
     for node in NODES {
-        let (pid, took) =
-            cluster.start_ztunnel(node).await.with_context(|| format!("step \"start ztunnel on {node}\" failed"))?;
+        let started = cluster.start_ztunnel(node).await;
+        created.processes(cluster.processes());
+        let (pid, took) = started.with_context(|| format!("step \"start ztunnel on {node}\" failed"))?;
         println!(
             "==> ztunnel on {node} ready in {} ms (pid {pid}, --capture, in netns {}, log {})",
             took.as_millis(),
@@ -166,7 +186,16 @@ async fn run(
     let mut flows = Vec::new();
     for spec in flows::plan(&cluster, args.bulk_mib * 1024 * 1024) {
         println!("    {} -> {} ...", spec.from.spec.name, spec.dst_label);
-        flows.push(flows::run(&cluster, spec).await.context("step \"traffic\" failed")?);
+        match flows::run(&cluster, spec).await {
+            Ok(flow) => flows.push(flow),
+            Err(e) => {
+                // A scrape failed: a ztunnel that died is the better explanation.
+                for node in NODES {
+                    cluster.ensure_running(node).context("step \"traffic\" failed")?;
+                }
+                return Err(e.context("step \"traffic\" failed"));
+            }
+        }
     }
     for node in NODES {
         cluster.ensure_running(node).context("step \"traffic\" failed")?;
@@ -186,22 +215,33 @@ async fn run(
         report::certificates(node, &dump);
     }
 
+    let mut cost = None;
     if args.no_bench {
         println!("==> capture cost: skipped (--no-bench)");
     } else {
         println!("==> capture cost: the same two pods captured, then unenrolled and talking directly");
         let plan = BenchPlan {
             cycles: usize::try_from(args.bench_cycles).unwrap_or(usize::MAX),
-            warmup: 20,
+            warmup: 10,
             upload_bytes: args.bench_mib * 1024 * 1024,
+            rounds: usize::try_from(args.bench_rounds).unwrap_or(1),
         };
         match bench::run(&cluster, plan).await {
-            Ok(measurements) => report::bench(&measurements),
+            Ok(measurements) => {
+                report::bench(&measurements);
+                let [captured, direct] = &measurements;
+                cost = Some(format!(
+                    "connect cycle p50 {} µs captured vs {} µs direct, one stream {:.0} vs {:.0} MiB/s",
+                    captured.latency.p50_us,
+                    direct.latency.p50_us,
+                    captured.median_rate(),
+                    direct.median_rate()
+                ));
+            }
             Err(e) => failures.push(format!("capture cost: {e:#}")),
         }
     }
 
-    if std::env::var_os("DEMO_HOLD_TMP").is_some() { println!("HOLDING"); tokio::time::sleep(Duration::from_secs(240)).await; }
     println!("==> shutdown (SIGTERM, bound {EXIT_BOUND:?})");
     for node in NODES.iter().rev() {
         let (status, took) = cluster.terminate(node, EXIT_BOUND).await.context("step \"shutdown\" failed")?;
@@ -214,19 +254,18 @@ async fn run(
     if !failures.is_empty() {
         bail!("{} check(s) failed (step: what):\n      {}", failures.len(), failures.join("\n      "));
     }
-    let bulk = flows.iter().find_map(|f| f.evidence.source.as_ref().map(|s| s.upstream)).unwrap_or(0);
-    Ok(format!(
-        "{} flows as expected ({} carried in HBONE), both ztunnels stopped cleanly",
+    let hbone = flows.iter().filter(|f| f.evidence.hbone()).count();
+    let mut summary = format!(
+        "{} flows captured as expected ({hbone} in HBONE, {} passed through); ",
         flows.len(),
-        report::human_bytes(
-            flows
-                .iter()
-                .filter(|f| f.evidence.hbone())
-                .map(|f| f.evidence.source.as_ref().map_or(0, |s| s.upstream))
-                .sum::<u64>()
-                .max(bulk)
-        )
-    ))
+        flows.len() - hbone
+    );
+    if let Some(cost) = cost {
+        summary.push_str(&cost);
+        summary.push_str("; ");
+    }
+    summary.push_str("both ztunnels stopped cleanly");
+    Ok(summary)
 }
 
 /// Prints the end of each ztunnel log.
@@ -240,18 +279,8 @@ fn show_logs(dir: &Path) {
     }
 }
 
-/// After the mesh is gone: nothing of it may remain (namespaces, cgroups, bpffs pins).
-fn check_cleanup(id: TopologyId) -> anyhow::Result<()> {
-    let left = leftovers(id);
-    if !left.is_empty() {
-        bail!("cleanup left behind:\n      {}", left.join("\n      "));
-    }
-    println!("==> cleanup: processes stopped; namespaces, cgroups and bpffs pins of topology {id} removed");
-    Ok(())
-}
-
 /// The last `lines` lines of a log file (best effort).
-fn tail(path: &PathBuf, lines: usize) -> String {
+fn tail(path: &Path, lines: usize) -> String {
     match std::fs::read_to_string(path) {
         Ok(text) => {
             let all: Vec<&str> = text.lines().collect();

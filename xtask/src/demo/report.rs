@@ -105,35 +105,49 @@ pub(crate) fn bench(measurements: &[Measurement; 2]) {
     let header = ["", captured.path.label(), direct.path.label(), "captured / direct"];
     let mut rows = Vec::new();
     let latency_rows = [
+        ("min", captured.latency.min_us, direct.latency.min_us),
         ("p50", captured.latency.p50_us, direct.latency.p50_us),
         ("p90", captured.latency.p90_us, direct.latency.p90_us),
         ("p99", captured.latency.p99_us, direct.latency.p99_us),
     ];
+    let first = "connect + 1-byte echo + close";
     for (i, (name, c, d)) in latency_rows.into_iter().enumerate() {
-        let label = if i == 0 { format!("connect + 1-byte echo + close, {name}") } else { format!("{name:>33}") };
+        let label = if i == 0 { format!("{first}, {name}") } else { format!("{name:>w$}", w = first.len() + 5) };
         rows.push(vec![label, format!("{c} µs"), format!("{d} µs"), ratio(c as f64, d as f64)]);
     }
+    let (c_rate, d_rate) = (captured.median_rate(), direct.median_rate());
     rows.push(vec![
-        format!("one stream, {} upload", human_bytes(captured.upload_bytes)),
-        format!("{:.0} MiB/s", captured.mib_per_s),
-        format!("{:.0} MiB/s", direct.mib_per_s),
-        ratio(captured.mib_per_s, direct.mib_per_s),
+        format!("one stream, {} upload (median)", human_bytes(captured.upload_bytes)),
+        format!("{c_rate:.0} MiB/s"),
+        format!("{d_rate:.0} MiB/s"),
+        ratio(c_rate, d_rate),
     ]);
     print_table("    ", &header, &rows, 1);
+    let rounds = |m: &Measurement| m.rates.iter().map(|r| format!("{r:.0}")).collect::<Vec<_>>().join(", ");
     println!(
-        "    added per connection (p50): {} µs; {} cycles per path after warm-up; uploads took {:.2} s and {:.2} s",
-        captured.latency.p50_us as i64 - direct.latency.p50_us as i64,
+        "    {} cycles per path; upload MiB/s per round: captured {}, direct {}",
         captured.cycles,
-        captured.upload_secs,
-        direct.upload_secs,
+        rounds(captured),
+        rounds(direct),
     );
     println!(
-        "    the sink saw the captured upload from {} and the direct one from {}; clients, servers and both \
-         ztunnels share this host's {} CPUs",
-        captured.sink_saw,
-        direct.sink_saw,
-        std::thread::available_parallelism().map_or(1, |n| n.get())
+        "    the sink saw captured uploads from {} (ztunnel) and direct ones from {} (sleep)",
+        captured.sink_saw, direct.sink_saw,
     );
+    println!(
+        "    clients, servers and both ztunnels share this host's {} CPUs; load average {}: under load, \
+         percentiles above min mostly measure scheduling",
+        std::thread::available_parallelism().map_or(1, |n| n.get()),
+        load_average()
+    );
+}
+
+/// The 1-minute load average, or `?`.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|l| l.split_whitespace().next().map(str::to_string))
+        .unwrap_or_else(|| "?".to_string())
 }
 
 fn ratio(a: f64, b: f64) -> String {
