@@ -1,0 +1,202 @@
+/* SPDX-License-Identifier: Apache-2.0 */
+/*
+ * ztunnel_maps.h: the contract between the eBPF programs and ztunnel.
+ *
+ * Every map's name, type, key and value layout and the byte order of every field are defined
+ * here and nowhere else. ztunnel mirrors the structs in `ztunnel/src/capture/maps.rs`
+ * (#[repr(C)]); a unit test there compares the Rust sizes and field offsets with the BTF that
+ * clang emits for these structs into the committed `ebpf/ztunnel.bpf.o`. Change a layout here,
+ * rebuild with `cargo xtask ebpf`, and that test tells you what to change on the Rust side.
+ *
+ * Conventions:
+ *  - "network order" = big endian, as on the wire and in `struct sockaddr_in`;
+ *    "host order" = the CPU's order (little endian on x86_64 and arm64).
+ *  - IP addresses are always 16 bytes (`ip[16]`); an IPv4 address occupies the first 4 bytes
+ *    in network order and the other 12 bytes are zero. `family` says which it is.
+ *  - Every struct is packed by construction (no implicit padding): hash keys are compared
+ *    byte for byte, so a hole with garbage in it would make lookups miss.
+ *
+ * The structs are plain C and can be included by host code; the map definitions below are
+ * only compiled for the BPF target.
+ */
+#ifndef ZTUNNEL_MAPS_H
+#define ZTUNNEL_MAPS_H
+
+#include <linux/types.h>
+
+/* SO_MARK carried by every socket ztunnel opens; the programs never touch marked sockets. */
+#define ZTUNNEL_MARK 0x539
+
+/* ztunnel's ports inside every pod's network namespace (host order). */
+#define ZTUNNEL_OUTBOUND_PORT 15001 /* captured outbound connections are redirected here */
+#define ZTUNNEL_INBOUND_PORT 15006  /* captured inbound plaintext, via sk_lookup */
+#define ZTUNNEL_HBONE_PORT 15008    /* inbound HBONE (mTLS + HTTP/2 CONNECT) */
+
+/* ztunnel dials pod applications from this address (127.0.0.6); sk_lookup lets loopback
+ * sources through, so these connections reach the application instead of port 15006. */
+#define ZTUNNEL_INBOUND_SOURCE_V4 0x7f000006 /* host order */
+
+/* Address families as stored in `family` fields (Linux values). */
+#define ZT_AF_INET 2
+#define ZT_AF_INET6 10
+
+/* pod_config.flags */
+#define POD_READY 1u  /* ztunnel's listeners for the pod exist; without it connects are refused */
+#define POD_HAS_V4 2u /* pod_config.ip4 is valid */
+#define POD_HAS_V6 4u /* pod_config.ip6 is valid */
+
+/*
+ * Map `pod_config`: BPF_MAP_TYPE_HASH, max 16384 entries.
+ *   key:   __u64, the pod's network-namespace cookie (host order), as returned by
+ *          getsockopt(SO_NETNS_COOKIE) on any socket in that netns and by
+ *          bpf_get_netns_cookie() in the programs.
+ *   value: struct pod_config.
+ * Written by ztunnel on enroll/unenroll and when readiness changes; read by connect4/6.
+ */
+struct pod_config {
+	__u32 ip4;     /* offset 0: the pod's IPv4 address, network order (valid with POD_HAS_V4) */
+	__u8 ip6[16];  /* offset 4: the pod's IPv6 address, network order (valid with POD_HAS_V6) */
+	__u32 flags;   /* offset 20: POD_* bits, host order */
+};                     /* size 24, align 4 */
+
+/*
+ * An original destination, as the application asked for it.
+ *   Value of `orig_dst_by_cookie` and of `orig_dst`.
+ */
+struct orig_dst {
+	__u8 ip[16];   /* offset 0: destination address, network order (IPv4: first 4 bytes) */
+	__u16 port;    /* offset 16: destination port, NETWORK order */
+	__u16 family;  /* offset 18: ZT_AF_INET or ZT_AF_INET6, host order */
+};                     /* size 20, align 2 */
+
+/*
+ * Map `orig_dst_by_cookie`: BPF_MAP_TYPE_LRU_HASH, max 65536 entries.
+ *   key:   __u64, the client socket's cookie (host order; bpf_get_socket_cookie(),
+ *          getsockopt(SO_COOKIE)).
+ *   value: struct orig_dst.
+ * Written by connect4/6 when they rewrite a connect(); read by sockops (copied to `orig_dst`)
+ * and by getpeername4/6 for the life of the socket. LRU: entries of closed sockets age out.
+ *
+ * Map `orig_dst`: BPF_MAP_TYPE_LRU_HASH, max 65536 entries.
+ *   key:   struct peer_key, the CLIENT socket's local address = what ztunnel sees as the peer
+ *          address of the connection it accepted on port 15001.
+ *   value: struct orig_dst.
+ * Written by sockops before the SYN leaves; ztunnel reads it after accept() and deletes it.
+ */
+struct peer_key {
+	__u8 ip[16];   /* offset 0: client address, network order (IPv4: first 4 bytes) */
+	__u16 port;    /* offset 16: client port, HOST order (as bpf_sock_ops.local_port) */
+	__u16 family;  /* offset 18: ZT_AF_INET or ZT_AF_INET6, host order */
+};                     /* size 20, align 2 */
+
+/*
+ * Map `inbound_sockets`: BPF_MAP_TYPE_SOCKHASH, max 16384 entries.
+ *   key:   struct ip_key, the pod's IP address.
+ *   value: __u32 socket (userspace inserts a socket fd; lookups return the socket). aya needs
+ *          4-byte values for SOCKMAP/SOCKHASH.
+ * ztunnel inserts its listening socket on <pod IP>:15006 (one per address family); the kernel
+ * removes the entry when that socket closes, so a missing listener fails closed (SK_DROP).
+ */
+struct ip_key {
+	__u8 ip[16];   /* offset 0: address, network order (IPv4: first 4 bytes) */
+	__u32 family;  /* offset 16: ZT_AF_INET or ZT_AF_INET6, host order */
+};                     /* size 20, align 4 */
+
+/*
+ * Map `excluded_ports`: BPF_MAP_TYPE_HASH, max 1024 entries.
+ *   key:   __u16 destination port, HOST order.
+ *   value: __u8, ignored (write 1).
+ * Outbound connects to these ports are not captured (any destination address).
+ */
+
+/*
+ * Map `excluded_cidrs4`: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), max 1024 entries.
+ *   key:   struct cidr4_key.
+ *   value: __u8, ignored (write 1).
+ * Outbound IPv4 connects to these networks are not captured. Look-ups use prefixlen 32.
+ */
+struct cidr4_key {
+	__u32 prefixlen; /* offset 0: prefix length in bits, 0..=32, host order */
+	__u32 addr;      /* offset 4: network address, network order */
+};                       /* size 8, align 4 */
+
+/*
+ * Map `excluded_cidrs6`: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), max 1024 entries.
+ *   key:   struct cidr6_key.
+ *   value: __u8, ignored (write 1).
+ * Outbound IPv6 connects to these networks are not captured. Look-ups use prefixlen 128.
+ */
+struct cidr6_key {
+	__u32 prefixlen; /* offset 0: prefix length in bits, 0..=128, host order */
+	__u8 addr[16];   /* offset 4: network address, network order */
+};                       /* size 20, align 4 */
+
+#if defined(__bpf__)
+#include <bpf/bpf_helpers.h>
+
+/*
+ * The map definitions. Every map is pinned by name: aya pins it as <pin dir>/<map name>
+ * (ztunnel uses /sys/fs/bpf/ztunnel/maps) and re-uses the pinned map when it loads the
+ * object again, so capture state survives a ztunnel restart.
+ */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 16384);
+	__type(key, __u64);
+	__type(value, struct pod_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pod_config SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, struct orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} orig_dst_by_cookie SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct peer_key);
+	__type(value, struct orig_dst);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} orig_dst SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_SOCKHASH);
+	__uint(max_entries, 16384);
+	__type(key, struct ip_key);
+	__type(value, __u32);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} inbound_sockets SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 1024);
+	__type(key, __u16);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} excluded_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct cidr4_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} excluded_cidrs4 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 1024);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct cidr6_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} excluded_cidrs6 SEC(".maps");
+
+#endif /* __bpf__ */
+
+#endif /* ZTUNNEL_MAPS_H */
