@@ -1,0 +1,2 @@
+//! istiod as a config and certificate source.
+mod proto;
