@@ -13,6 +13,7 @@
 
 mod address;
 mod capture;
+mod checks;
 mod local;
 mod local_format;
 mod service;
