@@ -1,2 +1,3 @@
 //! istiod as a config and certificate source.
+pub mod convert;
 mod proto;
