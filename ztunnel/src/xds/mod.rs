@@ -16,6 +16,8 @@ mod proto;
 mod store;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+#[cfg(test)]
+mod tests;
 
 use std::path::PathBuf;
 
