@@ -364,7 +364,7 @@ impl ProxyConfig {
     /// Like [`ProxyConfig::local`], but with workloads from istiod's xDS and certificates from
     /// its CA (tests and embedding).
     pub fn istiod(node: &str, xds: XdsSettings, ca: IstiodCaSettings, istiod: IstiodIdentity) -> ProxyConfig {
-        let mut config = ProxyConfig::local(PathBuf::new(), node, PathBuf::new());
+        let mut config = ProxyConfig::local(PathBuf::from("unused.yaml"), node, PathBuf::from("unused"));
         config.config_file = None;
         config.xds = Some(xds);
         config.ca = CaSource::Istiod(ca);
