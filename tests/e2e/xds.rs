@@ -53,9 +53,11 @@ async fn round_trip(node: &MeshNode, source: IpAddr, dst: SocketAddr, msg: &[u8]
 /// The certificate serial `/config_dump` shows for `identity`, if issued.
 async fn serial(node: &MeshNode, identity: &str) -> Option<String> {
     let dump = node.config_dump().await;
-    dump["certificates"].as_array()?.iter().find(|c| c["identity"] == identity).and_then(|c| {
-        c["certChain"].as_array()?.first()?["serialNumber"].as_str().map(str::to_string)
-    })
+    dump["certificates"]
+        .as_array()?
+        .iter()
+        .find(|c| c["identity"] == identity)
+        .and_then(|c| c["certChain"].as_array()?.first()?["serialNumber"].as_str().map(str::to_string))
 }
 
 async fn eventually<F: std::future::Future<Output = bool>>(what: &str, secs: u64, f: impl Fn() -> F) {
@@ -130,7 +132,10 @@ async fn removed_workload_stops_receiving_new_connections() {
         w2.resource(),
         web.resource(),
     ]);
-    let (app1, app2) = (CountingServer::start(SocketAddr::new(s1, 8080)).await, CountingServer::start(SocketAddr::new(s2, 8080)).await);
+    let (app1, app2) = (
+        CountingServer::start(SocketAddr::new(s1, 8080)).await,
+        CountingServer::start(SocketAddr::new(s2, 8080)).await,
+    );
     let a = mesh.start_with(node_config(&istiod, "node-a")).await;
     let _b = mesh.start_with(node_config(&istiod, "node-b")).await;
     let connect = |n: usize| {
@@ -161,7 +166,8 @@ async fn removed_workload_stops_receiving_new_connections() {
 async fn malformed_resource_is_nacked_naming_it_while_others_apply() {
     let t = two_nodes().await;
     let extra = workload("late", "late", t.mesh.subnet.ip(30), "node-b");
-    let nonces = t.istiod.push(vec![FakeResource::malformed_workload("Kubernetes//Pod/default/broken"), extra.resource()]);
+    let nonces =
+        t.istiod.push(vec![FakeResource::malformed_workload("Kubernetes//Pod/default/broken"), extra.resource()]);
     let nack = t.istiod.wait_request("a NACK of the push", |r| r.is_nack_of(&nonces[0])).await;
     let detail = nack.error.unwrap_or_default();
     assert!(
@@ -182,7 +188,8 @@ async fn malformed_resource_is_nacked_naming_it_while_others_apply() {
 async fn xds_restart_keeps_config_then_resyncs_with_initial_resource_versions() {
     let t = two_nodes().await;
     t.istiod.stop_xds().await;
-    eventually("node-a notices istiod is gone", 10, || async { t.a.config_dump().await["xds"]["connected"] == false }).await;
+    eventually("node-a notices istiod is gone", 10, || async { t.a.config_dump().await["xds"]["connected"] == false })
+        .await;
     round_trip(&t.a, t.client, t.server, b"while istiod is down").await.expect("last config keeps serving");
 
     let late = workload("late", "late", t.mesh.subnet.ip(30), "node-b");
@@ -231,7 +238,8 @@ async fn ca_outage_past_a_refresh_keeps_the_old_certificate_until_the_ca_returns
 
     istiod.set_ca(CaBehavior::Unavailable);
     let asked = istiod.ca_requests().len();
-    eventually("a refresh is attempted while the CA is down", 20, || async { istiod.ca_requests().len() > asked + 1 }).await;
+    eventually("a refresh is attempted while the CA is down", 20, || async { istiod.ca_requests().len() > asked + 1 })
+        .await;
     round_trip(&a, client, server, b"during the outage").await.expect("the old certificate keeps serving");
     assert_eq!(serial(&b, echo_id).await.as_deref(), Some(first.as_str()), "still the first certificate");
 

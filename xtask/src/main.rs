@@ -1,11 +1,12 @@
 //! `cargo xtask`: developer automation for the ztunnel workspace.
 //!
 //! This file owns only the command line and the dispatch to one module per subcommand
-//! (`demo`, `test_suite`; `bench` and `ebpf` will follow the same shape). Commands run tools
+//! (`demo`, `test_suite`, `fuzz`; `bench` and `ebpf` will follow the same shape). Commands run tools
 //! and processes; they never reach into the daemon's internals, so they exercise exactly what
 //! a user runs.
 
 mod demo;
+mod fuzz;
 mod test_suite;
 mod workspace;
 
@@ -32,6 +33,8 @@ enum Command {
     Probe(demo::probe::ProbeArgs),
     /// Run the project's full test suite, installing missing prerequisites (Envoy) first.
     Test(test_suite::TestArgs),
+    /// Smoke-run each fuzz target in `fuzz/` for a bounded time (needs the nightly toolchain).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +43,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::main(args),
         Command::Test(args) => test_suite::main(args),
         Command::Probe(args) => demo::probe::main(args),
+        Command::Fuzz(args) => fuzz::main(args),
     };
     match result {
         Ok(code) => code,

@@ -304,10 +304,7 @@ impl TryFrom<ProxyArgs> for ProxyConfig {
         let xds = a.istiod.xds();
         match (&a.config, &xds) {
             (Some(file), Some(x)) => {
-                return Err(ConfigError::BothSources {
-                    file: file.display().to_string(),
-                    address: x.address.clone(),
-                });
+                return Err(ConfigError::BothSources { file: file.display().to_string(), address: x.address.clone() });
             }
             (None, None) => return Err(ConfigError::NoSource),
             _ => {}

@@ -77,10 +77,8 @@ impl Istiod {
         }
         let host = self.uri.host().unwrap_or_default().trim_start_matches('[').trim_end_matches(']');
         let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(pem)).domain_name(host);
-        let config_error = |e: tonic::transport::Error| XdsError::Address {
-            address: self.address.clone(),
-            reason: error_chain(&e),
-        };
+        let config_error =
+            |e: tonic::transport::Error| XdsError::Address { address: self.address.clone(), reason: error_chain(&e) };
         Ok(Endpoint::from(self.uri.clone())
             .tls_config(tls)
             .map_err(config_error)?

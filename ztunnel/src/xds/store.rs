@@ -89,9 +89,10 @@ impl XdsStore {
                     self.policies.remove(name);
                 }
                 for r in resources {
-                    let converted = self
-                        .decode::<security::Authorization>("Authorization", type_url, &r)
-                        .and_then(|message| Policy::try_from(Named { name: &r.name, message, defaults: &self.defaults }));
+                    let converted =
+                        self.decode::<security::Authorization>("Authorization", type_url, &r).and_then(|message| {
+                            Policy::try_from(Named { name: &r.name, message, defaults: &self.defaults })
+                        });
                     match converted {
                         Ok(value) => {
                             self.policies.insert(r.name, Versioned { version: r.version, value });
@@ -154,7 +155,8 @@ impl XdsStore {
             AddressEntry::Workload { .. } => None,
         });
         let policies = self.policies.values().map(|p| p.value.json.clone()).collect();
-        let next = ProxyState::from_parts(workloads, services.collect::<Vec<_>>(), policies, self.state.local_network());
+        let next =
+            ProxyState::from_parts(workloads, services.collect::<Vec<_>>(), policies, self.state.local_network());
         self.state.replace(next)
     }
 }

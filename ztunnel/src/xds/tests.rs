@@ -77,18 +77,27 @@ async fn syncs_nacks_bad_resources_and_resyncs_after_restart() {
     assert!(ready.is_ready(), "ready once both types applied: {:?}", ready.pending());
 
     let initial = istiod.wait_request("the initial Address request", |r| r.type_url == ADDRESS_TYPE).await;
-    assert_eq!(initial.node_id.as_deref(), Some("ztunnel~10.244.0.5~ztunnel-abc.istio-system~istio-system.svc.cluster.local"));
+    assert_eq!(
+        initial.node_id.as_deref(),
+        Some("ztunnel~10.244.0.5~ztunnel-abc.istio-system~istio-system.svc.cluster.local")
+    );
     assert_eq!(initial.metadata.get("NODE_NAME").map(String::as_str), Some("node-a"));
     assert_eq!(initial.metadata.get("INSTANCE_IPS").map(String::as_str), Some("10.244.0.5"));
     assert_eq!(initial.cluster_id.as_deref(), Some("cluster-7"));
     assert!(initial.authorization.as_deref().is_some_and(|a| a.starts_with("Bearer ")));
     assert!(initial.initial_resource_versions.is_empty(), "nothing known on the first stream");
 
-    let nack = istiod.wait_request("a NACK of the Address response", |r| r.type_url == ADDRESS_TYPE && r.error.is_some()).await;
+    let nack = istiod
+        .wait_request("a NACK of the Address response", |r| r.type_url == ADDRESS_TYPE && r.error.is_some())
+        .await;
     let detail = nack.error.unwrap();
     assert!(detail.contains("Address \"uid-broken\"") && detail.contains("workload.addresses[0]"), "{detail}");
     assert!(!detail.contains("uid-a"), "only the bad resource is named: {detail}");
-    istiod.wait_request("an ACK of the Authorization response", |r| r.type_url == AUTHORIZATION_TYPE && !r.response_nonce.is_empty() && r.error.is_none()).await;
+    istiod
+        .wait_request("an ACK of the Authorization response", |r| {
+            r.type_url == AUTHORIZATION_TYPE && !r.response_nonce.is_empty() && r.error.is_none()
+        })
+        .await;
 
     let st = state.read();
     let a = st.workload_by_ip(ip("10.0.0.1")).expect("the good workload applied despite the NACK");
@@ -111,7 +120,9 @@ async fn syncs_nacks_bad_resources_and_resyncs_after_restart() {
     istiod.remove(ADDRESS_TYPE, &["uid-a"]);
     istiod.start_xds().await;
     let resync = istiod
-        .wait_request("the resync request", |r| r.stream == 2 && r.type_url == ADDRESS_TYPE && r.response_nonce.is_empty())
+        .wait_request("the resync request", |r| {
+            r.stream == 2 && r.type_url == ADDRESS_TYPE && r.response_nonce.is_empty()
+        })
         .await;
     let known: Vec<&str> = resync.initial_resource_versions.keys().map(String::as_str).collect();
     assert_eq!(known, ["default/web.default.svc.cluster.local", "uid-a", "uid-b", "uid-c"], "broken one never applied");

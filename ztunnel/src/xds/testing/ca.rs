@@ -57,12 +57,11 @@ impl IstioCertificateService for Arc<FakeCa> {
         let authorization = header(&request, "authorization");
         let cluster_id = header(&request, "clusterid");
         let body = request.into_inner();
-        let impersonated = body.metadata.as_ref().and_then(|m| m.fields.get("ImpersonatedIdentity")).and_then(|v| {
-            match &v.kind {
+        let impersonated =
+            body.metadata.as_ref().and_then(|m| m.fields.get("ImpersonatedIdentity")).and_then(|v| match &v.kind {
                 Some(Kind::StringValue(s)) => Some(s.clone()),
                 _ => None,
-            }
-        });
+            });
         self.requests.send_modify(|r| {
             r.push(CaRequest {
                 impersonated: impersonated.clone(),
@@ -89,7 +88,8 @@ impl IstioCertificateService for Arc<FakeCa> {
             CaBehavior::ForeignChain => (&self.foreign, id),
             _ => (&self.mesh, id),
         };
-        let leaf = signer.sign_request(&body.csr, &san, validity).map_err(|e| tonic::Status::internal(e.to_string()))?;
+        let leaf =
+            signer.sign_request(&body.csr, &san, validity).map_err(|e| tonic::Status::internal(e.to_string()))?;
         Ok(tonic::Response::new(IstioCertificateResponse {
             cert_chain: vec![encode_pem("CERTIFICATE", &leaf), self.mesh.root_pem()],
             root_cert: None,

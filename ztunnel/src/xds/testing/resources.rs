@@ -39,11 +39,7 @@ fn bytes(ip: &IpAddr) -> Vec<u8> {
 }
 
 fn address(name: &str, t: pb::address::Type) -> FakeResource {
-    FakeResource {
-        type_url: ADDRESS_TYPE,
-        name: name.into(),
-        bytes: pb::Address { r#type: Some(t) }.encode_to_vec(),
-    }
+    FakeResource { type_url: ADDRESS_TYPE, name: name.into(), bytes: pb::Address { r#type: Some(t) }.encode_to_vec() }
 }
 
 /// A workload as istiod describes a pod.
@@ -64,10 +60,11 @@ impl FakeWorkload {
     pub fn resource(&self) -> FakeResource {
         let mut services = std::collections::HashMap::<String, pb::PortList>::new();
         for (key, port, target) in &self.services {
-            services.entry(key.clone()).or_default().ports.push(pb::Port {
-                service_port: u32::from(*port),
-                target_port: u32::from(*target),
-            });
+            services
+                .entry(key.clone())
+                .or_default()
+                .ports
+                .push(pb::Port { service_port: u32::from(*port), target_port: u32::from(*target) });
         }
         let w = pb::Workload {
             uid: self.uid.clone(),
