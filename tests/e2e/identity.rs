@@ -25,7 +25,7 @@ async fn server_with_the_wrong_identity_is_refused() {
     let a_view = mesh.dir.path().join("node-a.yaml");
     write_atomically(&a_view, &mesh.render().replace("serviceAccount: echo", "serviceAccount: billing"));
     let mut a_config = mesh.node_config("node-a");
-    a_config.config_file = a_view;
+    a_config.config_file = Some(a_view);
     let a = mesh.start_with(a_config).await;
     let _b = mesh.start_node("node-b").await;
 

@@ -1,12 +1,13 @@
 //! `cargo xtask`: developer automation for the ztunnel workspace.
 //!
 //! This file owns only the command line and the dispatch to one module per subcommand
-//! (`demo`, `test_suite`, `ebpf`; `bench` will follow the same shape). Commands run tools
+//! (`demo`, `test_suite`, `ebpf`, `fuzz`; `bench` will follow the same shape). Commands run tools
 //! and processes; they never reach into the daemon's internals, so they exercise exactly what
 //! a user runs.
 
 mod demo;
 mod ebpf;
+mod fuzz;
 mod test_suite;
 mod workspace;
 
@@ -36,6 +37,8 @@ enum Command {
     /// Compile the eBPF programs into the committed ebpf/ztunnel.bpf.o (needs clang-19);
     /// `--check` only verifies that the committed object is up to date.
     Ebpf(ebpf::EbpfArgs),
+    /// Smoke-run each fuzz target in `fuzz/` for a bounded time (needs the nightly toolchain).
+    Fuzz(fuzz::FuzzArgs),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Test(args) => test_suite::main(args),
         Command::Probe(args) => demo::probe::main(args),
         Command::Ebpf(args) => ebpf::main(args),
+        Command::Fuzz(args) => fuzz::main(args),
     };
     match result {
         Ok(code) => code,

@@ -1,9 +1,10 @@
 //! Composition root: builds every component from a [`ProxyConfig`], binds the listeners, and
 //! runs until told to stop; then drains.
 //!
-//! Startup order: CA and certificate manager, initial config (a bad file stops startup with
-//! the error), state watcher, listeners and servers. Readiness turns green once the config is
-//! applied and the certificates of this node's workloads are issued.
+//! Startup order: CA and certificate manager (local CA, or istiod's CA client), config source
+//! (a local file: a bad file stops startup with the error, then a watcher; or istiod's xDS
+//! client), listeners and servers. Readiness turns green once the config is applied (for xDS:
+//! the first response of each type) and the certificates of this node's workloads are issued.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,12 +17,17 @@ use crate::capture::{Capture, CaptureSettings};
 use crate::config::{CaSource, ProxyConfig};
 use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::hbone::{HbonePool, PoolConfig, PoolStats};
-use crate::identity::{CertManager, LocalCa};
+use crate::identity::{CertManager, CertificateSource, LocalCa};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ForceClose, ForceCloseTrigger, PoolKey, ProxyInputs, ProxySettings};
 use crate::readiness::Ready;
 use crate::state::{self, SharedState};
 use crate::telemetry::LogHandle;
+use crate::xds::{IstioCa, XdsClient, XdsClientConfig, XdsError, XdsStatus};
+
+/// First xDS reconnect delay (doubling up to [`XDS_MAX_BACKOFF`]), as Istio's ztunnel.
+const XDS_INITIAL_BACKOFF: Duration = Duration::from_millis(100);
+const XDS_MAX_BACKOFF: Duration = Duration::from_secs(15);
 
 /// Why the proxy could not start.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +44,10 @@ pub enum AppError {
         #[source]
         source: std::io::Error,
     },
+    #[error("istiod: {0}")]
+    Istiod(#[from] XdsError),
+    #[error("no config source: neither a local config file nor an xDS address is configured")]
+    NoConfigSource,
     #[error("cannot listen for {what} on {addr}: {source}")]
     Listen {
         what: &'static str,
@@ -102,18 +112,39 @@ impl Running {
 /// Builds and starts every component.
 pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppError> {
     crate::tls::install_crypto_provider();
-    let ca = match &config.ca {
-        CaSource::Files { cert, key } => LocalCa::from_pem_files(cert, key)?,
-        CaSource::StateDir(dir) => LocalCa::load_or_generate(dir, &config.trust_domain)?,
-    }
-    .with_validity(config.cert_ttl);
-    let certs = CertManager::new(Arc::new(ca));
+    let source: Arc<dyn CertificateSource> = match &config.ca {
+        CaSource::Files { cert, key } => Arc::new(LocalCa::from_pem_files(cert, key)?.with_validity(config.cert_ttl)),
+        CaSource::StateDir(dir) => {
+            Arc::new(LocalCa::load_or_generate(dir, &config.trust_domain)?.with_validity(config.cert_ttl))
+        }
+        CaSource::Istiod(ca) => Arc::new(IstioCa::new(ca, &config.istiod, &config.cluster_id, config.cert_ttl)?),
+    };
+    let certs = CertManager::new(source);
 
     let state = SharedState::new(&config.network);
-    let initial = state::load_local_config(&config.config_file, &config.trust_domain)?;
-    state::apply(&state, initial);
+    if let Some(file) = &config.config_file {
+        let initial = state::load_local_config(file, &config.trust_domain)?;
+        state::apply(&state, initial);
+    }
 
     let ready = Ready::new();
+    let xds = match (&config.config_file, &config.xds) {
+        (Some(_), _) => None,
+        (None, Some(settings)) => Some(XdsClient::new(
+            XdsClientConfig {
+                settings: settings.clone(),
+                identity: config.istiod.clone(),
+                cluster_id: config.cluster_id.clone(),
+                node_name: config.node.clone(),
+                trust_domain: config.trust_domain.clone(),
+                initial_backoff: XDS_INITIAL_BACKOFF,
+                max_backoff: XDS_MAX_BACKOFF,
+            },
+            state.clone(),
+            &ready,
+        )?),
+        (None, None) => return Err(AppError::NoConfigSource),
+    };
     let (drain, watch) = drain::new();
     let (force_close, force_close_signal) = ForceClose::new();
     let metrics = Arc::new(Metrics::new());
@@ -156,18 +187,27 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
 
     let mut tasks = JoinSet::new();
     let quit = Arc::new(tokio::sync::Notify::new());
-    tasks.spawn(state::watch_local_config(
-        config.config_file.clone(),
-        state.clone(),
-        config.trust_domain.clone(),
-        config.config_poll_interval,
-        stop_on(watch.clone()),
-    ));
-    tasks.spawn(proxy::listeners::run(
-        inputs.clone(),
-        ready.register("workload certificates and listeners"),
-        config.capture.is_none(),
-    ));
+    let (synced, xds_status) = match (xds, &config.config_file) {
+        (Some(client), _) => {
+            let (synced, status) = (client.synced(), client.status());
+            tasks.spawn(client.run(stop_on(watch.clone())));
+            (synced, Some(status))
+        }
+        (None, file) => {
+            if let Some(file) = file {
+                tasks.spawn(state::watch_local_config(
+                    file.clone(),
+                    state.clone(),
+                    config.trust_domain.clone(),
+                    config.config_poll_interval,
+                    stop_on(watch.clone()),
+                ));
+            }
+            (tokio::sync::watch::channel(true).1, None)
+        }
+    };
+    let listeners_ready = ready.register("workload certificates and listeners");
+    tasks.spawn(proxy::listeners::run(inputs.clone(), listeners_ready, config.capture.is_none(), synced));
     if let Some(capture_config) = &config.capture {
         start_capture(capture_config, &inputs, &config.node, &ready, &mut tasks).await?;
     }
@@ -184,7 +224,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         admin,
         crate::admin::AdminInputs {
             log,
-            config_dump: Arc::new(move || config_dump(&dump_state, &dump_certs, &dump_pool)),
+            config_dump: Arc::new(move || config_dump(&dump_state, &dump_certs, &dump_pool, xds_status.as_ref())),
             drain: watch.clone(),
             shutdown: Arc::new(move || quit_admin.notify_one()),
         },
@@ -232,7 +272,12 @@ async fn stop_on(watch: DrainWatch) {
     watch.signaled().await;
 }
 
-fn config_dump(state: &SharedState, certs: &CertManager, pool: &HbonePool<PoolKey>) -> serde_json::Value {
+fn config_dump(
+    state: &SharedState,
+    certs: &CertManager,
+    pool: &HbonePool<PoolKey>,
+    xds: Option<&tokio::sync::watch::Receiver<XdsStatus>>,
+) -> serde_json::Value {
     let mut dump = state.config_dump();
     if let Some(map) = dump.as_object_mut() {
         map.insert(
@@ -243,6 +288,9 @@ fn config_dump(state: &SharedState, certs: &CertManager, pool: &HbonePool<PoolKe
             }),
         );
         map.insert("hbonePool".into(), serde_json::to_value(pool.stats()).unwrap_or_default());
+        if let Some(xds) = xds {
+            map.insert("xds".into(), serde_json::to_value(&*xds.borrow()).unwrap_or_default());
+        }
     }
     dump
 }

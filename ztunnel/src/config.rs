@@ -8,6 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
+mod istiod;
+
+pub use istiod::{IstiodArgs, IstiodCaSettings, IstiodIdentity, XdsSettings};
+
 /// ztunnel: per-node L4 proxy for ambient meshes (HBONE tunnels, SPIFFE identities).
 #[derive(Debug, Parser)]
 #[command(name = "ztunnel", version, about, long_about = None)]
@@ -18,7 +22,7 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run the proxy from a local config file and a local CA.
+    /// Run the proxy: from a local config file and a local CA, or from istiod.
     Proxy(Box<ProxyArgs>),
     /// Print the version and exit.
     Version,
@@ -74,8 +78,12 @@ pub enum LogFormatArg {
 pub struct ProxyArgs {
     /// Local config (YAML: workloads, services, policies), in the format of Istio ztunnel's
     /// local config file. Watched: valid changes apply live, invalid ones are rejected.
+    /// Required unless XDS_ADDRESS is set; the two cannot be combined.
     #[arg(long = "config", env = "LOCAL_XDS_PATH", value_name = "FILE")]
-    pub config: PathBuf,
+    pub config: Option<PathBuf>,
+
+    #[command(flatten)]
+    pub istiod: IstiodArgs,
 
     /// Name of this node; workloads whose `node` matches are served by this ztunnel.
     #[arg(long, env = "NODE_NAME")]
@@ -221,10 +229,30 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     if total.is_zero() && s != "0s" { Err(bad()) } else { Ok(total) }
 }
 
+/// Why the command line cannot make a [`ProxyConfig`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error(
+        "both a local config ({file}, from --config/LOCAL_XDS_PATH) and istiod ({address}, from \
+         --xds-address/XDS_ADDRESS) are configured; use one of them: workloads, services and \
+         policies come either from the file or from istiod"
+    )]
+    BothSources { file: String, address: String },
+    #[error("no config source: set --config/LOCAL_XDS_PATH (local file) or --xds-address/XDS_ADDRESS (istiod)")]
+    NoSource,
+    #[error("--ca-cert/--ca-key configure the local CA, but CA_ADDRESS/XDS_ADDRESS select istiod's CA; use one")]
+    BothCas,
+}
+
 /// Everything `app` needs, as plain data.
 #[derive(Clone, Debug)]
 pub struct ProxyConfig {
-    pub config_file: PathBuf,
+    /// Local config file; `None` when config comes from istiod (`xds`).
+    pub config_file: Option<PathBuf>,
+    /// istiod's xDS endpoint; `None` in local mode.
+    pub xds: Option<XdsSettings>,
+    /// How this ztunnel presents itself to istiod (token, node id parts).
+    pub istiod: IstiodIdentity,
     pub node: String,
     pub trust_domain: String,
     pub cluster_id: String,
@@ -253,26 +281,44 @@ pub struct CaptureConfig {
     pub control_socket: PathBuf,
 }
 
-/// Where the local CA's root comes from.
+/// Where workload certificates come from.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum CaSource {
+    /// Local CA with its root from files.
     Files { cert: PathBuf, key: PathBuf },
+    /// Local CA with its root in (or generated into) a state directory.
     StateDir(PathBuf),
+    /// istiod's certificate service.
+    Istiod(IstiodCaSettings),
 }
 
-impl From<ProxyArgs> for ProxyConfig {
-    fn from(a: ProxyArgs) -> ProxyConfig {
+impl TryFrom<ProxyArgs> for ProxyConfig {
+    type Error = ConfigError;
+
+    fn try_from(a: ProxyArgs) -> Result<ProxyConfig, ConfigError> {
         let capture = a.capture.then(|| CaptureConfig {
             pin_dir: a.bpf_pin_dir.clone(),
             records_dir: a.state_dir.join("capture"),
             control_socket: a.control_socket.clone(),
         });
-        let ca = match (a.ca_cert, a.ca_key) {
-            (Some(cert), Some(key)) => CaSource::Files { cert, key },
+        let xds = a.istiod.xds();
+        match (&a.config, &xds) {
+            (Some(file), Some(x)) => {
+                return Err(ConfigError::BothSources { file: file.display().to_string(), address: x.address.clone() });
+            }
+            (None, None) => return Err(ConfigError::NoSource),
+            _ => {}
+        }
+        let ca = match (a.ca_cert, a.ca_key, a.istiod.ca()) {
+            (Some(_), Some(_), Some(_)) => return Err(ConfigError::BothCas),
+            (Some(cert), Some(key), None) => CaSource::Files { cert, key },
+            (_, _, Some(istiod)) => CaSource::Istiod(istiod),
             _ => CaSource::StateDir(a.state_dir),
         };
-        ProxyConfig {
+        Ok(ProxyConfig {
             config_file: a.config,
+            xds,
+            istiod: a.istiod.identity(),
             node: a.node,
             trust_domain: a.trust_domain,
             cluster_id: a.cluster_id,
@@ -290,7 +336,7 @@ impl From<ProxyArgs> for ProxyConfig {
             config_poll_interval: a.config_poll_interval,
             socket_mark: (a.socket_mark != 0).then_some(a.socket_mark),
             capture,
-        }
+        })
     }
 }
 
@@ -305,7 +351,22 @@ impl ProxyConfig {
         args.admin_addr = any;
         args.metrics_addr = any;
         args.readiness_addr = any;
-        args.into()
+        args.istiod.xds_address = None;
+        args.istiod.ca_address = None;
+        ProxyConfig::try_from(args).unwrap_or_else(|e| unreachable!("a local config file is always given: {e}"))
+    }
+}
+
+impl ProxyConfig {
+    /// Like [`ProxyConfig::local`], but with workloads from istiod's xDS and certificates from
+    /// its CA (tests and embedding).
+    pub fn istiod(node: &str, xds: XdsSettings, ca: IstiodCaSettings, istiod: IstiodIdentity) -> ProxyConfig {
+        let mut config = ProxyConfig::local(PathBuf::from("unused.yaml"), node, PathBuf::from("unused"));
+        config.config_file = None;
+        config.xds = Some(xds);
+        config.ca = CaSource::Istiod(ca);
+        config.istiod = istiod;
+        config
     }
 }
 
@@ -321,62 +382,10 @@ impl ProxyArgs {
         let mut args = Only::try_parse_from(["ztunnel", "--config", &config, "--node", node])
             .map(|o| o.args)
             .unwrap_or_else(|e| unreachable!("default arguments must parse: {e}"));
-        args.config = config.into();
+        args.config = Some(config.into());
         args
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn durations() {
-        for (text, want) in [
-            ("500ms", Duration::from_millis(500)),
-            ("30s", Duration::from_secs(30)),
-            ("5m", Duration::from_secs(300)),
-            ("24h", Duration::from_secs(86400)),
-            ("1h30m", Duration::from_secs(5400)),
-            ("7", Duration::from_secs(7)),
-        ] {
-            assert_eq!(parse_duration(text), Ok(want), "{text}");
-        }
-        for bad in ["", "h", "5x", "1.5h", "-3s", "s5"] {
-            assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
-        }
-    }
-
-    #[test]
-    fn marks_and_addresses() {
-        assert_eq!(parse_u32("0x539"), Ok(0x539));
-        assert_eq!(parse_u32("1337"), Ok(1337));
-        assert!(parse_u32("zz").is_err());
-        assert_eq!(parse_optional_addr("off"), Ok(OptionalAddr(None)));
-        assert!(parse_optional_addr("localhost:1").is_err());
-    }
-
-    #[test]
-    fn cli_uses_istio_environment_names_and_defaults() {
-        let cli = Cli::try_parse_from(["ztunnel", "proxy", "--config", "/c.yaml", "--node", "n1"]).unwrap();
-        let Command::Proxy(args) = cli.command else { panic!("expected proxy command") };
-        let config = ProxyConfig::from(*args);
-        assert_eq!(config.trust_domain, "cluster.local");
-        assert_eq!(config.cert_ttl, Duration::from_secs(86400));
-        assert_eq!(config.pool_max_streams, 100);
-        assert_eq!(config.socks5_addr, Some("127.0.0.1:15080".parse().unwrap()));
-        assert_eq!(config.socket_mark, Some(0x539));
-        assert_eq!(config.ca, CaSource::StateDir("/var/lib/ztunnel".into()));
-        let err =
-            Cli::try_parse_from(["ztunnel", "proxy", "--config", "/c", "--node", "n", "--ca-cert", "/x"]).unwrap_err();
-        assert!(err.to_string().contains("--ca-key"), "ca-cert without ca-key must be refused: {err}");
-    }
-
-    #[test]
-    fn local_defaults_bind_ephemeral_loopback_ports() {
-        let config = ProxyConfig::local("/c.yaml".into(), "n1", "/tmp/s".into());
-        assert_eq!(config.node, "n1");
-        assert_eq!(config.admin_addr.port(), 0);
-        assert_eq!(config.ca, CaSource::StateDir("/tmp/s".into()));
-    }
-}
+mod tests;

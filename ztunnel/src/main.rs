@@ -45,7 +45,7 @@ fn main() -> anyhow::Result<()> {
                 LogFormatArg::Json => LogFormat::Json,
             };
             let log = telemetry::init(format, &args.log_level)?;
-            let config = ProxyConfig::from(*args);
+            let config = ProxyConfig::try_from(*args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async move {
                 let running = ztunnel::app::start(config, log).await?;

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime};
 
 use rcgen::{
-    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType, SerialNumber,
+    BasicConstraints, CertificateParams, CertificateSigningRequestParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
@@ -92,6 +92,8 @@ pub enum CaError {
     WrongIdentity { requested: Identity, got: Identity },
     #[error("certificate authority unavailable: {reason}")]
     Unavailable { reason: String },
+    #[error("certificate authority answered badly for {identity}: {reason}")]
+    BadAnswer { identity: Identity, reason: String },
 }
 
 /// A root certificate and its signing key.
@@ -221,13 +223,34 @@ impl LocalCa {
     pub fn issue(&self, id: &Identity, validity: Duration) -> Result<WorkloadCertificate, CaError> {
         let sign_error = |source| CaError::Sign { identity: id.clone(), source };
         let key = KeyPair::generate().map_err(sign_error)?;
+        let cert = self.leaf_params(id, validity)?.signed_by(&key, &self.issuer).map_err(sign_error)?;
+        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
+        WorkloadCertificate::new(vec![cert.der().clone()], key_der, self.roots())
+            .map_err(|source| CaError::Unusable { identity: id.clone(), source: Box::new(source) })
+    }
+
+    /// Signs the public key of a PEM certificate signing request as a leaf for `id`, shaped
+    /// like [`Self::issue`]'s. Whatever else the request asks for (subject, SANs) is ignored:
+    /// the CA decides the identity, as istiod does.
+    pub fn sign_request(
+        &self,
+        csr_pem: &str,
+        id: &Identity,
+        validity: Duration,
+    ) -> Result<CertificateDer<'static>, CaError> {
+        let sign_error = |source| CaError::Sign { identity: id.clone(), source };
+        let csr = CertificateSigningRequestParams::from_pem(csr_pem).map_err(sign_error)?;
+        let cert = self.leaf_params(id, validity)?.signed_by(&csr.public_key, &self.issuer).map_err(sign_error)?;
+        Ok(cert.der().clone())
+    }
+
+    fn leaf_params(&self, id: &Identity, validity: Duration) -> Result<CertificateParams, CaError> {
         let now = SystemTime::now();
         let not_after = (now + validity).min(self.root_not_after);
-
         let mut params = CertificateParams::default();
         // Empty subject: rcgen then marks the SAN extension critical, as RFC 5280 requires.
         params.distinguished_name = DistinguishedName::new();
-        let uri = id.to_string().try_into().map_err(sign_error)?;
+        let uri = id.to_string().try_into().map_err(|source| CaError::Sign { identity: id.clone(), source })?;
         params.subject_alt_names = vec![SanType::URI(uri)];
         params.not_before = OffsetDateTime::from(now - CLOCK_SKEW_ALLOWANCE);
         params.not_after = OffsetDateTime::from(not_after);
@@ -236,11 +259,7 @@ impl LocalCa {
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature, KeyUsagePurpose::KeyEncipherment];
         params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth, ExtendedKeyUsagePurpose::ClientAuth];
         params.use_authority_key_identifier_extension = true;
-        let cert = params.signed_by(&key, &self.issuer).map_err(sign_error)?;
-
-        let key_der = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der()));
-        WorkloadCertificate::new(vec![cert.der().clone()], key_der, self.roots())
-            .map_err(|source| CaError::Unusable { identity: id.clone(), source: Box::new(source) })
+        Ok(params)
     }
 }
 

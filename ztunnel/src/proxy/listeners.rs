@@ -9,6 +9,7 @@
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 
+use tokio::sync::watch;
 use tokio::task::JoinHandle;
 use tracing::{error, info};
 
@@ -33,10 +34,11 @@ fn desired(inputs: &ProxyInputs) -> (BTreeSet<IpAddr>, BTreeSet<Identity>) {
 }
 
 /// Reconciles listeners and certificates whenever state changes, until the drain starts.
-/// `ready` is dropped once the first reconcile has bound listeners and fetched certificates.
-/// With `host_listeners` false (eBPF capture: pods have their own 15008), only certificates
-/// are managed here.
-pub async fn run(inputs: ProxyInputs, ready: ReadyGuard, host_listeners: bool) {
+/// `ready` is dropped once the config source has delivered its first config (`synced` is
+/// true) and a reconcile after that has bound listeners and fetched certificates. With
+/// `host_listeners` false (eBPF capture: pods have their own 15008), only certificates are
+/// managed here.
+pub async fn run(inputs: ProxyInputs, ready: ReadyGuard, host_listeners: bool, mut synced: watch::Receiver<bool>) {
     let mut generations = inputs.state.subscribe();
     let mut running: HashMap<IpAddr, JoinHandle<()>> = HashMap::new();
     let mut identities: BTreeSet<Identity> = BTreeSet::new();
@@ -77,7 +79,7 @@ pub async fn run(inputs: ProxyInputs, ready: ReadyGuard, host_listeners: bool) {
         identities = want_ids;
         // Ready only once every local workload has a certificate; retry until then.
         let mut retry = None;
-        if ready.is_some() {
+        if ready.is_some() && *synced.borrow_and_update() {
             let fetches = identities.iter().map(|id| inputs.certs.fetch(id));
             let mut all_issued = true;
             for (id, result) in identities.iter().zip(futures_util::future::join_all(fetches).await) {
@@ -94,6 +96,8 @@ pub async fn run(inputs: ProxyInputs, ready: ReadyGuard, host_listeners: bool) {
         }
         tokio::select! {
             changed = generations.changed() => if changed.is_err() { break },
+            // A closed channel means the source is gone; its last value stays valid.
+            Ok(()) = synced.changed(), if ready.is_some() => {}
             _ = async { match retry { Some(at) => tokio::time::sleep_until(at).await, None => std::future::pending().await } } => {}
             _ = inputs.drain.signaled() => break,
         }

@@ -13,6 +13,7 @@
 
 mod address;
 mod capture;
+mod checks;
 mod local;
 mod local_format;
 mod service;
@@ -35,11 +36,13 @@ use tokio::sync::watch as channel;
 
 pub use address::{NamespacedHostname, NetworkAddress};
 pub use capture::PodCapture;
+pub(crate) use checks::{Rejection, Spelling, check_port_map, check_service, check_workload};
 pub use local::{LocalConfig, LocalConfigError, Location, apply, load_local_config, parse_local_config};
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Service,
 };
 pub use store::ProxyState;
+pub(crate) use validate::{service_account_or_default, trust_domain_or};
 pub use watch::watch_local_config;
 pub use workload::{
     ApplicationTunnel, GatewayAddress, GatewayDestination, HealthStatus, Locality, NetworkMode, Protocol,

@@ -66,13 +66,28 @@ impl ProxyState {
     /// Indexes a validated config. Validation guarantees unique uids, unique
     /// (network, IP) pairs, unique VIPs and resolvable endpoint references.
     pub(super) fn build(cfg: LocalConfig, network: &str) -> ProxyState {
-        let mut st = ProxyState::empty(network);
+        let workloads = cfg.workloads.into_iter().map(Arc::new);
+        let services = cfg.services.into_iter().map(Arc::new);
+        let mut st = ProxyState::from_parts(workloads, services, cfg.policies, network);
         st.source = Some(cfg.source);
-        st.policies = cfg.policies;
         st.captures = cfg.captures.into_iter().map(Arc::new).collect();
-        for w in cfg.workloads {
-            let w = Arc::new(w);
-            st.by_uid.insert(w.uid.clone(), w.clone());
+        st
+    }
+
+    /// Indexes workloads, services and policies from any source. Entries are taken in the
+    /// order given; where two workloads share a uid, or an address in one network, or two
+    /// services share a VIP, the first one is found by lookups. Endpoints naming a workload
+    /// that is not given are skipped.
+    pub(crate) fn from_parts(
+        workloads: impl IntoIterator<Item = Arc<Workload>>,
+        services: impl IntoIterator<Item = Arc<Service>>,
+        policies: Vec<serde_json::Value>,
+        network: &str,
+    ) -> ProxyState {
+        let mut st = ProxyState::empty(network);
+        st.policies = policies;
+        for w in workloads {
+            st.by_uid.entry(w.uid.clone()).or_insert_with(|| w.clone());
             st.by_node.entry(w.node.clone()).or_default().push(w.clone());
             if w.network_mode != NetworkMode::HostNetwork {
                 for ip in &w.workload_ips {
@@ -81,8 +96,7 @@ impl ProxyState {
             }
             st.workloads.push(w);
         }
-        for s in cfg.services {
-            let s = Arc::new(s);
+        for s in services {
             for vip in &s.vips {
                 st.by_vip.entry(vip.address).or_default().push((vip.network.clone(), s.clone()));
             }

@@ -12,17 +12,11 @@ use std::sync::Arc;
 
 use super::address::NamespacedHostname;
 use super::capture::PodCapture;
+pub(super) use super::checks::Rejection;
+use super::checks::{Spelling, check_port_map, check_service, check_workload, no_slash, reject};
 use super::local_format::{LocalConfigFile, ServiceEntry, WorkloadEntry};
 use super::service::{Endpoint, Service};
-use super::workload::{GatewayAddress, NetworkMode, Workload};
-
-/// The first problem found: which entry (`workloads[1] (uid "a")`), which field, and why.
-#[derive(Debug)]
-pub(super) struct Rejection {
-    pub entry: Option<String>,
-    pub field: Option<String>,
-    pub reason: String,
-}
+use super::workload::{NetworkMode, Workload};
 
 pub(super) struct Validated {
     pub workloads: Vec<Workload>,
@@ -89,10 +83,6 @@ fn check_captures(entries: &[WorkloadEntry]) -> Result<Vec<PodCapture>, Rejectio
     Ok(out)
 }
 
-fn reject(entry: &str, field: impl Into<String>, reason: impl Into<String>) -> Rejection {
-    Rejection { entry: Some(entry.to_string()), field: Some(field.into()), reason: reason.into() }
-}
-
 /// A required, non-empty string field.
 fn required<'a>(entry: &str, field: &str, value: &'a Option<String>) -> Result<&'a str, Rejection> {
     match value.as_deref() {
@@ -102,38 +92,19 @@ fn required<'a>(entry: &str, field: &str, value: &'a Option<String>) -> Result<&
     }
 }
 
-/// Fields that become path segments of a SPIFFE id must not contain `/`.
-fn no_slash(entry: &str, field: &str, value: &str) -> Result<(), Rejection> {
-    if value.contains('/') {
-        return Err(reject(
-            entry,
-            field,
-            format!("{value:?} must not contain '/' (it is part of the SPIFFE identity)"),
-        ));
+/// Istio's default when a workload names no service account.
+pub(crate) fn service_account_or_default(service_account: Option<&str>) -> &str {
+    match service_account {
+        None | Some("") => "default",
+        Some(sa) => sa,
     }
-    Ok(())
 }
 
-fn check_port(entry: &str, field: &str, what: &str, port: u16) -> Result<(), Rejection> {
-    if port == 0 {
-        return Err(reject(entry, field, format!("{what} must be in 1..65535, got 0")));
-    }
-    Ok(())
-}
-
-/// An endpoint port map: every service port and target port must be 1..65535.
-fn check_port_map(entry: &str, field: &str, ports: &BTreeMap<u16, u16>) -> Result<(), Rejection> {
-    for (&service_port, &target_port) in ports {
-        check_port(entry, field, "service port", service_port)?;
-        check_port(entry, field, &format!("target port of service port {service_port}"), target_port)?;
-    }
-    Ok(())
-}
-
-fn check_gateway(entry: &str, field: &str, gw: &Option<GatewayAddress>) -> Result<(), Rejection> {
-    match gw {
-        Some(gw) => check_port(entry, &format!("{field}.hboneMtlsPort"), "port", gw.hbone_mtls_port),
-        None => Ok(()),
+/// A workload's trust domain, or the mesh's when it names none (Istio elides the default).
+pub(crate) fn trust_domain_or<'a>(trust_domain: Option<&'a str>, default: &'a str) -> &'a str {
+    match trust_domain {
+        None | Some("") => default,
+        Some(td) => td,
     }
 }
 
@@ -176,13 +147,7 @@ fn check_services(entries: &[ServiceEntry]) -> Result<Vec<Service>, Rejection> {
                 }
             }
         }
-        // Only service ports are checked: a target of 0 is Istio's "unspecified", meaning each
-        // endpoint supplies its own mapping.
-        for &port in s.ports.keys() {
-            check_port(&label, &format!("ports[{port}]"), "service port", port)?;
-        }
-        check_gateway(&label, "waypoint", &s.waypoint)?;
-        out.push(Service {
+        let service = Service {
             name: name.into(),
             namespace: key.namespace.clone(),
             hostname: key.hostname.clone(),
@@ -193,7 +158,9 @@ fn check_services(entries: &[ServiceEntry]) -> Result<Vec<Service>, Rejection> {
             waypoint: s.waypoint.clone(),
             load_balancer: s.load_balancer.clone(),
             ip_families: s.ip_families,
-        });
+        };
+        check_service(&label, &service, Spelling::Local)?;
+        out.push(service);
     }
     Ok(out)
 }
@@ -212,23 +179,16 @@ fn check_workloads(
         let name = required(&label, "name", &w.name)?;
         let namespace = required(&label, "namespace", &w.namespace)?;
         no_slash(&label, "namespace", namespace)?;
-        let service_account = match w.service_account.as_deref() {
-            None | Some("") => "default",
-            Some(sa) => sa,
-        };
-        no_slash(&label, "serviceAccount", service_account)?;
-        let trust_domain = match w.trust_domain.as_deref() {
-            None | Some("") => default_trust_domain,
-            Some(td) => td,
-        };
-        no_slash(&label, "trustDomain", trust_domain)?;
+        let service_account = service_account_or_default(w.service_account.as_deref());
+        let trust_domain = trust_domain_or(w.trust_domain.as_deref(), default_trust_domain);
         if let Some(first) = uids.insert(uid, label.clone()) {
             return Err(reject(&label, "uid", format!("duplicate uid {uid:?}, already used by {first}")));
         }
         for (j, ip) in w.workload_ips.iter().enumerate() {
             let ip = ip.0;
             if w.workload_ips[..j].iter().any(|prev| prev.0 == ip) {
-                return Err(reject(&label, format!("workloadIps[{j}]"), format!("{ip} is listed twice")));
+                // Reported by check_workload below, which names the field.
+                break;
             }
             // Host-network workloads share their node's IP and are not found by address.
             if w.network_mode == NetworkMode::HostNetwork {
@@ -247,11 +207,6 @@ fn check_workloads(
                 }
             }
         }
-        check_gateway(&label, "waypoint", &w.waypoint)?;
-        check_gateway(&label, "networkGateway", &w.network_gateway)?;
-        if let Some(port) = w.application_tunnel.as_ref().and_then(|t| t.port) {
-            check_port(&label, "applicationTunnel.port", "port", port)?;
-        }
         let mut member_of = Vec::with_capacity(w.services.len());
         for (key, ports) in &w.services {
             let field = format!("services[{key:?}]");
@@ -269,7 +224,7 @@ fn check_workloads(
             check_port_map(&label, &field, ports)?;
             member_of.push(svc);
         }
-        out.push(Workload {
+        let workload = Workload {
             uid: uid.into(),
             name: name.into(),
             namespace: namespace.into(),
@@ -295,7 +250,9 @@ fn check_workloads(
             locality: w.locality.clone(),
             services: member_of,
             capacity: w.capacity,
-        });
+        };
+        check_workload(&label, &workload, Spelling::Local)?;
+        out.push(workload);
     }
     Ok(out)
 }

@@ -10,6 +10,7 @@
 //! certificates and get back configs, then run the handshake themselves.
 
 mod certificate;
+mod csr;
 mod pem;
 mod verifier;
 
@@ -25,6 +26,7 @@ use crate::identity::{Identity, IdentityError};
 
 pub(crate) use certificate::from_unix;
 pub use certificate::{WorkloadCertificate, identity_from_cert};
+pub use csr::{CertificateRequest, certificate_request, verify_chain};
 pub(crate) use pem::base64;
 pub use pem::encode_pem;
 
@@ -79,6 +81,10 @@ pub enum TlsError {
     TrustDomainMismatch { expected: String, got: Identity },
     #[error("peer presented no certificate")]
     NoPeerCertificate,
+    #[error("cannot make a certificate signing request for {identity}: {reason}")]
+    Csr { identity: Identity, reason: String },
+    #[error("certificate chain does not lead to the given roots: {reason}")]
+    ChainNotTrusted { reason: String },
 }
 
 fn format_expected(expected: &[Identity]) -> String {

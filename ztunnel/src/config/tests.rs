@@ -1,0 +1,78 @@
+//! Command line parsing: durations, addresses, Istio environment names and source rules.
+
+use super::*;
+
+#[test]
+fn durations() {
+    for (text, want) in [
+        ("500ms", Duration::from_millis(500)),
+        ("30s", Duration::from_secs(30)),
+        ("5m", Duration::from_secs(300)),
+        ("24h", Duration::from_secs(86400)),
+        ("1h30m", Duration::from_secs(5400)),
+        ("7", Duration::from_secs(7)),
+    ] {
+        assert_eq!(parse_duration(text), Ok(want), "{text}");
+    }
+    for bad in ["", "h", "5x", "1.5h", "-3s", "s5"] {
+        assert!(parse_duration(bad).is_err(), "{bad:?} must be rejected");
+    }
+}
+
+#[test]
+fn marks_and_addresses() {
+    assert_eq!(parse_u32("0x539"), Ok(0x539));
+    assert_eq!(parse_u32("1337"), Ok(1337));
+    assert!(parse_u32("zz").is_err());
+    assert_eq!(parse_optional_addr("off"), Ok(OptionalAddr(None)));
+    assert!(parse_optional_addr("localhost:1").is_err());
+}
+
+#[test]
+fn cli_uses_istio_environment_names_and_defaults() {
+    let cli = Cli::try_parse_from(["ztunnel", "proxy", "--config", "/c.yaml", "--node", "n1"]).unwrap();
+    let Command::Proxy(args) = cli.command else { panic!("expected proxy command") };
+    let config = ProxyConfig::try_from(*args).unwrap();
+    assert_eq!(config.trust_domain, "cluster.local");
+    assert_eq!(config.cert_ttl, Duration::from_secs(86400));
+    assert_eq!(config.pool_max_streams, 100);
+    assert_eq!(config.socks5_addr, Some("127.0.0.1:15080".parse().unwrap()));
+    assert_eq!(config.socket_mark, Some(0x539));
+    assert_eq!(config.ca, CaSource::StateDir("/var/lib/ztunnel".into()));
+    let err =
+        Cli::try_parse_from(["ztunnel", "proxy", "--config", "/c", "--node", "n", "--ca-cert", "/x"]).unwrap_err();
+    assert!(err.to_string().contains("--ca-key"), "ca-cert without ca-key must be refused: {err}");
+}
+
+#[test]
+fn istiod_sources_follow_istio_rules() {
+    let parse = |extra: &[&str]| {
+        let base = ["ztunnel", "proxy", "--node", "n1"];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).unwrap();
+        let Command::Proxy(args) = cli.command else { panic!("expected proxy command") };
+        ProxyConfig::try_from(*args)
+    };
+    let xds = parse(&["--xds-address", "https://istiod.istio-system.svc:15012"]).unwrap();
+    assert_eq!(xds.config_file, None);
+    assert_eq!(xds.xds.as_ref().map(|x| x.address.as_str()), Some("https://istiod.istio-system.svc:15012"));
+    let CaSource::Istiod(ca) = &xds.ca else { panic!("XDS_ADDRESS alone must select istiod's CA: {:?}", xds.ca) };
+    assert_eq!(ca.address, "https://istiod.istio-system.svc:15012", "CA_ADDRESS defaults to XDS_ADDRESS");
+    assert_eq!(xds.istiod.token_file, PathBuf::from("/var/run/secrets/tokens/istio-token"));
+
+    let local_with_istiod_ca = parse(&["--config", "/c.yaml", "--ca-address", "https://ca:15012"]).unwrap();
+    assert!(matches!(local_with_istiod_ca.ca, CaSource::Istiod(_)), "a local file may use istiod's CA");
+
+    let both = parse(&["--config", "/c.yaml", "--xds-address", "https://istiod:15012"]).unwrap_err();
+    assert!(matches!(both, ConfigError::BothSources { .. }), "{both}");
+    let msg = both.to_string();
+    assert!(msg.contains("LOCAL_XDS_PATH") && msg.contains("XDS_ADDRESS") && msg.contains("/c.yaml"), "{msg}");
+    assert_eq!(parse(&[]).unwrap_err(), ConfigError::NoSource);
+}
+
+#[test]
+fn local_defaults_bind_ephemeral_loopback_ports() {
+    let config = ProxyConfig::local("/c.yaml".into(), "n1", "/tmp/s".into());
+    assert_eq!(config.node, "n1");
+    assert_eq!(config.admin_addr.port(), 0);
+    assert_eq!(config.ca, CaSource::StateDir("/tmp/s".into()));
+}
