@@ -3,8 +3,9 @@
 //! Modules form layers (see DESIGN.md section 2); a module imports only from lower layers.
 //!
 //! 0. [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`]
-//! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification)
-//! 2. [`state`] (workloads, services; lookups), [`identity`] certificate manager and local CA
+//! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification), [`policy`] (pure
+//!    authorization evaluation)
+//! 2. [`state`] (workloads, services, policies; lookups), [`identity`] certificate manager and local CA
 //! 3. [`hbone`] (HTTP/2 CONNECT client, server, pool; knows nothing of state)
 //! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), [`admin`]
 //! 5. [`app`] (composition root)
@@ -17,6 +18,7 @@ pub mod drain;
 pub mod hbone;
 pub mod identity;
 pub mod metrics;
+pub mod policy;
 pub mod proxy;
 pub mod readiness;
 pub mod state;
