@@ -15,14 +15,18 @@ use super::local_format::LocalConfigFile;
 use super::service::Service;
 use super::store::ProxyState;
 use super::validate::{Rejection, service_label, validate, workload_label};
+use super::validate_policy::{namespace_label, policy_label};
 use super::workload::Workload;
+use crate::policy::Authorization;
 
 /// A parsed and validated local config, ready to [`apply`].
 #[derive(Clone, Debug)]
 pub struct LocalConfig {
     pub(super) workloads: Vec<Workload>,
     pub(super) services: Vec<Service>,
-    pub(super) policies: Vec<serde_json::Value>,
+    pub(super) policies: Vec<Authorization>,
+    /// Problems that did not reject the file, logged when it is applied.
+    pub(super) warnings: Vec<String>,
     pub(super) captures: Vec<PodCapture>,
     /// The exact bytes this config came from, so a file watcher can tell whether the file
     /// changed since.
@@ -40,9 +44,13 @@ impl LocalConfig {
     pub fn captures(&self) -> &[PodCapture] {
         &self.captures
     }
-    /// Authorization policies exactly as written (not evaluated yet).
-    pub fn policies(&self) -> &[serde_json::Value] {
+    /// Authorization policies, including the STRICT mTLS policy when a workload needs it.
+    pub fn policies(&self) -> &[Authorization] {
         &self.policies
+    }
+    /// Problems that did not reject the file (such as a listed policy it does not define).
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
     }
 }
 
@@ -131,8 +139,8 @@ pub fn parse_local_config(
             return Err(invalid(
                 None,
                 None,
-                "the top level is a list, but it must be a mapping with `workloads`, `services` \
-                 and `policies` (the older list-of-workloads format is not supported)"
+                "the top level is a list, but it must be a mapping with `workloads`, `services`, \
+                 `policies` and `namespaces` (the older list-of-workloads format is not supported)"
                     .to_string(),
                 None,
             ));
@@ -153,13 +161,18 @@ pub fn parse_local_config(
         workloads: v.workloads,
         services: v.services,
         policies: v.policies,
+        warnings: v.warnings,
         captures: v.captures,
         source: bytes.into(),
     })
 }
 
-/// Atomically replaces the shared state with `cfg`; returns the new generation.
+/// Atomically replaces the shared state with `cfg`; returns the new generation. The config's
+/// warnings are logged.
 pub fn apply(state: &SharedState, cfg: LocalConfig) -> u64 {
+    for warning in &cfg.warnings {
+        tracing::warn!(warning = %warning, "local config");
+    }
     let next = ProxyState::build(cfg, state.local_network());
     state.replace(next)
 }
@@ -186,7 +199,7 @@ fn from_yaml_error(file: &str, err: serde_yaml::Error, doc: Option<&serde_yaml::
     LocalConfigError::Invalid { file: file.to_string(), entry, field, reason, location }
 }
 
-const TOP_LEVEL: [&str; 3] = ["workloads", "services", "policies"];
+const TOP_LEVEL: [&str; 4] = ["workloads", "services", "policies", "namespaces"];
 
 fn is_path(s: &str) -> bool {
     TOP_LEVEL.iter().any(|top| s.starts_with(top)) && !s.contains(' ')
@@ -211,6 +224,8 @@ fn split_path(path: &str, doc: Option<&serde_yaml::Value>) -> (Option<String>, O
         let entry = match top {
             "workloads" => workload_label(index, text("uid"), text("name")),
             "services" => service_label(index, text("namespace"), text("hostname"), text("name")),
+            "policies" => policy_label(index, text("namespace"), text("name")),
+            "namespaces" => namespace_label(index, text("name")),
             _ => format!("{top}[{index}]"),
         };
         return (Some(entry), field);

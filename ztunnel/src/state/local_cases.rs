@@ -24,6 +24,11 @@ fn case(
     Case { name, yaml: yaml.into(), entry, field, reason, located }
 }
 
+/// One ALLOW policy `ns/p` whose only match is `m` (YAML flow syntax).
+fn pol(m: &str) -> String {
+    format!("policies:\n- name: p\n  namespace: ns\n  scope: Namespace\n  action: Allow\n  rules: [[[{m}]]]\n")
+}
+
 pub(super) fn cases() -> Vec<Case> {
     let w = |extra: &str| format!("workloads:\n{}{extra}", workload("u1", "10.0.0.1"));
     vec![
@@ -205,7 +210,102 @@ pub(super) fn cases() -> Vec<Case> {
             false,
         ),
         case("policies not a list", "policies: {name: p}\n", None, Some("policies"), "expected a sequence", true),
-        case("policy not a mapping", "policies: [3]\n", Some("policies[0]"), None, "expected a mapping", false),
+        case(
+            "policy not a mapping",
+            "policies: [3]\n",
+            Some("policies[0]"),
+            None,
+            "expected struct Authorization",
+            true,
+        ),
+        case(
+            "policy without scope",
+            "policies:\n- {name: p, namespace: ns, action: Allow}\n",
+            Some("policies[0] (policy \"ns/p\")"),
+            None,
+            "missing field `scope`",
+            true,
+        ),
+        case(
+            "policy cidr too long",
+            pol("{sourceIps: [\"10.0.0.0/33\"]}"),
+            Some("policies[0] (policy \"ns/p\")"),
+            Some("rules[0][0][0].sourceIps[0]"),
+            "prefix length 33 is too long for IPv4",
+            true,
+        ),
+        case(
+            "policy match with a misspelled field",
+            pol("{destinationPort: [80]}"),
+            Some("policies[0] (policy \"ns/p\")"),
+            Some("rules[0][0][0]"),
+            "unknown field `destinationPort`",
+            true,
+        ),
+        case(
+            "policy string match without a kind",
+            pol("{principals: [cluster.local/ns/a/sa/b]}"),
+            Some("policies[0] (policy \"ns/p\")"),
+            Some("rules[0][0][0].principals[0]"),
+            "expected a string match",
+            true,
+        ),
+        case(
+            "policy port zero",
+            pol("{destinationPorts: [0]}"),
+            Some("policies[0] (policy \"ns/p\")"),
+            Some("rules[0][0][0].destinationPorts[0]"),
+            "port 0 never matches",
+            false,
+        ),
+        case(
+            "policy empty exact namespace",
+            pol("{namespaces: [!Exact \"\"]}"),
+            Some("policies[0] (policy \"ns/p\")"),
+            Some("rules[0][0][0].namespaces[0]"),
+            "use presence",
+            false,
+        ),
+        case(
+            "duplicate policy",
+            "policies:\n- {name: p, namespace: ns, scope: Namespace, action: Allow}\n- {name: p, namespace: ns, scope: Global, action: Deny}\n",
+            Some("policies[1] (policy \"ns/p\")"),
+            Some("name"),
+            "policy \"ns/p\" is already defined by policies[0] (policy \"ns/p\")",
+            false,
+        ),
+        case(
+            "namespace without name",
+            "namespaces:\n- {mtls: STRICT}\n",
+            Some("namespaces[0]"),
+            Some("name"),
+            "missing required field",
+            false,
+        ),
+        case(
+            "namespace mtls misspelled",
+            "namespaces:\n- {name: shop, mtls: strict}\n",
+            Some("namespaces[0] (name \"shop\")"),
+            Some("mtls"),
+            "unknown variant `strict`",
+            true,
+        ),
+        case(
+            "namespace listed twice",
+            "namespaces:\n- {name: shop, mtls: STRICT}\n- {name: shop}\n",
+            Some("namespaces[1] (name \"shop\")"),
+            Some("name"),
+            "already listed by namespaces[0]",
+            false,
+        ),
+        case(
+            "workload mtls misspelled",
+            w("  mtls: DISABLE\n"),
+            Some("workloads[0] (uid \"u1\")"),
+            Some("mtls"),
+            "unknown variant `DISABLE`",
+            true,
+        ),
         case("yaml syntax", "workloads:\n- uid: u1\n   name: a\n", None, None, "mapping values are not allowed", true),
         case(
             "old list format",

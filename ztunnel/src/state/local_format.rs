@@ -4,8 +4,12 @@
 //! Facts taken from Istio's format: top-level `workloads`, `services`, `policies`, each
 //! optional; camelCase keys; unknown keys are an error everywhere except inside `locality`;
 //! a workload's `services` maps `"namespace/hostname"` to `{servicePort: targetPort}`;
-//! `capacity` (default 1) is the endpoint weight. These types only describe the syntax:
+//! `capacity` (default 1) is the endpoint weight; `policies` are Istio ztunnel's serialized
+//! `Authorization` (the [`crate::policy`] model). These types only describe the syntax:
 //! required fields, defaults and cross-references are checked in `validate`.
+//!
+//! Our additions, which Istio's format does not have: `mtls: STRICT | PERMISSIVE` on a
+//! workload, and a top-level `namespaces` list giving a namespace's default `mtls`.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -16,6 +20,7 @@ use serde::{Deserialize, Deserializer};
 use super::address::{IpText, NetworkAddress};
 use super::service::{IpFamily, LoadBalancer};
 use super::workload::{ApplicationTunnel, GatewayAddress, HealthStatus, Locality, NetworkMode, Protocol};
+use crate::policy::{Authorization, MtlsMode};
 
 #[derive(Debug, Deserialize)]
 #[serde(rename = "LocalConfig", rename_all = "camelCase", deny_unknown_fields)]
@@ -24,9 +29,19 @@ pub(super) struct LocalConfigFile {
     pub workloads: Vec<WorkloadEntry>,
     #[serde(default)]
     pub services: Vec<ServiceEntry>,
-    /// Authorization policies, kept as written until policy evaluation exists.
     #[serde(default)]
-    pub policies: Vec<serde_yaml::Value>,
+    pub policies: Vec<Authorization>,
+    /// Per-namespace settings (ours): the namespace's default mTLS mode.
+    #[serde(default)]
+    pub namespaces: Vec<NamespaceEntry>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(rename = "Namespace", rename_all = "camelCase", deny_unknown_fields)]
+pub(super) struct NamespaceEntry {
+    pub name: Option<String>,
+    /// Default for the namespace's workloads; unset means PERMISSIVE, as in Istio.
+    pub mtls: Option<MtlsMode>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +91,8 @@ pub(super) struct WorkloadEntry {
     pub capacity: u32,
     /// Extension: the pod's namespace and cgroup, to enroll it in eBPF capture.
     pub capture: Option<super::capture::CaptureEntry>,
+    /// Overrides the namespace's mTLS mode (ours, not in Istio's format).
+    pub mtls: Option<MtlsMode>,
 }
 
 fn default_capacity() -> u32 {

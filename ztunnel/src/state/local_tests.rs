@@ -53,9 +53,23 @@ fn istio_format_example_parses() {
     assert_eq!(store.waypoint.as_ref().map(|w| w.hbone_mtls_port), Some(15008));
     assert_eq!(store.load_balancer.as_ref().map(|l| l.mode), Some(LoadBalancerMode::Failover));
 
-    assert_eq!(cfg.policies().len(), 1);
-    assert_eq!(cfg.policies()[0]["name"], "deny-9999");
-    assert_eq!(cfg.policies()[0]["rules"][0][0][0]["notDestinationPorts"][0], 9999);
+    assert_eq!(cfg.policies().len(), 2);
+    let deny = &cfg.policies()[0];
+    assert_eq!(deny.key().as_str(), "shop/deny-9999");
+    assert_eq!(deny.rules[0].clauses[0].matches[0].not_destination_ports, vec![9999]);
+    let sleep = &cfg.policies()[1];
+    assert_eq!(sleep.scope, crate::policy::Scope::WorkloadSelector);
+    assert_eq!(
+        sleep.rules[0].clauses[0].matches[0].principals,
+        vec![crate::policy::StringMatch::Exact("cluster.local/ns/shop/sa/sleep".into())]
+    );
+    // legacy-0 lists a policy the file does not define: loaded, with a warning.
+    assert_eq!(cfg.warnings().len(), 1, "{:?}", cfg.warnings());
+    assert!(
+        cfg.warnings()[0].contains("authorizationPolicies[0]: no policy \"shop/allow-cart\""),
+        "{:?}",
+        cfg.warnings()
+    );
 }
 
 #[test]

@@ -1,11 +1,12 @@
-//! Mesh state: the workloads, services and (raw, not yet evaluated) policies this proxy knows,
-//! where they come from (Istio's local config file, hot-reloaded), and fast lookups over them.
+//! Mesh state: the workloads, services and authorization policies this proxy knows, where they
+//! come from (Istio's local config file, hot-reloaded), and fast lookups over them.
 //!
 //! Owns the data model (`workload`, `service`, `address`), the local config format and its
-//! validation (`local_format`, `validate`, `local`), the indexed snapshot (`store`), the
-//! shared handle with change notification ([`SharedState`]) and the file watcher (`watch`).
-//! It must not do network IO, certificates or policy evaluation, and nothing outside it sees
-//! the file format types.
+//! validation (`local_format`, `validate`, `validate_policy`, `local`), the indexed snapshot
+//! (`store`), the shared handle with change notification ([`SharedState`]) and the file
+//! watcher (`watch`). Policies use the [`crate::policy`] model; this module decides which
+//! policies exist and which a workload lists, while evaluating them is `policy`'s job. It must
+//! not do network IO or certificates, and nothing outside it sees the file format types.
 //!
 //! Readers take a cheap snapshot (`Arc<ProxyState>`) and never hold a lock while working;
 //! writers build a whole new snapshot and swap it in, bumping a generation that subscribers
@@ -19,6 +20,7 @@ mod local_format;
 mod service;
 mod store;
 mod validate;
+mod validate_policy;
 mod watch;
 mod workload;
 
@@ -26,6 +28,8 @@ mod workload;
 mod local_cases;
 #[cfg(test)]
 mod local_tests;
+#[cfg(test)]
+mod policy_tests;
 #[cfg(test)]
 mod store_tests;
 
@@ -132,7 +136,7 @@ impl SharedState {
         &self.inner.network
     }
 
-    /// Workloads, services (with endpoints) and raw policies of the current snapshot, plus the
+    /// Workloads, services (with endpoints) and policies of the current snapshot, plus the
     /// generation and the local config reload status.
     pub fn config_dump(&self) -> serde_json::Value {
         let st = self.read();
@@ -155,6 +159,6 @@ struct ConfigDump<'a> {
     generation: u64,
     workloads: Vec<&'a Workload>,
     services: Vec<&'a Service>,
-    policies: &'a [serde_json::Value],
+    policies: &'a crate::policy::PolicyStore,
     local_config: ReloadStatus,
 }

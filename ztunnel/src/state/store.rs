@@ -13,6 +13,7 @@ use super::capture::PodCapture;
 use super::local::LocalConfig;
 use super::service::Service;
 use super::workload::{NetworkMode, Workload};
+use crate::policy::{Authorization, Connection, Decision, PolicyStore, Target};
 
 /// Workloads (or services) sharing an IP in different networks; almost always one entry.
 type ByNetwork<T> = Vec<(Arc<str>, Arc<T>)>;
@@ -40,7 +41,7 @@ pub struct ProxyState {
     network: Arc<str>,
     workloads: Vec<Arc<Workload>>,
     services: Vec<Arc<Service>>,
-    policies: Vec<serde_json::Value>,
+    policies: PolicyStore,
     captures: Vec<Arc<PodCapture>>,
     by_uid: HashMap<Arc<str>, Arc<Workload>>,
     by_ip: HashMap<IpAddr, ByNetwork<Workload>>,
@@ -81,11 +82,11 @@ impl ProxyState {
     pub(crate) fn from_parts(
         workloads: impl IntoIterator<Item = Arc<Workload>>,
         services: impl IntoIterator<Item = Arc<Service>>,
-        policies: Vec<serde_json::Value>,
+        policies: Vec<Authorization>,
         network: &str,
     ) -> ProxyState {
         let mut st = ProxyState::empty(network);
-        st.policies = policies;
+        st.policies = PolicyStore::new(policies);
         for w in workloads {
             st.by_uid.entry(w.uid.clone()).or_insert_with(|| w.clone());
             st.by_node.entry(w.node.clone()).or_default().push(w.clone());
@@ -229,9 +230,15 @@ impl ProxyState {
         self.services.iter()
     }
 
-    /// Authorization policies as written in the config (not evaluated yet).
-    pub fn policies(&self) -> &[serde_json::Value] {
+    /// Every authorization policy, indexed for decisions.
+    pub fn policies(&self) -> &PolicyStore {
         &self.policies
+    }
+
+    /// Authorizes `conn` to workload `w` with this snapshot's policies: `w`'s namespace's, the
+    /// global ones and the ones `w` lists.
+    pub fn authorize(&self, w: &Workload, conn: &Connection<'_>) -> Decision {
+        self.policies.evaluate(&Target { namespace: &w.namespace, policies: &w.authorization_policies }, conn)
     }
 }
 

@@ -28,7 +28,7 @@ services:
   ports: {80: 8080}
   loadBalancer: {healthPolicy: AllowAll}
 policies:
-- {name: p, namespace: ns, action: Deny}
+- {name: p, namespace: ns, scope: Namespace, action: Deny}
 "#;
 
 fn ip(s: &str) -> IpAddr {

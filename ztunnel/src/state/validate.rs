@@ -3,7 +3,8 @@
 //! Everything syntax-level (types, enum spellings, IP and VIP syntax, unknown keys) was already
 //! rejected by serde with a line number; this module checks what needs the whole file: required
 //! fields, defaults, duplicates, cross-references and port ranges. It names the entry and field
-//! of the first problem found. It does no IO and builds no indexes.
+//! of the first problem found. It does no IO and builds no indexes. Policies, namespaces and
+//! the `mtls` shorthand are checked in `validate_policy`.
 
 use std::collections::hash_map::Entry;
 use std::collections::{BTreeMap, HashMap};
@@ -16,12 +17,16 @@ pub(super) use super::checks::Rejection;
 use super::checks::{Spelling, check_port_map, check_service, check_workload, no_slash, reject};
 use super::local_format::{LocalConfigFile, ServiceEntry, WorkloadEntry};
 use super::service::{Endpoint, Service};
+use super::validate_policy::{apply_mtls, check_namespaces, check_policies};
 use super::workload::{NetworkMode, Workload};
+use crate::policy::Authorization;
 
 pub(super) struct Validated {
     pub workloads: Vec<Workload>,
     pub services: Vec<Service>,
-    pub policies: Vec<serde_json::Value>,
+    pub policies: Vec<Authorization>,
+    /// Problems that do not reject the file (such as listed policies it does not define).
+    pub warnings: Vec<String>,
     pub captures: Vec<PodCapture>,
 }
 
@@ -49,14 +54,17 @@ pub(super) fn service_label(
     }
 }
 
-pub(super) fn validate(file: LocalConfigFile, default_trust_domain: &str) -> Result<Validated, Rejection> {
+pub(super) fn validate(mut file: LocalConfigFile, default_trust_domain: &str) -> Result<Validated, Rejection> {
     let mut services = check_services(&file.services)?;
     let keys: HashMap<NamespacedHostname, usize> = services.iter().enumerate().map(|(i, s)| (s.key(), i)).collect();
-    let workloads = check_workloads(&file.workloads, &keys, default_trust_domain)?;
+    let mut workloads = check_workloads(&file.workloads, &keys, default_trust_domain)?;
     add_endpoints(&file, &workloads, &mut services)?;
     let captures = check_captures(&file.workloads)?;
-    let policies = check_policies(file.policies)?;
-    Ok(Validated { workloads, services, policies, captures })
+    let mut policies = std::mem::take(&mut file.policies);
+    check_policies(&policies)?;
+    let namespaces = check_namespaces(&file.namespaces)?;
+    let warnings = apply_mtls(&file.workloads, &mut workloads, &namespaces, &mut policies);
+    Ok(Validated { workloads, services, policies, warnings, captures })
 }
 
 /// Capture blocks: both paths absolute, and the workload must name its node.
@@ -84,7 +92,7 @@ fn check_captures(entries: &[WorkloadEntry]) -> Result<Vec<PodCapture>, Rejectio
 }
 
 /// A required, non-empty string field.
-fn required<'a>(entry: &str, field: &str, value: &'a Option<String>) -> Result<&'a str, Rejection> {
+pub(super) fn required<'a>(entry: &str, field: &str, value: &'a Option<String>) -> Result<&'a str, Rejection> {
     match value.as_deref() {
         None => Err(reject(entry, field, "missing required field")),
         Some("") => Err(reject(entry, field, "must not be empty")),
@@ -297,26 +305,4 @@ fn add_endpoints(file: &LocalConfigFile, workloads: &[Workload], services: &mut 
         }
     }
     Ok(())
-}
-
-fn check_policies(policies: Vec<serde_yaml::Value>) -> Result<Vec<serde_json::Value>, Rejection> {
-    policies
-        .into_iter()
-        .enumerate()
-        .map(|(i, p)| {
-            let entry = Some(format!("policies[{i}]"));
-            if !p.is_mapping() {
-                return Err(Rejection {
-                    entry,
-                    field: None,
-                    reason: "expected a mapping (an authorization policy)".to_string(),
-                });
-            }
-            serde_json::to_value(&p).map_err(|e| Rejection {
-                entry,
-                field: None,
-                reason: format!("cannot be represented as JSON: {e}"),
-            })
-        })
-        .collect()
 }

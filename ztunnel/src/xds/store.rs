@@ -154,7 +154,7 @@ impl XdsStore {
             }
             AddressEntry::Workload { .. } => None,
         });
-        let policies = self.policies.values().map(|p| p.value.json.clone()).collect();
+        let policies = self.policies.values().map(|p| p.value.authorization.clone()).collect();
         let next =
             ProxyState::from_parts(workloads, services.collect::<Vec<_>>(), policies, self.state.local_network());
         self.state.replace(next)

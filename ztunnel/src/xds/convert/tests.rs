@@ -201,20 +201,15 @@ fn policy() -> sec::Authorization {
 }
 
 #[test]
-fn authorization_converts_to_the_local_policy_shape() {
+fn authorization_converts_to_the_policy_model() {
     let d = defaults();
     let p = Policy::try_from(Named { name: "shop/deny-80", message: policy(), defaults: &d }).expect("valid");
-    assert_eq!(
-        p.json,
-        serde_json::json!({
-            "name": "deny-80", "namespace": "shop", "scope": "Namespace", "action": "Deny",
-            "rules": [[[{
-                "principals": [{"Prefix": "spiffe://mesh.example/"}],
-                "sourceIps": ["10.0.0.0/8"],
-                "destinationPorts": [80],
-            }]]],
-        })
-    );
+    // The same policy as the local config would give it.
+    let local: crate::policy::Authorization = serde_yaml::from_str(
+        "{name: deny-80, namespace: shop, scope: Namespace, action: Deny, rules: [[[{principals: [!Prefix \"spiffe://mesh.example/\"], sourceIps: [10.0.0.0/8], destinationPorts: [80]}]]]}",
+    )
+    .unwrap();
+    assert_eq!(p.authorization, local);
 }
 
 #[test]
