@@ -168,6 +168,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         pool: pool.clone(),
         drain: watch.clone(),
         force_close: force_close_signal,
+        admitted: proxy::AdmittedConnections::new(),
     };
 
     let bind = |what: &'static str, addr: SocketAddr| {
@@ -208,6 +209,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
     };
     let listeners_ready = ready.register("workload certificates and listeners");
     tasks.spawn(proxy::listeners::run(inputs.clone(), listeners_ready, config.capture.is_none(), synced));
+    tasks.spawn(proxy::admitted::reevaluate_on_change(state.clone(), inputs.admitted.clone(), metrics.clone()));
     if let Some(capture_config) = &config.capture {
         start_capture(capture_config, &inputs, &config.node, &ready, &mut tasks).await?;
     }

@@ -3,7 +3,8 @@
 //! Owns the metric registry and the TCP connection metrics that Istio dashboards and Kiali
 //! read: `istio_tcp_connections_opened_total`, `istio_tcp_connections_closed_total`,
 //! `istio_tcp_received_bytes_total`, `istio_tcp_sent_bytes_total`, all labelled with
-//! [`ConnectionLabels`], plus `istio_build{component="ztunnel",tag=...}`. Empty label values
+//! [`ConnectionLabels`], plus `istio_build{component="ztunnel",tag=...}`, and ztunnel's own
+//! authorization counters ([`AuthorizationMetrics`]). Empty label values
 //! are exported as `unknown`, as Istio's ztunnel does.
 //!
 //! Recording is cheap: the caller builds labels once per connection and either calls the
@@ -21,8 +22,11 @@ use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
+mod authorization;
 #[cfg(test)]
 pub(crate) mod tests;
+
+pub use authorization::{AuthorizationLabels, AuthorizationMetrics};
 
 /// Errors from this module.
 #[derive(Debug, thiserror::Error)]
@@ -214,6 +218,8 @@ pub struct Metrics {
     closed: ConnectionFamily,
     received_bytes: ConnectionFamily,
     sent_bytes: ConnectionFamily,
+    /// Decisions of authorization policy.
+    pub authorization: AuthorizationMetrics,
 }
 
 /// The four counters of one connection's label set, resolved once; updates are atomic adds.
@@ -257,7 +263,8 @@ impl Metrics {
         registry.register("build", "Istio component build info", build.clone());
         build.get_or_create(&BuildLabels { component: "ztunnel", tag: env!("CARGO_PKG_VERSION") }).set(1);
 
-        Metrics { registry, opened, closed, received_bytes, sent_bytes }
+        let authorization = AuthorizationMetrics::register(&mut registry);
+        Metrics { registry, opened, closed, received_bytes, sent_bytes, authorization }
     }
 
     /// The `istio_`-prefixed registry, for other components to add their metrics at startup

@@ -10,6 +10,7 @@ use super::copy::Transferred;
 use super::{Error, ErrorKind};
 use crate::identity::Identity;
 use crate::metrics::{ConnectionLabels, ConnectionMetrics, Metrics, Reporter, ResponseFlags, SecurityPolicy};
+use crate::policy::Decision;
 use crate::state::{Service, Workload};
 use crate::telemetry::{ConnectionFailure, ConnectionLog, Direction, log_connection};
 
@@ -129,6 +130,8 @@ impl ConnectionRecord {
             bytes_sent: 0,
             bytes_recv: 0,
             duration: Default::default(),
+            policy: None,
+            dry_run: None,
             error: None,
         };
         ConnectionRecord {
@@ -139,6 +142,13 @@ impl ConnectionRecord {
             started: Instant::now(),
             transferred: Default::default(),
         }
+    }
+
+    /// Notes the authorization decision for the access log: the deciding policy, and what
+    /// dry-run policies would have done when they would deny.
+    pub fn set_decision(&mut self, decision: &Decision) {
+        self.log.policy = decision.reason.policy().map(ToString::to_string);
+        self.log.dry_run = decision.dry_run_denial().map(ToString::to_string);
     }
 
     /// Records the end of the connection: bytes, the closed counter and the access-log line.
@@ -160,6 +170,10 @@ impl ConnectionRecord {
         } else {
             self.labels.response_flags = flags;
             self.metrics.connection(&self.labels).closed();
+        }
+        if let Err(Error::Denied(denial)) = result {
+            // A late rejection names the policy that closed the connection.
+            self.log.policy = denial.reason.policy().map(ToString::to_string);
         }
         self.log.bytes_sent = to_upstream;
         self.log.bytes_recv = to_client;

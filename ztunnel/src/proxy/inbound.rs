@@ -4,8 +4,10 @@
 //! The listener's local address names the destination workload, whose certificate is
 //! presented; the client certificate must chain to the mesh roots and carry a SPIFFE id of our
 //! trust domain (checked by the TLS layer). Each stream's `:authority` must be an address of
-//! that workload: then the app is dialled at that address and the stream answered 200, or 503
-//! when the app cannot be reached. Anything else is answered 400.
+//! that workload (else 400); then the stream is authorized ([`super::authorize`]) and answered
+//! 401 if policy denies it, without ever dialling the app; otherwise the app is dialled at that
+//! address and the stream answered 200, or 503 when the app cannot be reached. Admitted
+//! streams are closed early if a policy change denies them.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -16,6 +18,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
 use tracing::debug;
 
+use super::authorize::{InboundFacts, authorize};
 use super::connection::{ConnectionRecord, Opening, Peer};
 use super::copy::{TcpChunkReader, copy_bidirectional};
 use super::socket::Dialer;
@@ -141,13 +144,13 @@ async fn handle_stream(
         let service = inbound_service(&state, &workload, target.port(), forwarded_param(&incoming.headers, "host"));
         (source, service)
     };
-    let record = ConnectionRecord::open(
+    let mut record = ConnectionRecord::open(
         &inputs.metrics,
         Opening {
             direction: Direction::Inbound,
             src_addr: client_addr,
             dst_addr: target,
-            source: Peer { workload: source_workload, identity: Some(peer_id) },
+            source: Peer { workload: source_workload, identity: Some(peer_id.clone()) },
             destination: Peer { identity: Some(workload.identity()), workload: Some(workload.clone()) },
             service: service.as_deref(),
             mtls: true,
@@ -159,6 +162,17 @@ async fn handle_stream(
         record.close(&Err(Error::UnknownDestination { authority: target }));
         return;
     }
+    let facts =
+        InboundFacts { source_identity: Some(peer_id), source_addr: client_addr, destination: target, workload };
+    let admission = match authorize(inputs, facts, &mut record) {
+        Ok(admission) => admission,
+        Err(e) => {
+            // Recorded first, so the denial is in metrics by the time the client hears of it.
+            record.close(&Err(e));
+            incoming.reject(StatusCode::UNAUTHORIZED);
+            return;
+        }
+    };
     let app = match app_dialer.connect(target).await {
         Ok(app) => app,
         Err(e) => {
@@ -171,7 +185,7 @@ async fn handle_stream(
         Ok(tunnel) => {
             let (ar, aw) = app.into_split();
             let copy = copy_bidirectional(tunnel.split(), (TcpChunkReader::new(ar), aw), record.transferred.clone());
-            inputs.force_close.or_close(async { copy.await.map_err(Error::from) }).await
+            admission.enforce(&inputs.force_close, async { copy.await.map_err(Error::from) }).await
         }
         Err(e) => Err(Error::Internal(format!("answering CONNECT {target}: {e}"))),
     };

@@ -2,10 +2,16 @@
 //!
 //! Each accepted connection is planned first ([`route`], pure over state), then dialled
 //! ([`outbound`] / [`inbound`]), then copied ([`copy`]); [`connection`] records it in metrics and
-//! the access log. Every failure is classified by whose fault it was ([`ErrorKind`]) so
-//! operators know where to look and metric labels stay bounded.
+//! the access log. Inbound connections are authorized before the app is dialled
+//! ([`authorize`]) and stay tracked while open so policy changes can close them ([`admitted`]).
+//! Every failure is classified by whose fault it was ([`ErrorKind`]) so operators know where
+//! to look and metric labels stay bounded.
 
 pub mod accept;
+pub mod admitted;
+#[cfg(test)]
+mod admitted_tests;
+pub mod authorize;
 pub mod connection;
 pub mod copy;
 pub mod inbound;
@@ -26,6 +32,8 @@ use crate::identity::{CertManager, Identity};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
 
+pub use admitted::{Admission, AdmittedConnections};
+pub use authorize::{Denial, InboundFacts};
 pub use route::HBONE_PORT;
 
 /// Settings the proxy needs from the process configuration.
@@ -63,6 +71,8 @@ pub struct ProxyInputs {
     pub drain: DrainWatch,
     /// Fires when the drain deadline passed: live connections are then closed.
     pub force_close: ForceClose,
+    /// Admitted inbound connections, re-authorized when policies change.
+    pub admitted: AdmittedConnections,
 }
 
 /// Signal that the drain deadline has passed and connections must close now.
@@ -134,6 +144,8 @@ pub enum Error {
     UnknownDestination { authority: SocketAddr },
     #[error("copying: {0}")]
     Copy(#[from] copy::CopyError),
+    #[error("{0}")]
+    Denied(Denial),
     #[error("closed: the drain deadline passed")]
     DrainDeadline,
     #[error("{0}")]
@@ -148,6 +160,7 @@ impl Error {
             Error::Route(route::RouteError::UnknownServicePort { .. }) => ErrorKind::Client,
             Error::Route(_) => ErrorKind::Upstream,
             Error::Certificate { .. } | Error::TlsIdentity { .. } => ErrorKind::Identity,
+            Error::Denied(_) => ErrorKind::Policy,
             Error::Connect { .. } | Error::ConnectTimeout { .. } => ErrorKind::Upstream,
             Error::Hbone { source, .. } => match source.status() {
                 Some(http::StatusCode::UNAUTHORIZED) | Some(http::StatusCode::FORBIDDEN) => ErrorKind::Policy,

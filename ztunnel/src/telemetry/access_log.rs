@@ -2,7 +2,9 @@
 //!
 //! Field names follow Istio's ztunnel access log so existing log queries keep working.
 //! Fields whose value is unknown are left out rather than logged empty; `error` and
-//! `error.kind` appear only on failure, and a failure is logged at `ERROR` level.
+//! `error.kind` appear only on failure, and a failure is logged at `ERROR` level. Two fields
+//! are ours: `policy`, the authorization policy that decided (`namespace/name`, when one
+//! did), and `policy.dry_run`, what dry-run policies would have decided when that differs.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -86,6 +88,10 @@ pub struct ConnectionLog {
     pub bytes_recv: u64,
     /// Time from accept to close (`duration_ms`).
     pub duration: Duration,
+    /// The authorization policy that allowed or denied the connection (`policy`).
+    pub policy: Option<String>,
+    /// What dry-run policies would have decided, when they would deny (`policy.dry_run`).
+    pub dry_run: Option<String>,
     /// Set when the connection failed (`error`, `error.kind`).
     pub error: Option<ConnectionFailure>,
 }
@@ -109,6 +115,8 @@ macro_rules! access_event {
             bytes_sent = $log.bytes_sent,
             bytes_recv = $log.bytes_recv,
             duration_ms = $duration_ms,
+            policy = $log.policy.as_deref(),
+            policy.dry_run = $log.dry_run.as_deref(),
             $($extra)*
         )
     };

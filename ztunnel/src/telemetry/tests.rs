@@ -52,6 +52,8 @@ fn sample_log() -> ConnectionLog {
         bytes_sent: 120,
         bytes_recv: 4096,
         duration: Duration::from_millis(1500),
+        policy: None,
+        dry_run: None,
         error: None,
     }
 }
@@ -144,7 +146,7 @@ fn access_log_text_success() {
     ] {
         assert!(out.contains(field), "missing {field:?} in:\n{out}");
     }
-    for absent in ["dst.service", "error"] {
+    for absent in ["dst.service", "error", "policy"] {
         assert!(!out.contains(absent), "{absent:?} should be left out:\n{out}");
     }
 }
@@ -158,6 +160,8 @@ fn access_log_json_failure() {
     log.src_workload = None;
     log.error =
         Some(ConnectionFailure { source: FailureSource::Policy, message: "denied by policy \"deny-all\"".into() });
+    log.policy = Some("default/deny-all".into());
+    log.dry_run = Some("explicitly denied by: default/audit".into());
     tracing::dispatcher::with_default(&dispatch, || log_connection(&log));
     let out = capture.text();
     let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one json object");
@@ -171,6 +175,8 @@ fn access_log_json_failure() {
     assert_eq!(line["duration_ms"], 1500);
     assert_eq!(line["error"], "denied by policy \"deny-all\"");
     assert_eq!(line["error.kind"], "policy");
+    assert_eq!(line["policy"], "default/deny-all");
+    assert_eq!(line["policy.dry_run"], "explicitly denied by: default/audit");
     assert!(line.get("src.workload").is_none(), "unknown field left out: {line}");
 }
 
