@@ -11,6 +11,7 @@ pub mod envoy;
 pub mod mesh;
 pub mod net;
 pub mod netns;
+pub mod policies;
 pub mod process;
 
 pub use mesh::{Mesh, MeshNode, ServiceSpec, WorkloadSpec};

@@ -1,5 +1,5 @@
-//! A small mesh on loopback: a shared CA, a generated local config file, and in-process
-//! ztunnels acting as nodes.
+//! A small mesh on loopback: a shared CA, a generated local config file (workloads, services,
+//! authorization policies, mTLS modes), and in-process ztunnels acting as nodes.
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
@@ -10,6 +10,8 @@ use std::time::Duration;
 use tempfile::TempDir;
 use ztunnel::app::Running;
 use ztunnel::config::{CaSource, ProxyConfig};
+use ztunnel::policy::{Authorization, MtlsMode};
+use ztunnel::state::SharedState;
 use ztunnel::telemetry::{self, LogFormat, LogHandle};
 
 use crate::net::{Subnet, http_get};
@@ -28,6 +30,8 @@ pub struct WorkloadSpec {
     pub healthy: bool,
     /// `("ns/hostname", service port, target port)`.
     pub services: Vec<(String, u16, u16)>,
+    /// The workload's own mTLS mode (overrides its namespace's).
+    pub mtls: Option<MtlsMode>,
 }
 
 /// One service entry of the generated config.
@@ -46,6 +50,9 @@ pub struct Mesh {
     pub subnet: Subnet,
     pub workloads: Vec<WorkloadSpec>,
     pub services: Vec<ServiceSpec>,
+    pub policies: Vec<Authorization>,
+    /// Namespaces with a default mTLS mode.
+    pub namespaces: Vec<(String, MtlsMode)>,
 }
 
 fn init_logging() {
@@ -69,7 +76,14 @@ impl Mesh {
         ztunnel::tls::install_crypto_provider();
         let dir = tempfile::tempdir().expect("temp dir");
         ztunnel::identity::LocalCa::load_or_generate(&dir.path().join("ca"), TRUST_DOMAIN).expect("test CA");
-        Mesh { dir, subnet: Subnet::unique(), workloads: Vec::new(), services: Vec::new() }
+        Mesh {
+            dir,
+            subnet: Subnet::unique(),
+            workloads: Vec::new(),
+            services: Vec::new(),
+            policies: Vec::new(),
+            namespaces: Vec::new(),
+        }
     }
 
     /// Adds a workload at `127.a.b.host` on `node`; returns its address.
@@ -92,8 +106,26 @@ impl Mesh {
             hbone,
             healthy: true,
             services: Vec::new(),
+            mtls: None,
         });
         ip
+    }
+
+    /// Adds an authorization policy (call [`Mesh::write_config`] to apply it).
+    pub fn policy(&mut self, policy: Authorization) {
+        self.policies.push(policy);
+    }
+
+    /// Sets the default mTLS mode of `namespace`.
+    pub fn namespace_mtls(&mut self, namespace: &str, mode: MtlsMode) {
+        self.namespaces.retain(|(ns, _)| ns != namespace);
+        self.namespaces.push((namespace.into(), mode));
+    }
+
+    /// Sets workload `name`'s own mTLS mode.
+    pub fn workload_mtls(&mut self, name: &str, mode: MtlsMode) {
+        let w = self.workloads.iter_mut().find(|w| w.name == name).expect("workload exists");
+        w.mtls = Some(mode);
     }
 
     /// Adds a service with a VIP at `127.a.b.host`; returns the VIP.
@@ -140,6 +172,9 @@ impl Mesh {
                 proto = if w.hbone { "HBONE" } else { "TCP" },
                 status = if w.healthy { "Healthy" } else { "Unhealthy" },
             );
+            if let Some(mode) = w.mtls {
+                let _ = writeln!(y, "  mtls: {}", mtls_text(mode));
+            }
             if !w.services.is_empty() {
                 y.push_str("  services:\n");
                 for (key, port, target) in &w.services {
@@ -159,6 +194,17 @@ impl Mesh {
                 s.vip,
                 ports.join(", ")
             );
+        }
+        if !self.namespaces.is_empty() {
+            y.push_str("namespaces:\n");
+            for (ns, mode) in &self.namespaces {
+                let _ = writeln!(y, "- name: {ns}\n  mtls: {}", mtls_text(*mode));
+            }
+        }
+        if !self.policies.is_empty() {
+            // Serialized as Istio's ztunnel writes its local config.
+            y.push_str("policies:\n");
+            y.push_str(&serde_yaml::to_string(&self.policies).expect("policies serialize"));
         }
         y
     }
@@ -191,6 +237,13 @@ impl Mesh {
     }
 }
 
+fn mtls_text(mode: MtlsMode) -> &'static str {
+    match mode {
+        MtlsMode::Strict => "STRICT",
+        MtlsMode::Permissive => "PERMISSIVE",
+    }
+}
+
 /// Writes through a temp file and rename so watchers never see a half-written file.
 pub fn write_atomically(path: &std::path::Path, text: &str) {
     let tmp = path.with_extension("tmp");
@@ -214,6 +267,25 @@ impl MeshNode {
 
     pub fn pool_stats(&self) -> ztunnel::hbone::PoolStats {
         self.running().pool_stats()
+    }
+
+    /// The node's live state (what its proxy decides with).
+    pub fn state(&self) -> SharedState {
+        self.running().state.clone()
+    }
+
+    /// Polls `/metrics` (bounded, 10 s) until the sum of `name` over series with `labels`
+    /// equals `want`; returns the last sum seen.
+    pub async fn wait_metric(&self, name: &str, labels: &[(&str, &str)], want: u64) -> u64 {
+        let mut got = 0;
+        for _ in 0..100 {
+            got = metric_sum(&self.metrics().await, name, labels);
+            if got == want {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        got
     }
 
     /// Waits (bounded) for `/healthz/ready` to answer 200.
