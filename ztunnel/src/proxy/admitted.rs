@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::oneshot;
-use tracing::{debug, warn};
+use tracing::{debug, error, warn};
 
 use super::authorize::{Denial, InboundFacts, decide};
 use super::{Error, ForceClose};
@@ -138,13 +138,19 @@ pub async fn reevaluate_on_change(state: SharedState, admitted: AdmittedConnecti
     let mut generations = state.subscribe();
     while generations.changed().await.is_ok() {
         let snapshot = state.read();
-        let closed = admitted.reevaluate(|facts| decide(&snapshot, facts));
-        debug!(
-            generation = snapshot.generation(),
-            tracked = admitted.len(),
-            closed = closed.len(),
-            "policies re-evaluated"
-        );
+        let generation = snapshot.generation();
+        // Thousands of connections against thousands of policies can take a while: keep it
+        // off the async workers. Changes arriving meanwhile coalesce into one more pass.
+        let registry = admitted.clone();
+        let pass = tokio::task::spawn_blocking(move || registry.reevaluate(|facts| decide(&snapshot, facts)));
+        let closed = match pass.await {
+            Ok(closed) => closed,
+            Err(e) => {
+                error!(generation, error = %e, "policy re-evaluation failed; open connections were not re-checked");
+                continue;
+            }
+        };
+        debug!(generation, tracked = admitted.len(), closed = closed.len(), "policies re-evaluated");
         for (facts, denial) in closed {
             warn!(
                 src.addr = %facts.source_addr,
