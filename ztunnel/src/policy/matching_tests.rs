@@ -135,6 +135,18 @@ fn every_field_and_its_negation() {
         // STRICT mTLS: no identity.
         ("notPrincipals presence", Match { not_principals: vec![StringMatch::Presence], ..m() }, [true, false, false]),
         ("principals presence", Match { principals: vec![StringMatch::Presence], ..m() }, [false, true, true]),
+        // Without an identity no principal matches, not even one matching every string (an
+        // empty prefix, which the local config rejects but xDS could send).
+        (
+            "principals empty prefix",
+            Match { principals: vec![StringMatch::Prefix("".into())], ..m() },
+            [false, true, true],
+        ),
+        (
+            "notPrincipals empty prefix",
+            Match { not_principals: vec![StringMatch::Prefix("".into())], ..m() },
+            [true, false, false],
+        ),
         // Without an identity the namespace compares as "": presence fails, negations hold.
         ("namespaces presence", Match { namespaces: vec![StringMatch::Presence], ..m() }, [false, true, true]),
         ("notNamespaces presence", Match { not_namespaces: vec![StringMatch::Presence], ..m() }, [true, false, false]),
