@@ -1,11 +1,11 @@
 //! Policies over time and mTLS modes: STRICT against PERMISSIVE, an open connection closed
 //! when a DENY policy arrives, dry-run, and the real binary's access log naming the policy.
 //!
-//! Plaintext inbound (port 15006) arrives with eBPF capture; until then a non-mesh client
-//! reaches an app directly in these host-network tests, bypassing ztunnel. So STRICT is shown
-//! (a) over real traffic: mesh (HBONE) clients still pass, and (b) for plaintext, by asking
-//! the server's running ztunnel to decide a connection without a peer identity with its live
-//! state: the same entry the 15006 listener will call.
+//! These nodes run without eBPF capture, so a non-mesh client would reach an app directly.
+//! Here STRICT is shown (a) over real traffic: mesh (HBONE) clients still pass, and (b) for
+//! plaintext, by asking the server's running ztunnel to decide a connection without a peer
+//! identity with its live state, the call its 15006 listener makes. `capture_policy.rs`
+//! shows the refusal of real captured plaintext in network namespaces.
 
 use std::process::{Command, Stdio};
 use std::time::Duration;

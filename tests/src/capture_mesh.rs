@@ -46,6 +46,8 @@ pub struct CaptureMesh {
     pub nodes: Vec<Node>,
     pub pods: Vec<MeshPod>,
     pub services: Vec<MeshService>,
+    /// YAML appended to the rendered config as is (top-level `policies`, `namespaces`).
+    pub extra_config: String,
 }
 
 /// A service of the mesh: a VIP with port -> target port.
@@ -65,7 +67,7 @@ impl CaptureMesh {
         let dir = tempfile::tempdir().expect("temp dir");
         ztunnel::tls::install_crypto_provider();
         ztunnel::identity::LocalCa::load_or_generate(&dir.path().join("ca"), "cluster.local").expect("test CA");
-        CaptureMesh { topo, dir, nodes, pods: Vec::new(), services: Vec::new() }
+        CaptureMesh { topo, dir, nodes, pods: Vec::new(), services: Vec::new(), extra_config: String::new() }
     }
 
     pub fn node(&self, name: &str) -> &Node {
@@ -139,6 +141,7 @@ impl CaptureMesh {
                 target = s.target,
             );
         }
+        y.push_str(&self.extra_config);
         y
     }
 

@@ -4,7 +4,8 @@
 //!   destination is read from the capture map (keyed by the client's address) and the source
 //!   workload is the pod itself, known from the listener.
 //! - 15006 receives inbound plaintext connections assigned by `sk_lookup`; the accepted
-//!   socket's local address is the original destination.
+//!   socket's local address is the original destination. They are authorized with no peer
+//!   identity (so STRICT mTLS refuses them) before the app is dialled; a refused one is reset.
 //! - 15008 terminates inbound HBONE as the pod's identity.
 //!
 //! Outbound dials are made from inside the pod's namespace; the app is reached inside the pod
@@ -18,6 +19,7 @@ use tokio::task::JoinSet;
 use tracing::debug;
 
 use super::accept::accept_until_drained;
+use super::authorize::{InboundFacts, authorize};
 use super::connection::{ConnectionRecord, Opening, Peer};
 use super::copy::{TcpChunkReader, copy_bidirectional};
 use super::outbound::{Outbound, proxy_to};
@@ -82,7 +84,12 @@ impl PodProxy {
         let mut tasks = JoinSet::new();
         for listeners in families {
             tasks.spawn(serve_outbound(listeners.outbound, inputs.clone(), ctx.clone(), in_pod.clone()));
-            tasks.spawn(serve_inbound_plain(listeners.inbound_plain, inputs.clone(), to_app.clone()));
+            tasks.spawn(serve_inbound_plain(
+                listeners.inbound_plain,
+                inputs.clone(),
+                to_app.clone(),
+                ctx.workload_uid.clone(),
+            ));
             tasks.spawn(inbound::serve(listeners.inbound_hbone, inputs.clone(), to_app.clone()));
         }
         PodProxy { _tasks: tasks }
@@ -130,23 +137,31 @@ async fn handle_outbound(
     Ok(())
 }
 
-async fn serve_inbound_plain(listener: TcpListener, inputs: ProxyInputs, to_app: Dialer) {
+async fn serve_inbound_plain(listener: TcpListener, inputs: ProxyInputs, to_app: Dialer, pod_uid: Arc<str>) {
     let drain = inputs.drain.clone();
     accept_until_drained(listener, "pod inbound plaintext", &drain, |stream, peer| {
-        let (inputs, to_app) = (inputs.clone(), to_app.clone());
-        async move { handle_inbound_plain(stream, peer, &inputs, &to_app).await }
+        let (inputs, to_app, pod_uid) = (inputs.clone(), to_app.clone(), pod_uid.clone());
+        async move { handle_inbound_plain(stream, peer, &inputs, &to_app, &pod_uid).await }
     })
     .await
 }
 
-async fn handle_inbound_plain(stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, to_app: &Dialer) {
+async fn handle_inbound_plain(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inputs: &ProxyInputs,
+    to_app: &Dialer,
+    pod_uid: &str,
+) {
     let _ = stream.set_nodelay(true);
     let Ok(target) = stream.local_addr() else { return };
     let (workload, source) = {
         let state = inputs.state.read();
-        (state.workload_by_ip(target.ip()), state.workload_by_ip(peer.ip()))
+        // The listener lives in the pod's namespace, so the destination is the pod itself.
+        let workload = state.workload_by_uid(pod_uid).or_else(|| state.workload_by_ip(target.ip()));
+        (workload, state.workload_by_ip(peer.ip()))
     };
-    let record = ConnectionRecord::open(
+    let mut record = ConnectionRecord::open(
         &inputs.metrics,
         Opening {
             direction: Direction::Inbound,
@@ -154,12 +169,27 @@ async fn handle_inbound_plain(stream: TcpStream, peer: SocketAddr, inputs: &Prox
             dst_addr: target,
             // Without mTLS the peer's identity is unknown; its workload is only a hint.
             source: Peer { workload: source, identity: None },
-            destination: Peer { identity: workload.as_ref().map(|w| w.identity()), workload },
+            destination: Peer { identity: workload.as_ref().map(|w| w.identity()), workload: workload.clone() },
             service: None,
             mtls: false,
             cluster_id: &inputs.settings.cluster_id,
         },
     );
+    // Without its workload no policy can be checked: fail closed.
+    let Some(workload) = workload else {
+        record.close(&Err(Error::UnknownDestination { authority: target }));
+        reset(stream);
+        return;
+    };
+    let facts = InboundFacts { source_identity: None, source_addr: peer, destination: target, workload };
+    let admission = match authorize(inputs, facts, &mut record) {
+        Ok(admission) => admission,
+        Err(e) => {
+            record.close(&Err(e));
+            reset(stream);
+            return;
+        }
+    };
     let result = match to_app.connect(target).await {
         Ok(app) => {
             let (cr, cw) = stream.into_split();
@@ -169,9 +199,16 @@ async fn handle_inbound_plain(stream: TcpStream, peer: SocketAddr, inputs: &Prox
                 (TcpChunkReader::new(ar), aw),
                 record.transferred.clone(),
             );
-            inputs.force_close.or_close(async { copy.await.map_err(Error::from) }).await
+            admission.enforce(&inputs.force_close, async { copy.await.map_err(Error::from) }).await
         }
         Err(e) => Err(e),
     };
     record.close(&result);
+}
+
+/// Closes a refused plaintext connection with a reset, so the client fails at once instead
+/// of seeing an orderly end of stream.
+fn reset(stream: TcpStream) {
+    let _ = socket2::SockRef::from(&stream).set_linger(Some(std::time::Duration::ZERO));
+    drop(stream);
 }
