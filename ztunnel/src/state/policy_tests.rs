@@ -87,3 +87,12 @@ fn config_dump_lists_policies_in_istio_spelling() {
     assert_eq!(policies[1]["scope"], "WorkloadSelector");
     assert_eq!(dump["workloads"][0]["authorizationPolicies"][0], "istio-system/istio_converted_static_strict");
 }
+
+#[test]
+fn readme_authorization_example_parses() {
+    let readme = include_str!("../../../README.md");
+    let section = readme.split("### Authorization").nth(1).expect("README has an Authorization section");
+    let yaml = section.split("```yaml\n").nth(1).and_then(|s| s.split("```").next()).expect("a yaml block");
+    let cfg = parse_local_config(yaml.as_bytes(), "README.md", "cluster.local").unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.policies()[0].key().as_str(), "shop/allow-sleep");
+}
