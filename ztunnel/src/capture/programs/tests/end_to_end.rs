@@ -428,6 +428,12 @@ fn inbound_is_refused_without_the_15006_listener(t: &mut Pod) {
     let key = IpKey::from(t.family.pod);
     assert!(t.maps.has_inbound_socket(key), "inbound_sockets must hold the 15006 listener");
     drop(t.listen.inbound.take());
+    // The kernel unlinks a closed socket from the map when it is destroyed, which can lag the
+    // close under load: wait for it, bounded.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(2);
+    while t.maps.has_inbound_socket(key) && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(10));
+    }
     assert!(!t.maps.has_inbound_socket(key), "closing the 15006 listener must remove it from inbound_sockets");
 
     // sk_lookup's SK_DROP makes the kernel's listener lookup fail, and TCP answers a SYN that
