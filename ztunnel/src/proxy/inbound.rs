@@ -110,19 +110,19 @@ fn forwarded_param<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 /// client's `forwarded: host=` if the workload serves it, else the only service of the
 /// workload with target port `port` (as Istio's ztunnel guesses it).
 fn inbound_service(state: &ProxyState, workload: &Workload, port: u16, host: Option<&str>) -> Option<Arc<Service>> {
-    let mine: Vec<&Arc<Service>> = state.services().filter(|s| s.endpoints.contains_key(&workload.uid)).collect();
+    let mine = state.services_of(&workload.uid);
     if let Some(host) = host
         && let Some(s) = mine.iter().find(|s| &*s.hostname == host)
     {
-        return Some((*s).clone());
+        return Some(s.clone());
     }
     let targets_port = |s: &Service| {
         let endpoint_ports = s.endpoints.get(&workload.uid).is_some_and(|e| e.port.values().any(|t| *t == port));
         endpoint_ports || s.ports.values().any(|t| *t == port)
     };
-    let by_port: Vec<&&Arc<Service>> = mine.iter().filter(|s| targets_port(s)).collect();
-    match by_port.as_slice() {
-        [only] => Some((**only).clone()),
+    let mut by_port = mine.iter().filter(|s| targets_port(s));
+    match (by_port.next(), by_port.next()) {
+        (Some(only), None) => Some(only.clone()),
         _ => None,
     }
 }

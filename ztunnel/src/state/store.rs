@@ -49,17 +49,24 @@ pub struct ProxyState {
     by_vip: HashMap<IpAddr, ByNetwork<Service>>,
     /// hostname -> services with that hostname (one per namespace).
     by_host: HashMap<Arc<str>, Vec<ServiceEntry>>,
+    /// workload uid -> services it is an endpoint of.
+    by_endpoint: HashMap<Arc<str>, Vec<Arc<Service>>>,
     /// Bytes of the config file this snapshot was built from, if any.
     pub(super) source: Option<Arc<[u8]>>,
 }
 
 impl ProxyState {
-    /// An empty snapshot for a proxy in `network`.
     /// Pods on `node` that the local config enrolls in capture.
     pub fn captures_on_node(&self, node: &str) -> Vec<Arc<PodCapture>> {
         self.captures.iter().filter(|c| &*c.node == node).cloned().collect()
     }
 
+    /// Services the workload `uid` is an endpoint of (no allocation: per-connection lookups).
+    pub fn services_of(&self, uid: &str) -> &[Arc<Service>] {
+        self.by_endpoint.get(uid).map(Vec::as_slice).unwrap_or_default()
+    }
+
+    /// An empty snapshot for a proxy in `network`.
     pub fn empty(network: &str) -> ProxyState {
         ProxyState { network: network.into(), ..ProxyState::default() }
     }
@@ -103,6 +110,9 @@ impl ProxyState {
             }
             let by_port = s.ports.iter().map(|(&port, &target)| (port, st.candidates(&s, port, target))).collect();
             st.by_host.entry(s.hostname.clone()).or_default().push(ServiceEntry { service: s.clone(), by_port });
+            for uid in s.endpoints.keys() {
+                st.by_endpoint.entry(uid.clone()).or_default().push(s.clone());
+            }
             st.services.push(s);
         }
         st

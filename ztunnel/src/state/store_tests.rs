@@ -61,6 +61,17 @@ fn lookups_by_ip_vip_uid_host_and_node() {
     on_n2.sort();
     assert_eq!(on_n2, ["c", "only81", "sick"]);
     assert!(st.workloads_on_node("n9").is_empty());
+    // The endpoint index agrees with the services' own endpoint lists.
+    for w in st.workloads() {
+        let mut indexed: Vec<&str> = st.services_of(&w.uid).iter().map(|s| &*s.hostname).collect();
+        let mut scanned: Vec<&str> =
+            st.services().filter(|s| s.endpoints.contains_key(&w.uid)).map(|s| &*s.hostname).collect();
+        indexed.sort();
+        scanned.sort();
+        assert_eq!(indexed, scanned, "services of {}", w.uid);
+    }
+    assert!(st.services().any(|s| !s.endpoints.is_empty()), "the fixture must have endpoints");
+    assert!(st.services_of("no-such-uid").is_empty());
     assert_eq!(st.workloads().count(), 7);
     assert_eq!(st.services().count(), 3);
     assert_eq!(st.policies().len(), 1);
