@@ -205,7 +205,7 @@ impl Env {
         };
         sk_lookup.attach(pod.as_fd()).unwrap_or_else(|e| panic!("cannot attach {SK_LOOKUP} to the pod netns: {e}"));
 
-        let cookie = sys::netns_cookie(pod.socket(Domain::IPV4).as_fd()).expect("SO_NETNS_COOKIE");
+        let cookie = crate::capture::sys::netns_cookie(pod.socket(Domain::IPV4).as_fd()).expect("SO_NETNS_COOKIE");
         let config = PodConfig::new(Some(POD_V4), Some(POD_V6)).with_ready(true);
         let mut maps = Maps::take(&mut ebpf);
         maps.pods.insert(cookie, config, 0).unwrap();

@@ -46,7 +46,7 @@ pub(super) struct Bpffs {
 impl Bpffs {
     pub(super) fn mount() -> io::Result<Self> {
         let dir = tempfile::Builder::new().prefix("ztunnel-test-bpffs-").tempdir()?;
-        sys::mount_bpffs(dir.path())?;
+        crate::capture::sys::mount_bpffs(dir.path())?;
         Ok(Self { dir })
     }
 

@@ -10,9 +10,8 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::Command;
 
-/// `SO_COOKIE` and `SO_NETNS_COOKIE` (asm-generic values, as on x86_64 and arm64).
+/// `SO_COOKIE` (asm-generic value, as on x86_64 and arm64).
 const SO_COOKIE: c_int = 57;
-const SO_NETNS_COOKIE: c_int = 71;
 
 /// Where the socket-factory child keeps the sockets it made (see [`make_sockets_before_exec`]).
 pub(super) const FACTORY_FD_BASE: RawFd = 500;
@@ -48,21 +47,9 @@ fn getsockopt_u64(socket: BorrowedFd<'_>, option: c_int) -> io::Result<u64> {
     Ok(value)
 }
 
-/// The cookie of the network namespace `socket` belongs to (`bpf_get_netns_cookie`).
-pub(super) fn netns_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
-    getsockopt_u64(socket, SO_NETNS_COOKIE)
-}
-
 /// The socket's cookie (`bpf_get_socket_cookie`).
 pub(super) fn socket_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
     getsockopt_u64(socket, SO_COOKIE)
-}
-
-/// Mounts a new, private bpffs instance on `target`.
-pub(super) fn mount_bpffs(target: &Path) -> io::Result<()> {
-    let target = c_path(target)?;
-    // SAFETY: every pointer is a NUL-terminated string that outlives the call; no data.
-    check(unsafe { libc::mount(c"bpf".as_ptr(), target.as_ptr(), c"bpf".as_ptr(), 0, std::ptr::null()) }).map(drop)
 }
 
 /// Detaches the mount on `target` (lazily, so open pins cannot keep it busy).
