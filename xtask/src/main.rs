@@ -1,10 +1,11 @@
 //! `cargo xtask`: developer automation for the ztunnel workspace.
 //!
 //! This file owns only the command line and the dispatch to one module per subcommand
-//! (`demo`, `test_suite`, `ebpf`, `fuzz`; `bench` will follow the same shape). Commands run tools
+//! (`demo`, `bench`, `test_suite`, `ebpf`, `fuzz`). Commands run tools
 //! and processes; they never reach into the daemon's internals, so they exercise exactly what
 //! a user runs.
 
+mod bench;
 mod demo;
 mod ebpf;
 mod fuzz;
@@ -32,6 +33,12 @@ enum Command {
     /// The demo's measuring client and sink, run by the demo inside pods.
     #[command(hide = true)]
     Probe(demo::probe::ProbeArgs),
+    /// Measure the mesh against direct TCP in one run (throughput, latency, CPU, connection
+    /// rates, memory, state at scale); prints a table and writes JSON. Needs root.
+    Bench(bench::BenchArgs),
+    /// The benchmark's clients and echo server, run by the bench inside pods.
+    #[command(hide = true)]
+    Load(bench::load::LoadArgs),
     /// Run the project's full test suite, installing missing prerequisites (Envoy) first.
     Test(test_suite::TestArgs),
     /// Compile the eBPF programs into the committed ebpf/ztunnel.bpf.o (needs clang-19);
@@ -47,6 +54,8 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::main(args),
         Command::Test(args) => test_suite::main(args),
         Command::Probe(args) => demo::probe::main(args),
+        Command::Bench(args) => bench::main(args),
+        Command::Load(args) => bench::load::main(args),
         Command::Ebpf(args) => ebpf::main(args),
         Command::Fuzz(args) => fuzz::main(args),
     };

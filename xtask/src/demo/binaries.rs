@@ -32,7 +32,7 @@ pub(crate) fn build() -> anyhow::Result<Binaries> {
 
 /// Runs one `cargo build` line (printed first) and returns the path of the executable `name`
 /// cargo reports.
-fn build_one(command: &str, name: &str) -> anyhow::Result<PathBuf> {
+pub(crate) fn build_one(command: &str, name: &str) -> anyhow::Result<PathBuf> {
     println!("    {command}");
     let output = workspace::cargo()
         .args(command.split_whitespace().skip(1))

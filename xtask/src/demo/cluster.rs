@@ -18,7 +18,7 @@ use ztunnel_tests::netns::{Node, Pod, ProcGuard, TopologyId};
 use super::binaries::Binaries;
 use super::blocking::blocking;
 use super::http;
-use super::layout::{App, NODES, PODS, PodSpec, WEB_SERVICE};
+use super::layout::{App, NODES, PodSpec, ServiceSpec};
 
 /// ztunnel's local servers inside each node's namespace (as the harness configures them).
 pub(crate) const ADMIN: SocketAddr = SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 15000);
@@ -73,17 +73,25 @@ impl Cluster {
     /// Builds the nodes and pods and writes the mesh config (blocking; run it off the runtime).
     /// Mesh pods are listed as HBONE workloads without `capture` blocks: they are enrolled
     /// later with `ztunnel enroll`, as a node agent would.
-    pub(crate) fn create(binaries: Binaries, log_dir: &Path) -> anyhow::Result<Cluster> {
-        let mut mesh = CaptureMesh::new("demo", &NODES);
+    /// `name` names the topology (`demo`, `bench`).
+    pub(crate) fn create(
+        name: &str,
+        binaries: Binaries,
+        log_dir: &Path,
+        specs: &[PodSpec],
+        services: &[ServiceSpec],
+    ) -> anyhow::Result<Cluster> {
+        let mut mesh = CaptureMesh::new(name, &NODES);
         let mut pods = Vec::new();
-        for spec in PODS {
+        for &spec in specs {
             let membership = if spec.in_mesh() { Membership::Listed } else { Membership::Outside };
             let pod = mesh.pod(spec.node, spec.name, spec.service_account.unwrap_or("none"), membership);
             let uid = mesh.pods.last().map(|p| p.uid()).context("the harness recorded no pod")?;
             pods.push(DemoPod { spec, pod, uid });
         }
-        let s = WEB_SERVICE;
-        mesh.service(s.name, s.vip, s.port, s.target_port, s.endpoints);
+        for s in services {
+            mesh.service(s.name, s.vip, s.port, s.target_port, s.endpoints);
+        }
         mesh.write_config();
         std::fs::copy(mesh.config_path(), log_dir.join("mesh.yaml")).context("cannot copy the mesh config")?;
         Ok(Cluster { ztunnels: Vec::new(), apps: Vec::new(), pods, mesh, binaries, log_dir: log_dir.to_path_buf() })
@@ -131,20 +139,49 @@ impl Cluster {
                 ],
             };
             for (role, argv, ready_line) in commands {
-                let pod = p.pod.clone();
-                let name = app_name(p.spec.name, role);
-                let proc = blocking(move || {
-                    let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
-                    let mut proc = pod.spawn(&argv);
-                    proc.wait_for_stdout(ready_line, APP_START_TIMEOUT)?;
-                    Ok(proc)
-                })
-                .await
-                .with_context(|| format!("starting {name}"))?;
-                self.apps.push(Running { name, proc });
+                self.start_app(&p, app_name(p.spec.name, role), argv, ready_line).await?;
             }
         }
         Ok(())
+    }
+
+    /// Starts `argv` in `pod` as the app `name` and waits until it prints `ready_line`.
+    pub(crate) async fn start_app(
+        &mut self,
+        pod: &DemoPod,
+        name: String,
+        argv: Vec<String>,
+        ready_line: &'static str,
+    ) -> anyhow::Result<()> {
+        let pod = pod.pod.clone();
+        let proc = blocking(move || {
+            let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
+            let mut proc = pod.spawn(&argv);
+            proc.wait_for_stdout(ready_line, APP_START_TIMEOUT)?;
+            Ok(proc)
+        })
+        .await
+        .with_context(|| format!("starting {name}"))?;
+        self.apps.push(Running { name, proc });
+        Ok(())
+    }
+
+    /// The pid of `node`'s running ztunnel.
+    pub(crate) fn ztunnel_pid(&self, node: &str) -> anyhow::Result<u32> {
+        let z = self.ztunnels.iter().find(|z| z.name == node).with_context(|| format!("no ztunnel on {node}"))?;
+        Ok(z.proc.pid())
+    }
+
+    /// Stops `node`'s ztunnel with SIGTERM (bounded by `within`) and starts a new one, which
+    /// re-adopts the pods enrolled before. Returns the new pid.
+    pub(crate) async fn restart_ztunnel(&mut self, node: &str, within: Duration) -> anyhow::Result<u32> {
+        let (status, _) = self.terminate(node, within).await?;
+        if !status.success() {
+            bail!("ztunnel on {node} did not exit cleanly after SIGTERM: {status}");
+        }
+        self.ztunnels.retain(|z| z.name != node);
+        let (pid, _) = self.start_ztunnel(node).await?;
+        Ok(pid)
     }
 
     /// `(name, pid)` of every ztunnel and app started.
@@ -197,7 +234,7 @@ impl Cluster {
     fn ztunnel_argv(&self, node: &str) -> anyhow::Result<Vec<String>> {
         let dir = self.mesh.dir.path();
         let ca = dir.join("ca");
-        let mut argv = strings(&["sh", "-c", r#"log=$1; shift; exec "$@" >"$log" 2>&1"#, "sh"]);
+        let mut argv = strings(&["sh", "-c", r#"log=$1; shift; exec "$@" >>"$log" 2>&1"#, "sh"]);
         argv.push(path_str(&self.ztunnel_log(node))?);
         argv.push(path_str(&self.binaries.ztunnel)?);
         argv.extend(strings(&["proxy", "--config", &path_str(&self.mesh.config_path())?, "--node", node]));
@@ -319,10 +356,10 @@ pub(crate) fn ztunnel_log(dir: &Path, node: &str) -> PathBuf {
     dir.join(format!("ztunnel-{node}.log"))
 }
 
-fn strings(items: &[&str]) -> Vec<String> {
+pub(crate) fn strings(items: &[&str]) -> Vec<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
-fn path_str(path: &Path) -> anyhow::Result<String> {
+pub(crate) fn path_str(path: &Path) -> anyhow::Result<String> {
     path.to_str().map(str::to_string).with_context(|| format!("path {} is not UTF-8", path.display()))
 }

@@ -18,17 +18,17 @@
 //! the namespaces, cgroups and bpffs pins (see [`cluster`]).
 
 mod bench;
-mod binaries;
-mod blocking;
+pub(crate) mod binaries;
+pub(crate) mod blocking;
 mod bulk_pattern;
-mod cleanup;
-mod cluster;
+pub(crate) mod cleanup;
+pub(crate) mod cluster;
 mod evidence;
 mod flows;
 mod http;
-mod layout;
+pub(crate) mod layout;
 mod metrics;
-mod prerequisites;
+pub(crate) mod prerequisites;
 pub(crate) mod probe;
 mod report;
 
@@ -76,7 +76,7 @@ pub(crate) struct DemoArgs {
 
 pub(crate) fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     println!("==> checking this machine");
-    prerequisites::ensure().context("step \"prerequisites\" failed")?;
+    prerequisites::ensure(&[]).context("step \"prerequisites\" failed")?;
     println!("==> building (release)");
     let binaries = binaries::build().context("step \"build\" failed")?;
     println!("    {}\n    {}", binaries.ztunnel.display(), binaries.testapp.display());
@@ -145,7 +145,8 @@ impl std::error::Error for Interrupted {}
 async fn run(args: &DemoArgs, binaries: Binaries, dir: &Path, created: &Created) -> anyhow::Result<String> {
     println!("==> mesh: 2 nodes, 5 pods (trust domain {TRUST_DOMAIN}), files in {}", dir.display());
     let log_dir = dir.to_path_buf();
-    let mut cluster = blocking(move || Cluster::create(binaries, &log_dir)).await.context("step \"mesh\" failed")?;
+    let create = move || Cluster::create("demo", binaries, &log_dir, &layout::PODS, &[layout::WEB_SERVICE]);
+    let mut cluster = blocking(create).await.context("step \"mesh\" failed")?;
     created.topology(cluster.id());
     report::plan(&cluster);
 

@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use anyhow::{Context, bail};
 
 /// A tool the demo runs, the argument that proves it works, and the Debian package with it.
-struct Tool {
+pub(crate) struct Tool {
     program: &'static str,
     probe: &'static str,
     package: &'static str,
@@ -22,18 +22,24 @@ const TOOLS: [Tool; 4] = [
     Tool { program: "python3", probe: "--version", package: "python3", why: "the HTTP server in the web pod" },
 ];
 
-/// Fails unless running as root with cgroup v2 mounted; installs missing tools.
-pub(crate) fn ensure() -> anyhow::Result<()> {
+/// iperf3, the bulk-throughput client and server of `cargo xtask bench`.
+pub(crate) const IPERF3: Tool =
+    Tool { program: "iperf3", probe: "--version", package: "iperf3", why: "bulk throughput in the benchmark" };
+
+/// Fails unless running as root with cgroup v2 mounted; installs missing tools (the demo's
+/// own and `extra`).
+pub(crate) fn ensure(extra: &[Tool]) -> anyhow::Result<()> {
     if !rustix::process::geteuid().is_root() {
         bail!(
-            "the demo needs root (it loads eBPF programs and creates network namespaces and cgroups); try: sudo -E cargo xtask demo"
+            "this needs root (it loads eBPF programs and creates network namespaces and cgroups); run it as root, e.g. sudo -E cargo xtask ..."
         );
     }
     let cgroup = ztunnel_tests::netns::cgroup2_mount().context("the demo needs the cgroup v2 hierarchy mounted")?;
     println!("    root: yes; cgroup v2 at {}", cgroup.display());
-    let missing: Vec<&Tool> = TOOLS.iter().filter(|t| !works(t)).collect();
+    let tools: Vec<&Tool> = TOOLS.iter().chain(extra).collect();
+    let missing: Vec<&Tool> = tools.iter().copied().filter(|t| !works(t)).collect();
     if missing.is_empty() {
-        let found: Vec<&str> = TOOLS.iter().map(|t| t.program).collect();
+        let found: Vec<&str> = tools.iter().map(|t| t.program).collect();
         println!("    tools: {} found", found.join(", "));
         return Ok(());
     }
