@@ -159,6 +159,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         max_streams_per_connection: config.pool_max_streams,
         idle_timeout: config.pool_idle_timeout,
         h2: settings.h2.clone(),
+        ..PoolConfig::default()
     });
     let inputs = ProxyInputs {
         settings,

@@ -3,9 +3,11 @@
 //! Streams are multiplexed over connections keyed by the caller's key (for the proxy:
 //! source identity, destination identity, destination address). A connection carries at most
 //! `max_streams_per_connection` streams; when all are full, one more is dialled. Dialling is
-//! single-flight per key, so a burst of new streams opens the fewest connections. Connections
-//! that carried no stream for `idle_timeout` are released; dead ones (peer gone, PING timeout)
-//! are skipped and pruned.
+//! single-flight per key, so a burst of new streams opens the fewest connections. One idle
+//! connection per key is kept warm for `idle_timeout`; further idle connections of the same key
+//! (left over from a burst) are released after `surplus_idle_timeout`, so the memory of a burst
+//! of thousands of streams is given back soon after it ends. Dead connections (peer gone, PING
+//! timeout) are skipped and pruned.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -30,6 +32,9 @@ pub struct PoolConfig {
     pub max_streams_per_connection: usize,
     /// A connection with no stream for this long is closed.
     pub idle_timeout: Duration,
+    /// An idle connection of a key that already keeps another idle one warm is closed after
+    /// this long (at most `idle_timeout`).
+    pub surplus_idle_timeout: Duration,
     pub h2: H2Settings,
 }
 
@@ -38,6 +43,7 @@ impl Default for PoolConfig {
         PoolConfig {
             max_streams_per_connection: 100,
             idle_timeout: Duration::from_secs(300),
+            surplus_idle_timeout: Duration::from_secs(15),
             h2: H2Settings::default(),
         }
     }
@@ -216,18 +222,32 @@ where
 async fn reap_idle<K>(inner: Weak<Inner<K>>) {
     let period = {
         let Some(inner) = inner.upgrade() else { return };
-        (inner.config.idle_timeout / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
+        let shortest = inner.config.idle_timeout.min(inner.config.surplus_idle_timeout);
+        (shortest / 4).clamp(Duration::from_millis(100), Duration::from_secs(10))
     };
     loop {
         tokio::time::sleep(period).await;
         let Some(inner) = inner.upgrade() else { return };
         let idle_timeout = inner.config.idle_timeout;
+        let surplus_timeout = inner.config.surplus_idle_timeout.min(idle_timeout);
         let mut entries = inner.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries.retain(|_, entry| {
             let mut conns = entry.conns.lock().unwrap_or_else(|e| e.into_inner());
+            let mut warm_kept = false;
             conns.retain(|c| {
                 let usage = c.usage.lock().unwrap_or_else(|e| e.into_inner());
-                !c.conn.is_closed() && (usage.streams > 0 || usage.idle_since.elapsed() < idle_timeout)
+                if c.conn.is_closed() {
+                    return false;
+                }
+                if usage.streams > 0 {
+                    return true;
+                }
+                let idle = usage.idle_since.elapsed();
+                if !warm_kept && idle < idle_timeout {
+                    warm_kept = true;
+                    return true;
+                }
+                idle < surplus_timeout
             });
             // Keep the entry while a dial may be in progress for it.
             !conns.is_empty() || Arc::strong_count(entry) > 1

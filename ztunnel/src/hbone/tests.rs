@@ -149,6 +149,33 @@ async fn idle_connections_are_released() {
     assert_eq!(pool.stats().connections_opened, 2, "a released connection is redialled");
 }
 
+#[tokio::test]
+async fn after_a_burst_one_idle_connection_per_key_stays_warm() {
+    let addr = echo_server(H2Settings::default()).await;
+    let config = PoolConfig {
+        max_streams_per_connection: 1,
+        idle_timeout: Duration::from_secs(60),
+        surplus_idle_timeout: Duration::from_millis(200),
+        ..Default::default()
+    };
+    let pool: HbonePool<&str> = HbonePool::new(config);
+    let mut burst = Vec::new();
+    for _ in 0..3 {
+        burst.push(pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap());
+    }
+    assert_eq!(pool.stats().connections_open, 3, "one stream per connection: the burst needs three");
+    drop(burst);
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while pool.stats().connections_open != 1 {
+        assert!(tokio::time::Instant::now() < deadline, "surplus idle connections not released: {:?}", pool.stats());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(pool.stats().connections_open, 1, "the warm connection must outlive the surplus timeout");
+    let _t = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    assert_eq!(pool.stats().connections_opened, 3, "the next stream reuses the warm connection");
+}
+
 /// A TCP relay that can be frozen: it then stops forwarding in both directions, like a peer
 /// that vanished without closing its socket.
 async fn freezable_relay(target: SocketAddr, frozen: Arc<AtomicBool>) -> SocketAddr {
