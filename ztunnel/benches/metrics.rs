@@ -20,6 +20,7 @@ use std::sync::atomic::Ordering;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use ztunnel::metrics::Metrics;
+use ztunnel::proxy::ConnectionMetricsCache;
 use ztunnel::proxy::connection::{ConnectionRecord, Opening, Peer};
 use ztunnel::state::{LocalConfig, Service, Workload, parse_local_config};
 use ztunnel::telemetry::Direction;
@@ -64,7 +65,7 @@ struct Pair {
 }
 
 /// One connection as the outbound proxy records it: open, 1 KiB each way, close.
-fn record_connection(metrics: &Arc<Metrics>, pair: &Pair) {
+fn record_connection(metrics: &ConnectionMetricsCache, pair: &Pair) {
     let src_addr: SocketAddr = SocketAddr::new(pair.source.workload_ips[0], 40000);
     let dst_addr: SocketAddr = SocketAddr::new(pair.destination.workload_ips[0], 8080);
     let record = ConnectionRecord::open(
@@ -74,13 +75,9 @@ fn record_connection(metrics: &Arc<Metrics>, pair: &Pair) {
             src_addr,
             dst_addr,
             source: Peer { identity: Some(pair.source.identity()), workload: Some(pair.source.clone()) },
-            destination: Peer {
-                identity: Some(pair.destination.identity()),
-                workload: Some(pair.destination.clone()),
-            },
-            service: Some(&*pair.service),
+            destination: Peer { identity: Some(pair.destination.identity()), workload: Some(pair.destination.clone()) },
+            service: Some(&pair.service),
             mtls: true,
-            cluster_id: "cluster1",
         },
     );
     record.transferred.sent.fetch_add(1024, Ordering::Relaxed);
@@ -103,10 +100,10 @@ fn bench(c: &mut Criterion) {
 
     let mut group = c.benchmark_group("connection-telemetry");
     group.throughput(Throughput::Elements(1));
-    let metrics = Arc::new(Metrics::new());
+    let metrics = ConnectionMetricsCache::new(Arc::new(Metrics::new()), "cluster1");
     group.bench_function("repeated-pair", |b| b.iter(|| record_connection(black_box(&metrics), &pairs[0])));
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = ConnectionMetricsCache::new(Arc::new(Metrics::new()), "cluster1");
     let mut next = 0;
     group.bench_function(format!("distinct-pairs/{}", pairs.len()), |b| {
         b.iter(|| {
@@ -115,7 +112,7 @@ fn bench(c: &mut Criterion) {
         })
     });
 
-    let metrics = Arc::new(Metrics::new());
+    let metrics = ConnectionMetricsCache::new(Arc::new(Metrics::new()), "cluster1");
     let sink = tracing_subscriber::fmt().with_writer(std::io::sink).with_ansi(false).finish();
     tracing::subscriber::with_default(sink, || {
         group.bench_function("repeated-pair/access-log-on", |b| {
