@@ -71,7 +71,8 @@ async fn warm_pool(rt_settings: &H2Settings) -> HbonePool<&'static str> {
         let io = io.lock().expect("not poisoned").take();
         std::future::ready(io.ok_or("the bench pipe is dialled only once"))
     };
-    let (tunnel, _) = pool.connect(&"bench", dial, connect_request("10.2.0.1:8080")).await.expect("first stream");
+    let (tunnel, _) =
+        pool.connect(&"bench", dial, || Ok(connect_request("10.2.0.1:8080"))).await.expect("first stream");
     exchange(tunnel, Bytes::from_static(b"warm-up")).await;
     pool
 }
@@ -95,7 +96,7 @@ fn no_dial() -> std::future::Ready<Result<DuplexStream, &'static str>> {
 /// Time to push `iters` chunks of `size` bytes through one stream and get the server's count.
 async fn bulk(pool: &HbonePool<&'static str>, size: usize, iters: u64) -> Duration {
     let authority = format!("10.2.0.1:{SINK_PORT}");
-    let (tunnel, _) = pool.connect(&"bench", no_dial, connect_request(&authority)).await.expect("bulk stream");
+    let (tunnel, _) = pool.connect(&"bench", no_dial, || Ok(connect_request(&authority))).await.expect("bulk stream");
     let chunk = Bytes::from(vec![0x5a; size]);
     let (mut reader, mut writer) = tunnel.split();
     let started = Instant::now();
@@ -138,7 +139,7 @@ fn bench(c: &mut Criterion) {
 fn stream_round_trip(rt: &Runtime, pool: &HbonePool<&'static str>, payload: Bytes) {
     rt.block_on(async {
         let (tunnel, _) =
-            pool.connect(&"bench", no_dial, connect_request("10.2.0.1:8080")).await.expect("stream opens");
+            pool.connect(&"bench", no_dial, || Ok(connect_request("10.2.0.1:8080"))).await.expect("stream opens");
         let echoed = exchange(tunnel, payload).await;
         black_box(echoed);
     });
