@@ -256,3 +256,53 @@ impl CacheInner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::state::parse_local_config;
+
+    fn workloads() -> (Arc<Workload>, Arc<Workload>) {
+        let yaml = "workloads:
+- {uid: c1//Pod/shop/a, name: a-1, namespace: shop, serviceAccount: a, workloadName: a, workloadIps: [\"10.0.0.1\"]}
+- {uid: c1//Pod/shop/b, name: b-1, namespace: shop, serviceAccount: b, workloadIps: [\"10.0.0.2\"]}
+";
+        let cfg = parse_local_config(yaml.as_bytes(), "test.yaml", "cluster.local").expect("test config parses");
+        (Arc::new(cfg.workloads()[0].clone()), Arc::new(cfg.workloads()[1].clone()))
+    }
+
+    fn peer(w: &Arc<Workload>) -> Peer {
+        Peer { identity: Some(w.identity()), workload: Some(w.clone()) }
+    }
+
+    #[test]
+    fn same_pair_shares_counters_and_changed_workload_gets_its_own() {
+        let cache = ConnectionMetricsCache::new(Arc::new(Metrics::new()), "c1");
+        let (a, b) = workloads();
+        let key = |a: &Arc<Workload>| SeriesKey::new(Reporter::Source, peer(a), peer(&b), None, true);
+        let first = cache.counters(&key(&a));
+        assert!(Arc::ptr_eq(&first, &cache.counters(&key(&a))), "a repeated pair must reuse its counters");
+        assert_eq!(cache.len(), 1);
+
+        let updated = Arc::new((*a).clone());
+        assert!(!Arc::ptr_eq(&first, &cache.counters(&key(&updated))), "a new workload version gets its own entry");
+        let failed = cache.counters(&key(&a).with_flags(ResponseFlags::Denied));
+        assert!(!Arc::ptr_eq(&first, &failed), "a failure flag is another series");
+        assert_eq!(cache.len(), 3);
+    }
+
+    #[test]
+    fn labels_follow_istio_rules() {
+        let cache = ConnectionMetricsCache::new(Arc::new(Metrics::new()), "c1");
+        let (a, b) = workloads();
+        let key = SeriesKey::new(Reporter::Destination, peer(&a), Peer { identity: None, ..peer(&b) }, None, false);
+        let labels = cache.inner.labels(&key);
+        assert_eq!(&*labels.source_workload, "a", "workload name preferred");
+        assert_eq!(&*labels.destination_workload, "b-1", "pod name when no workload name");
+        assert_eq!(&*labels.source_principal, "spiffe://cluster.local/ns/shop/sa/a");
+        assert_eq!(&*labels.destination_principal, "spiffe://cluster.local/ns/shop/sa/b", "from the workload");
+        assert_eq!(&*labels.source_cluster, "c1", "the proxy's cluster when the workload names none");
+        assert_eq!(&*labels.destination_service, "unknown");
+        assert_eq!(labels.connection_security_policy, SecurityPolicy::Unknown);
+    }
+}
