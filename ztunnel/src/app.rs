@@ -166,6 +166,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         state: state.clone(),
         certs: certs.clone(),
         metrics: metrics.clone(),
+        connection_metrics: proxy::ConnectionMetricsCache::new(metrics.clone(), &config.cluster_id),
         pool: pool.clone(),
         drain: watch.clone(),
         force_close: force_close_signal,

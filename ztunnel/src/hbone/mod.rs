@@ -17,12 +17,13 @@ pub use server::{IncomingConnect, serve_connection};
 pub use settings::H2Settings;
 pub use stream::{Tunnel, TunnelReader, TunnelWriter};
 
+// Header names are constants so building a request does not parse (and allocate) them.
 /// Request header carrying W3C baggage about the source (and, on responses, the destination).
-pub const BAGGAGE: &str = "baggage";
+pub const BAGGAGE: http::HeaderName = http::HeaderName::from_static("baggage");
 /// Request header recording the original client (`for="ip:port"`) and service host.
-pub const FORWARDED: &str = "forwarded";
+pub const FORWARDED: http::HeaderName = http::header::FORWARDED;
 /// W3C trace context header.
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
 /// Failures of the HTTP/2 layer of a tunnel.
 #[derive(Debug, thiserror::Error)]

@@ -130,23 +130,24 @@ where
     /// Opens a `CONNECT` stream for `key`, reusing a pooled connection with a free slot or
     /// dialling a new one with `dial` (which returns an established, authenticated stream).
     /// A stream the peer refused unprocessed (its connection is draining) is retried once,
-    /// on another connection.
-    pub async fn connect<D, F, IO, E>(
+    /// on another connection. `request` builds the `CONNECT` request: once per attempt, so the
+    /// common single attempt neither copies the request nor keeps a spare one.
+    pub async fn connect<D, F, IO, E, R>(
         &self,
         key: &K,
         dial: D,
-        request: Request<()>,
+        mut request: R,
     ) -> Result<(Tunnel, HeaderMap), PoolError<E>>
     where
         D: Fn() -> F,
         F: Future<Output = Result<IO, E>>,
         IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+        R: FnMut() -> Result<Request<()>, Error>,
     {
-        let retry = copy_request(&request);
-        match self.connect_once(key, &dial, request).await {
+        match self.connect_once(key, &dial, request()?).await {
             Err(PoolError::Hbone(e)) if e.is_retryable() => {
                 debug!(key = ?key, error = %e, "stream refused by a draining connection; retrying on another");
-                self.connect_once(key, &dial, retry).await
+                self.connect_once(key, &dial, request()?).await
             }
             other => other,
         }
@@ -253,14 +254,4 @@ async fn reap_idle<K>(inner: Weak<Inner<K>>) {
             !conns.is_empty() || Arc::strong_count(entry) > 1
         });
     }
-}
-
-/// A copy of a body-less request (for a retry).
-fn copy_request(request: &Request<()>) -> Request<()> {
-    let mut copy = Request::new(());
-    *copy.method_mut() = request.method().clone();
-    *copy.uri_mut() = request.uri().clone();
-    *copy.version_mut() = request.version();
-    *copy.headers_mut() = request.headers().clone();
-    copy
 }

@@ -63,7 +63,7 @@ fn dial(addr: SocketAddr) -> impl Fn() -> std::future::Ready<std::io::Result<Tcp
 async fn stream_round_trip_and_half_close() {
     let addr = echo_server(H2Settings::default()).await;
     let pool: HbonePool<&str> = HbonePool::new(PoolConfig::default());
-    let (tunnel, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    let (tunnel, _) = pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
     let (mut r, mut w) = tunnel.split();
     let payload: Vec<u8> = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
     let send = payload.clone();
@@ -82,7 +82,8 @@ async fn stream_round_trip_and_half_close() {
 async fn non_200_answers_surface_as_status_errors() {
     let addr = echo_server(H2Settings::default()).await;
     let pool: HbonePool<&str> = HbonePool::new(PoolConfig::default());
-    let err = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:401")).await.err().expect("401 must fail");
+    let err =
+        pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:401"))).await.err().expect("401 must fail");
     match err {
         pool::PoolError::Hbone(e) => assert_eq!(e.status(), Some(StatusCode::UNAUTHORIZED), "got {e}"),
         other => panic!("expected an hbone status error, got {other}"),
@@ -111,7 +112,7 @@ async fn pool_caps_streams_per_connection_and_reuses_connections() {
     let pool: HbonePool<&str> = HbonePool::new(config);
     // 250 streams held open at once need exactly three connections.
     let mut tunnels = Vec::new();
-    let opens = (0..250).map(|_| pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")));
+    let opens = (0..250).map(|_| pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))));
     for result in futures_util::future::join_all(opens).await {
         tunnels.push(result.unwrap().0);
     }
@@ -122,12 +123,12 @@ async fn pool_caps_streams_per_connection_and_reuses_connections() {
     assert_eq!(pool.stats().streams_active, 0);
     // Later streams reuse pooled connections instead of dialling.
     for _ in 0..20 {
-        let (t, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+        let (t, _) = pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
         drop(t);
     }
     assert_eq!(pool.stats().connections_opened, 3, "sequential streams must reuse connections");
     // A different key never shares a connection.
-    let _t = pool.connect(&"other", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    let _t = pool.connect(&"other", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
     assert_eq!(pool.stats().connections_opened, 4);
 }
 
@@ -136,7 +137,7 @@ async fn idle_connections_are_released() {
     let addr = echo_server(H2Settings::default()).await;
     let config = PoolConfig { idle_timeout: Duration::from_millis(200), ..Default::default() };
     let pool: HbonePool<&str> = HbonePool::new(config);
-    let (t, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    let (t, _) = pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(pool.stats().connections_open, 1, "a connection with a live stream must stay");
     drop(t);
@@ -145,7 +146,7 @@ async fn idle_connections_are_released() {
         assert!(tokio::time::Instant::now() < deadline, "idle connection not released: {:?}", pool.stats());
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    let _t = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    let _t = pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
     assert_eq!(pool.stats().connections_opened, 2, "a released connection is redialled");
 }
 
@@ -312,11 +313,12 @@ async fn streams_refused_by_a_draining_server_move_to_a_new_connection() {
         }
     });
     let pool: HbonePool<&str> = HbonePool::new(PoolConfig::default());
-    let (held, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    let (held, _) = pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
     drain_tx.send(true).unwrap();
     tokio::time::sleep(Duration::from_millis(100)).await;
     // The first connection got GOAWAY but still carries `held`; a new stream must succeed.
-    let (fresh, _) = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.expect("stream after GOAWAY");
+    let (fresh, _) =
+        pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.expect("stream after GOAWAY");
     assert_eq!(pool.stats().connections_opened, 2, "the refused stream moved to a new connection");
     for tunnel in [held, fresh] {
         let (mut r, mut w) = tunnel.split();

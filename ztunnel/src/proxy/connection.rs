@@ -1,16 +1,22 @@
-//! One proxied connection's record: Istio metric labels resolved once when it opens, and at
-//! close the byte counts, the closed counter (with `response_flags`) and one access-log line.
+//! One proxied connection's record: Istio metric counters resolved when it opens (shared with
+//! every connection of the same label set, see [`super::connection_labels`]), and at close the
+//! byte counts, the closed counter (with `response_flags`) and one access-log line.
+//!
+//! The record keeps only shared handles (workloads, identities, service, counters) while the
+//! connection is open; the access-log text is formatted at close, and only if the log is on.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
 
+use super::connection_labels::{ConnectionMetricsCache, SeriesKey};
 use super::copy::Transferred;
 use super::{Error, ErrorKind};
 use crate::identity::Identity;
-use crate::metrics::{ConnectionLabels, ConnectionMetrics, Metrics, Reporter, ResponseFlags, SecurityPolicy};
-use crate::policy::Decision;
+use crate::metrics::{ConnectionMetrics, Reporter, ResponseFlags};
+use crate::policy::{Decision, PolicyKey, Reason};
 use crate::state::{Service, Workload};
 use crate::telemetry::{ConnectionFailure, ConnectionLog, Direction, log_connection};
 
@@ -23,75 +29,22 @@ pub struct Peer {
 
 /// Tracks one connection from open to close.
 pub struct ConnectionRecord {
-    metrics: Arc<Metrics>,
-    labels: ConnectionLabels,
-    counters: ConnectionMetrics,
-    log: ConnectionLog,
+    cache: ConnectionMetricsCache,
+    counters: Arc<ConnectionMetrics>,
+    /// Who talked to whom: the metric labels' inputs, and the access log's.
+    key: SeriesKey,
+    opened: Opened,
     started: Instant,
     pub transferred: Arc<Transferred>,
 }
 
-fn or_unknown(s: Option<&str>) -> String {
-    match s {
-        Some(s) if !s.is_empty() => s.to_string(),
-        _ => "unknown".to_string(),
-    }
-}
-
-fn workload_name(w: &Workload) -> &str {
-    if w.workload_name.is_empty() { &w.name } else { &w.workload_name }
-}
-
-fn app(w: &Workload) -> &str {
-    if w.canonical_name.is_empty() { workload_name(w) } else { &w.canonical_name }
-}
-
-/// Builds the Istio label set for a connection.
-fn labels(
-    reporter: Reporter,
-    source: &Peer,
-    destination: &Peer,
-    service: Option<&Service>,
-    mtls: bool,
-    cluster_id: &str,
-) -> ConnectionLabels {
-    let src = source.workload.as_deref();
-    let dst = destination.workload.as_deref();
-    let principal = |p: &Peer| {
-        p.identity.as_ref().map(|i| i.to_string()).or_else(|| p.workload.as_ref().map(|w| w.identity().to_string()))
-    };
-    let cluster = |w: Option<&Workload>| match w {
-        Some(w) if !w.cluster_id.is_empty() => w.cluster_id.to_string(),
-        Some(_) => cluster_id.to_string(),
-        None => "unknown".to_string(),
-    };
-    let src_namespace =
-        src.map(|w| w.namespace.to_string()).or_else(|| source.identity.as_ref().map(|i| i.namespace().to_string()));
-    ConnectionLabels {
-        reporter,
-        source_workload: or_unknown(src.map(workload_name)),
-        source_canonical_service: or_unknown(src.map(app)),
-        source_canonical_revision: or_unknown(src.map(|w| &*w.canonical_revision)),
-        source_workload_namespace: or_unknown(src_namespace.as_deref()),
-        source_principal: or_unknown(principal(source).as_deref()),
-        source_app: or_unknown(src.map(app)),
-        source_version: or_unknown(src.map(|w| &*w.canonical_revision)),
-        source_cluster: cluster(src),
-        destination_service: or_unknown(service.map(|s| &*s.hostname)),
-        destination_service_namespace: or_unknown(service.map(|s| &*s.namespace)),
-        destination_service_name: or_unknown(service.map(|s| &*s.name)),
-        destination_workload: or_unknown(dst.map(workload_name)),
-        destination_canonical_service: or_unknown(dst.map(app)),
-        destination_canonical_revision: or_unknown(dst.map(|w| &*w.canonical_revision)),
-        destination_workload_namespace: or_unknown(dst.map(|w| &*w.namespace)),
-        destination_principal: or_unknown(principal(destination).as_deref()),
-        destination_app: or_unknown(dst.map(app)),
-        destination_version: or_unknown(dst.map(|w| &*w.canonical_revision)),
-        destination_cluster: cluster(dst),
-        request_protocol: Default::default(),
-        response_flags: ResponseFlags::None,
-        connection_security_policy: if mtls { SecurityPolicy::MutualTls } else { SecurityPolicy::Unknown },
-    }
+/// What the access log says besides the peers, kept until close.
+struct Opened {
+    direction: Direction,
+    src_addr: SocketAddr,
+    dst_addr: SocketAddr,
+    policy: Option<PolicyKey>,
+    dry_run: Option<Reason>,
 }
 
 /// What is known about a connection when it opens.
@@ -101,44 +54,51 @@ pub struct Opening<'a> {
     pub dst_addr: SocketAddr,
     pub source: Peer,
     pub destination: Peer,
-    pub service: Option<&'a Service>,
+    pub service: Option<&'a Arc<Service>>,
     pub mtls: bool,
-    pub cluster_id: &'a str,
+}
+
+/// `namespace/name` of a workload or service, formatted only when logged.
+struct Namespaced<'a>(&'a str, &'a str);
+
+impl fmt::Display for Namespaced<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.0, self.1)
+    }
+}
+
+impl<'a> Namespaced<'a> {
+    fn workload(w: &'a Workload) -> Namespaced<'a> {
+        Namespaced(&w.namespace, &w.name)
+    }
+}
+
+/// A value for the access log, formatted only if the log line is written.
+fn shown<T: fmt::Display>(value: Option<&T>) -> Option<&dyn fmt::Display> {
+    value.map(|v| v as &dyn fmt::Display)
 }
 
 impl ConnectionRecord {
     /// Counts the connection as opened.
-    pub fn open(metrics: &Arc<Metrics>, o: Opening<'_>) -> ConnectionRecord {
+    pub fn open(cache: &ConnectionMetricsCache, o: Opening<'_>) -> ConnectionRecord {
         let reporter = match o.direction {
             Direction::Outbound => Reporter::Source,
             Direction::Inbound => Reporter::Destination,
         };
-        let labels = labels(reporter, &o.source, &o.destination, o.service, o.mtls, o.cluster_id);
-        let counters = metrics.connection(&labels);
+        let key = SeriesKey::new(reporter, o.source, o.destination, o.service, o.mtls);
+        let counters = cache.counters(&key);
         counters.opened();
-        let identity = |p: &Peer| p.identity.as_ref().map(|i| i.to_string());
-        let workload = |p: &Peer| p.workload.as_ref().map(|w| format!("{}/{}", w.namespace, w.name));
-        let log = ConnectionLog {
-            src_addr: o.src_addr,
-            src_workload: workload(&o.source),
-            src_identity: identity(&o.source),
-            dst_addr: o.dst_addr,
-            dst_service: o.service.map(|s| format!("{}/{}", s.namespace, s.hostname)),
-            dst_workload: workload(&o.destination),
-            dst_identity: identity(&o.destination),
-            direction: o.direction,
-            bytes_sent: 0,
-            bytes_recv: 0,
-            duration: Default::default(),
-            policy: None,
-            dry_run: None,
-            error: None,
-        };
         ConnectionRecord {
-            metrics: metrics.clone(),
-            labels,
+            cache: cache.clone(),
             counters,
-            log,
+            key,
+            opened: Opened {
+                direction: o.direction,
+                src_addr: o.src_addr,
+                dst_addr: o.dst_addr,
+                policy: None,
+                dry_run: None,
+            },
             started: Instant::now(),
             transferred: Default::default(),
         }
@@ -147,8 +107,8 @@ impl ConnectionRecord {
     /// Notes the authorization decision for the access log: the deciding policy, and what
     /// dry-run policies would have done when they would deny.
     pub fn set_decision(&mut self, decision: &Decision) {
-        self.log.policy = decision.reason.policy().map(ToString::to_string);
-        self.log.dry_run = decision.dry_run_denial().map(ToString::to_string);
+        self.opened.policy = decision.reason.policy().cloned();
+        self.opened.dry_run = decision.dry_run_denial().cloned();
     }
 
     /// Records the end of the connection: bytes, the closed counter and the access-log line.
@@ -168,17 +128,43 @@ impl ConnectionRecord {
         if flags == ResponseFlags::None {
             self.counters.closed();
         } else {
-            self.labels.response_flags = flags;
-            self.metrics.connection(&self.labels).closed();
+            self.cache.counters(&self.key.with_flags(flags)).closed();
         }
         if let Err(Error::Denied(denial)) = result {
             // A late rejection names the policy that closed the connection.
-            self.log.policy = denial.reason.policy().map(ToString::to_string);
+            self.opened.policy = denial.reason.policy().cloned();
         }
-        self.log.bytes_sent = to_upstream;
-        self.log.bytes_recv = to_client;
-        self.log.duration = self.started.elapsed();
-        self.log.error = result.as_ref().err().map(|e| ConnectionFailure { source: e.kind(), message: e.to_string() });
-        log_connection(&self.log);
+        self.opened.log(&self.key, to_upstream, to_client, self.started.elapsed(), result);
+    }
+}
+
+impl Opened {
+    fn log(
+        &self,
+        peers: &SeriesKey,
+        bytes_sent: u64,
+        bytes_recv: u64,
+        duration: std::time::Duration,
+        result: &Result<(), Error>,
+    ) {
+        let ((src, src_identity), (dst, dst_identity)) = (peers.source(), peers.destination());
+        let (src_workload, dst_workload) = (src.map(Namespaced::workload), dst.map(Namespaced::workload));
+        let dst_service = peers.service().map(|s| Namespaced(&s.namespace, &s.hostname));
+        log_connection(&ConnectionLog {
+            src_addr: self.src_addr,
+            src_workload: shown(src_workload.as_ref()),
+            src_identity: shown(src_identity),
+            dst_addr: self.dst_addr,
+            dst_service: shown(dst_service.as_ref()),
+            dst_workload: shown(dst_workload.as_ref()),
+            dst_identity: shown(dst_identity),
+            direction: self.direction,
+            bytes_sent,
+            bytes_recv,
+            duration,
+            policy: shown(self.policy.as_ref()),
+            dry_run: shown(self.dry_run.as_ref()),
+            error: result.as_ref().err().map(|e| ConnectionFailure { source: e.kind(), message: e }),
+        });
     }
 }

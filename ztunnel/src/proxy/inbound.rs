@@ -16,6 +16,7 @@ use std::time::Duration;
 use http::{HeaderMap, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_rustls::TlsAcceptor;
+use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use super::authorize::{InboundFacts, authorize};
@@ -49,7 +50,7 @@ pub async fn serve(listener: TcpListener, inputs: ProxyInputs, app_dialer: Diale
     .await
 }
 
-async fn serve_connection(
+pub(super) async fn serve_connection(
     stream: TcpStream,
     peer: SocketAddr,
     inputs: ProxyInputs,
@@ -62,19 +63,8 @@ async fn serve_connection(
         state.workload_by_ip(local.ip()).filter(|w| *w.node == *inputs.settings.node)
     }
     .ok_or(Error::UnknownDestination { authority: local })?;
-    let identity = workload.identity();
-    let cert = inputs
-        .certs
-        .fetch(&identity)
-        .await
-        .map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
-    let config =
-        cert.server_config().map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
-        .await
-        .map_err(|_| Error::TlsIdentity { peer, reason: "handshake timed out".into() })?
-        .map_err(|e| super::outbound::tls_error(peer, e))?;
-    let peer_id = peer_identity(tls.get_ref().1).map_err(|e| Error::TlsIdentity { peer, reason: e.to_string() })?;
+    // Boxed so the handshake's state is freed once done instead of sizing the connection's task.
+    let (tls, peer_id) = Box::pin(accept_tls(stream, peer, &inputs, &workload)).await?;
     let drain = inputs.drain.clone();
     let h2 = inputs.settings.h2.clone();
     let handler_inputs = inputs.clone();
@@ -98,6 +88,29 @@ async fn serve_connection(
     )
     .await
     .map_err(|source| Error::Hbone { gateway: local, source })
+}
+
+/// Completes mTLS as `workload`, returning the stream and the client's verified identity.
+async fn accept_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    inputs: &ProxyInputs,
+    workload: &Workload,
+) -> Result<(TlsStream<TcpStream>, Identity), Error> {
+    let identity = workload.identity();
+    let cert = inputs
+        .certs
+        .fetch(&identity)
+        .await
+        .map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
+    let config =
+        cert.server_config().map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
+    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
+        .await
+        .map_err(|_| Error::TlsIdentity { peer, reason: "handshake timed out".into() })?
+        .map_err(|e| super::outbound::tls_error(peer, e))?;
+    let peer_id = peer_identity(tls.get_ref().1).map_err(|e| Error::TlsIdentity { peer, reason: e.to_string() })?;
+    Ok((tls, peer_id))
 }
 
 /// A parameter of the `forwarded` header (`for`, `host`), unquoted.
@@ -127,7 +140,7 @@ fn inbound_service(state: &ProxyState, workload: &Workload, port: u16, host: Opt
     }
 }
 
-async fn handle_stream(
+pub(super) async fn handle_stream(
     incoming: IncomingConnect,
     peer: SocketAddr,
     peer_id: Identity,
@@ -145,16 +158,15 @@ async fn handle_stream(
         (source, service)
     };
     let mut record = ConnectionRecord::open(
-        &inputs.metrics,
+        &inputs.connection_metrics,
         Opening {
             direction: Direction::Inbound,
             src_addr: client_addr,
             dst_addr: target,
             source: Peer { workload: source_workload, identity: Some(peer_id.clone()) },
             destination: Peer { identity: Some(workload.identity()), workload: Some(workload.clone()) },
-            service: service.as_deref(),
+            service: service.as_ref(),
             mtls: true,
-            cluster_id: &inputs.settings.cluster_id,
         },
     );
     if !workload.workload_ips.contains(&target.ip()) {
@@ -173,7 +185,8 @@ async fn handle_stream(
             return;
         }
     };
-    let app = match app_dialer.connect(target).await {
+    // Boxed so the dial's state is freed once connected instead of sizing the stream's task.
+    let app = match Box::pin(app_dialer.connect(target)).await {
         Ok(app) => app,
         Err(e) => {
             incoming.reject(StatusCode::SERVICE_UNAVAILABLE);
@@ -184,8 +197,14 @@ async fn handle_stream(
     let result = match incoming.accept(HeaderMap::new()) {
         Ok(tunnel) => {
             let (ar, aw) = app.into_split();
-            let copy = copy_bidirectional(tunnel.split(), (TcpChunkReader::new(ar), aw), record.transferred.clone());
-            admission.enforce(&inputs.force_close, async { copy.await.map_err(Error::from) }).await
+            let transferred = record.transferred.clone();
+            // Built in the call: a copy future held in a local would be stored twice in this task.
+            admission
+                .enforce(&inputs.force_close, async move {
+                    let app = (TcpChunkReader::new(ar), aw);
+                    copy_bidirectional(tunnel.split(), app, transferred).await.map_err(Error::from)
+                })
+                .await
         }
         Err(e) => Err(Error::Internal(format!("answering CONNECT {target}: {e}"))),
     };

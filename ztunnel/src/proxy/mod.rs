@@ -13,6 +13,7 @@ pub mod admitted;
 mod admitted_tests;
 pub mod authorize;
 pub mod connection;
+pub mod connection_labels;
 pub mod copy;
 pub mod inbound;
 pub mod listeners;
@@ -21,6 +22,8 @@ pub mod pod;
 pub mod route;
 pub mod socket;
 pub mod socks5;
+#[cfg(test)]
+mod task_size_tests;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -34,6 +37,7 @@ use crate::state::SharedState;
 
 pub use admitted::{Admission, AdmittedConnections};
 pub use authorize::{Denial, InboundFacts};
+pub use connection_labels::ConnectionMetricsCache;
 pub use route::HBONE_PORT;
 
 /// Settings the proxy needs from the process configuration.
@@ -66,6 +70,8 @@ pub struct ProxyInputs {
     pub state: SharedState,
     pub certs: Arc<CertManager>,
     pub metrics: Arc<Metrics>,
+    /// Counters of connections, resolved once per label set (built on `metrics`).
+    pub connection_metrics: ConnectionMetricsCache,
     pub pool: HbonePool<PoolKey>,
     /// Held by every live connection: the drain waits for these to drop.
     pub drain: DrainWatch,

@@ -72,9 +72,12 @@ impl Outbound {
             workload: route.workload.clone(),
         };
         let mtls = matches!(route.transport, Transport::Hbone { .. });
-        let record = self.open(src_addr, dst, source_peer, destination, route.service.as_deref(), mtls);
+        let record = self.open(src_addr, dst, source_peer, destination, route.service.as_ref(), mtls);
         let timeout = self.inputs.settings.connect_timeout;
-        let dialled = match tokio::time::timeout(timeout, self.dial(&route, &source, src_addr, dialer)).await {
+        // Boxed: the dial (pool, TLS handshake) is several KiB of future state that the
+        // connection's task would otherwise keep for its whole life.
+        let dial = Box::pin(self.dial(&route, &source, src_addr, dialer));
+        let dialled = match tokio::time::timeout(timeout, dial).await {
             Ok(result) => result,
             Err(_) => Err(Error::ConnectTimeout { addr: route.target, timeout }),
         };
@@ -87,11 +90,11 @@ impl Outbound {
         dst: SocketAddr,
         source: Peer,
         destination: Peer,
-        service: Option<&Service>,
+        service: Option<&Arc<Service>>,
         mtls: bool,
     ) -> ConnectionRecord {
         ConnectionRecord::open(
-            &self.inputs.metrics,
+            &self.inputs.connection_metrics,
             Opening {
                 direction: Direction::Outbound,
                 src_addr: src,
@@ -100,7 +103,6 @@ impl Outbound {
                 destination,
                 service,
                 mtls,
-                cluster_id: &self.inputs.settings.cluster_id,
             },
         )
     }
@@ -118,7 +120,13 @@ impl Outbound {
             Transport::Hbone { gateway, identity } => (*gateway, identity.clone()),
         };
         let key = PoolKey { source: source.identity(), destination: identity.clone(), gateway };
-        let request = connect_request(route, source, src_addr, &settings.cluster_id)?;
+        let mut prepared = Some(connect_request(route, source, src_addr, &settings.cluster_id)?);
+        let request = || match prepared.take() {
+            Some(request) => Ok(request),
+            // Only a stream refused by a draining connection is retried: build it again.
+            None => connect_request(route, source, src_addr, &settings.cluster_id)
+                .map_err(|e| hbone::Error::BadRequest { authority: route.target.to_string(), reason: e.to_string() }),
+        };
         let inputs = &self.inputs;
         let dial = || dial_tls(inputs, dialer, key.source.clone(), identity.clone(), gateway);
         match inputs.pool.connect(&key, dial, request).await {

@@ -110,7 +110,7 @@ async fn serve_outbound(listener: TcpListener, inputs: ProxyInputs, ctx: PodCont
     .await
 }
 
-async fn handle_outbound(
+pub(super) async fn handle_outbound(
     stream: TcpStream,
     peer: SocketAddr,
     inputs: &ProxyInputs,
@@ -146,7 +146,7 @@ async fn serve_inbound_plain(listener: TcpListener, inputs: ProxyInputs, to_app:
     .await
 }
 
-async fn handle_inbound_plain(
+pub(super) async fn handle_inbound_plain(
     stream: TcpStream,
     peer: SocketAddr,
     inputs: &ProxyInputs,
@@ -162,7 +162,7 @@ async fn handle_inbound_plain(
         (workload, state.workload_by_ip(peer.ip()))
     };
     let mut record = ConnectionRecord::open(
-        &inputs.metrics,
+        &inputs.connection_metrics,
         Opening {
             direction: Direction::Inbound,
             src_addr: peer,
@@ -172,7 +172,6 @@ async fn handle_inbound_plain(
             destination: Peer { identity: workload.as_ref().map(|w| w.identity()), workload: workload.clone() },
             service: None,
             mtls: false,
-            cluster_id: &inputs.settings.cluster_id,
         },
     );
     // Without its workload no policy can be checked: fail closed.
@@ -190,16 +189,19 @@ async fn handle_inbound_plain(
             return;
         }
     };
-    let result = match to_app.connect(target).await {
+    // Boxed so the dial's state is freed once connected instead of sizing the connection's task.
+    let result = match Box::pin(to_app.connect(target)).await {
         Ok(app) => {
             let (cr, cw) = stream.into_split();
             let (ar, aw) = app.into_split();
-            let copy = copy_bidirectional(
-                (TcpChunkReader::new(cr), cw),
-                (TcpChunkReader::new(ar), aw),
-                record.transferred.clone(),
-            );
-            admission.enforce(&inputs.force_close, async { copy.await.map_err(Error::from) }).await
+            let transferred = record.transferred.clone();
+            // Built in the call: a copy future held in a local would be stored twice in this task.
+            admission
+                .enforce(&inputs.force_close, async move {
+                    let (client, app) = ((TcpChunkReader::new(cr), cw), (TcpChunkReader::new(ar), aw));
+                    copy_bidirectional(client, app, transferred).await.map_err(Error::from)
+                })
+                .await
         }
         Err(e) => Err(e),
     };

@@ -46,7 +46,7 @@ pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
     .await
 }
 
-async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, outbound: &Outbound) {
+pub(super) async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, outbound: &Outbound) {
     let _ = stream.set_nodelay(true);
     let dst = match handshake(&mut stream).await {
         Ok(dst) => dst,

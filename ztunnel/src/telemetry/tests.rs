@@ -39,15 +39,15 @@ fn capturing(format: LogFormat, filter: &str) -> (Dispatch, LogHandle, Capture) 
     (dispatch, handle, capture)
 }
 
-fn sample_log() -> ConnectionLog {
+fn sample_log() -> ConnectionLog<'static> {
     ConnectionLog {
         src_addr: "10.0.0.1:40000".parse::<SocketAddr>().unwrap(),
-        src_workload: Some("sleep".into()),
-        src_identity: Some("spiffe://cluster.local/ns/default/sa/sleep".into()),
+        src_workload: Some(&"sleep"),
+        src_identity: Some(&"spiffe://cluster.local/ns/default/sa/sleep"),
         dst_addr: "10.0.0.2:8080".parse::<SocketAddr>().unwrap(),
         dst_service: None,
-        dst_workload: Some("echo-v1".into()),
-        dst_identity: Some("spiffe://cluster.local/ns/default/sa/echo".into()),
+        dst_workload: Some(&"echo-v1"),
+        dst_identity: Some(&"spiffe://cluster.local/ns/default/sa/echo"),
         direction: Direction::Outbound,
         bytes_sent: 120,
         bytes_recv: 4096,
@@ -156,12 +156,11 @@ fn access_log_json_failure() {
     let (dispatch, _handle, capture) = capturing(LogFormat::Json, "info");
     let mut log = sample_log();
     log.direction = Direction::Inbound;
-    log.dst_service = Some("echo.default.svc.cluster.local".into());
+    log.dst_service = Some(&"echo.default.svc.cluster.local");
     log.src_workload = None;
-    log.error =
-        Some(ConnectionFailure { source: FailureSource::Policy, message: "denied by policy \"deny-all\"".into() });
-    log.policy = Some("default/deny-all".into());
-    log.dry_run = Some("explicitly denied by: default/audit".into());
+    log.error = Some(ConnectionFailure { source: FailureSource::Policy, message: &"denied by policy \"deny-all\"" });
+    log.policy = Some(&"default/deny-all");
+    log.dry_run = Some(&"explicitly denied by: default/audit");
     tracing::dispatcher::with_default(&dispatch, || log_connection(&log));
     let out = capture.text();
     let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one json object");
