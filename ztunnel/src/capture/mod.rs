@@ -254,7 +254,7 @@ impl Capture {
             .map_err(io_err("registering listeners of", &record.netns))?;
         let ctx = PodContext {
             workload_uid: workload.uid.clone(),
-            sockets: Arc::new(PodSockets(worker)),
+            sockets: Arc::new(PodSockets::new(worker)),
             orig_dst: Arc::new(MapOrigDst(self.loaded.clone())),
         };
         let proxy = PodProxy::start(self.inputs.clone(), listeners, ctx);

@@ -66,17 +66,51 @@ impl PodListenerSet {
     }
 }
 
+/// Sockets made per trip to the pod's namespace worker: one is used at once, the rest wait in
+/// the reserve, so only one dial in this many pays the hop to the worker thread and back.
+const SOCKETS_PER_TRIP: usize = 8;
+
 /// Creates dialling sockets inside a pod's namespace.
-pub struct PodSockets(pub Arc<NetnsWorker>);
+///
+/// A socket belongs to the namespace of the thread that creates it, so sockets are made by the
+/// pod's [`NetnsWorker`]; to keep that thread hop off most connections they are made in
+/// batches and kept in a small reserve per address family (unconnected sockets: one file
+/// descriptor each, at most `SOCKETS_PER_TRIP - 1` per family and pod).
+pub struct PodSockets {
+    worker: Arc<NetnsWorker>,
+    /// Spare sockets, IPv4 at index 0 and IPv6 at index 1.
+    reserve: std::sync::Mutex<[Vec<Socket>; 2]>,
+}
+
+impl PodSockets {
+    pub fn new(worker: Arc<NetnsWorker>) -> PodSockets {
+        PodSockets { worker, reserve: Default::default() }
+    }
+
+    fn spare(&self, ipv6: bool) -> Option<Socket> {
+        self.reserve.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(ipv6)].pop()
+    }
+}
 
 impl SocketFactory for PodSockets {
     fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>> {
         Box::pin(async move {
+            if let Some(socket) = self.spare(ipv6) {
+                return Ok(socket);
+            }
             let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-            self.0
-                .run(move || Socket::new(domain, Type::STREAM, Some(Protocol::TCP)))
+            let mut batch = self
+                .worker
+                .run(move || {
+                    (0..SOCKETS_PER_TRIP)
+                        .map(|_| Socket::new(domain, Type::STREAM, Some(Protocol::TCP)))
+                        .collect::<std::io::Result<Vec<Socket>>>()
+                })
                 .await
-                .map_err(std::io::Error::other)?
+                .map_err(std::io::Error::other)??;
+            let socket = batch.pop().ok_or_else(|| std::io::Error::other("no socket made"))?;
+            self.reserve.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(ipv6)].extend(batch);
+            Ok(socket)
         })
     }
 }

@@ -162,7 +162,7 @@ async fn after_a_burst_one_idle_connection_per_key_stays_warm() {
     let pool: HbonePool<&str> = HbonePool::new(config);
     let mut burst = Vec::new();
     for _ in 0..3 {
-        burst.push(pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap());
+        burst.push(pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap());
     }
     assert_eq!(pool.stats().connections_open, 3, "one stream per connection: the burst needs three");
     drop(burst);
@@ -173,7 +173,7 @@ async fn after_a_burst_one_idle_connection_per_key_stays_warm() {
     }
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(pool.stats().connections_open, 1, "the warm connection must outlive the surplus timeout");
-    let _t = pool.connect(&"k", dial(addr), connect_request("10.0.0.1:80")).await.unwrap();
+    let _t = pool.connect(&"k", dial(addr), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
     assert_eq!(pool.stats().connections_opened, 3, "the next stream reuses the warm connection");
 }
 
