@@ -9,16 +9,21 @@
 //! not do network IO or certificates, and nothing outside it sees the file format types.
 //!
 //! Readers take a cheap snapshot (`Arc<ProxyState>`) and never hold a lock while working;
-//! writers build a whole new snapshot and swap it in, bumping a generation that subscribers
-//! see through a `tokio::sync::watch` channel.
+//! writers change a working copy and swap a clone of it in (cheap: the indexes share storage
+//! with older snapshots, see `snapshot_map`), bumping a generation that subscribers see
+//! through a `tokio::sync::watch` channel.
 
 mod address;
+mod arc_list;
 mod capture;
 mod checks;
+mod endpoints;
 mod local;
 mod local_format;
 mod service;
+mod snapshot_map;
 mod store;
+mod store_update;
 mod validate;
 mod validate_policy;
 mod watch;
@@ -41,6 +46,7 @@ use tokio::sync::watch as channel;
 pub use address::{NamespacedHostname, NetworkAddress};
 pub use capture::PodCapture;
 pub(crate) use checks::{Rejection, Spelling, check_port_map, check_service, check_workload};
+pub use endpoints::Endpoints;
 pub use local::{LocalConfig, LocalConfigError, Location, apply, load_local_config, parse_local_config};
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Service,
@@ -141,10 +147,14 @@ impl SharedState {
     pub fn config_dump(&self) -> serde_json::Value {
         let st = self.read();
         let reload = self.inner.reload.borrow().clone();
+        let mut workloads: Vec<&Workload> = st.workloads().map(Arc::as_ref).collect();
+        workloads.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let mut services: Vec<&Service> = st.services().map(Arc::as_ref).collect();
+        services.sort_by(|a, b| (&a.namespace, &a.hostname).cmp(&(&b.namespace, &b.hostname)));
         let dump = ConfigDump {
             generation: st.generation(),
-            workloads: st.workloads().map(Arc::as_ref).collect(),
-            services: st.services().map(Arc::as_ref).collect(),
+            workloads,
+            services,
             policies: st.policies(),
             local_config: reload,
         };

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::address::{NamespacedHostname, NetworkAddress};
+use super::endpoints::Endpoints;
 use super::workload::{GatewayAddress, HealthStatus};
 
 /// A workload serving a service, with its own port map.
@@ -81,7 +82,7 @@ pub struct Service {
     /// Service port -> target port; a target of 0 means "each endpoint's own mapping".
     pub ports: BTreeMap<u16, u16>,
     /// Endpoints keyed by workload uid, unhealthy ones included (they are skipped when picking).
-    pub endpoints: BTreeMap<Arc<str>, Endpoint>,
+    pub endpoints: Endpoints,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]

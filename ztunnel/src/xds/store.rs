@@ -1,6 +1,11 @@
 //! The resources istiod sent, by type and name with their versions, and their publication
 //! into [`SharedState`]: every response becomes exactly one new state snapshot.
 //!
+//! The store keeps a working [`ProxyState`] and changes only what a response changes: each
+//! converted resource is put into (or taken out of) the working copy's indexes, and a clone
+//! of it is published. The converted resources live only there; the store itself remembers
+//! per resource name just its version and what it became (a workload uid or a service key).
+//!
 //! A resource that fails to decode or convert is reported and left out; the previous version
 //! of that resource (if any) stays, and the rest of the response applies. Removals of names
 //! never seen are ignored, as the Delta xDS protocol allows.
@@ -12,7 +17,7 @@ use prost::Message;
 
 use super::convert::{AddressEntry, Defaults, Named, Policy, ResourceError};
 use super::proto::{discovery, security, workload as pb};
-use crate::state::{Endpoint, NamespacedHostname, ProxyState, SharedState};
+use crate::state::{NamespacedHostname, ProxyState, SharedState};
 
 pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
 pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
@@ -20,8 +25,14 @@ pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authori
 pub const TYPES: [&str; 2] = [ADDRESS_TYPE, AUTHORIZATION_TYPE];
 
 struct Versioned<T> {
-    version: String,
+    version: Box<str>,
     value: T,
+}
+
+/// What an Address resource became in the state.
+enum Held {
+    Workload { uid: Arc<str> },
+    Service(NamespacedHostname),
 }
 
 /// What one response did.
@@ -34,19 +45,24 @@ pub(crate) struct Applied {
 pub(crate) struct XdsStore {
     defaults: Defaults,
     state: SharedState,
-    addresses: BTreeMap<String, Versioned<AddressEntry>>,
+    /// The state being changed; a clone of it is the published snapshot.
+    working: ProxyState,
+    addresses: HashMap<Arc<str>, Versioned<Held>>,
     policies: BTreeMap<String, Versioned<Policy>>,
 }
 
 impl XdsStore {
     pub(crate) fn new(state: SharedState, defaults: Defaults) -> XdsStore {
-        XdsStore { defaults, state, addresses: BTreeMap::new(), policies: BTreeMap::new() }
+        let working = ProxyState::empty(state.local_network());
+        XdsStore { defaults, state, working, addresses: HashMap::new(), policies: BTreeMap::new() }
     }
 
     /// Known resource names of `type_url` with their versions, for `initial_resource_versions`.
     pub(crate) fn versions(&self, type_url: &str) -> HashMap<String, String> {
-        fn of<T>(m: &BTreeMap<String, Versioned<T>>) -> HashMap<String, String> {
-            m.iter().map(|(k, v)| (k.clone(), v.version.clone())).collect()
+        fn of<'a, K: AsRef<str> + 'a, T: 'a>(
+            m: impl IntoIterator<Item = (&'a K, &'a Versioned<T>)>,
+        ) -> HashMap<String, String> {
+            m.into_iter().map(|(k, v)| (k.as_ref().to_string(), v.version.to_string())).collect()
         }
         match type_url {
             ADDRESS_TYPE => of(&self.addresses),
@@ -67,22 +83,20 @@ impl XdsStore {
         match type_url {
             ADDRESS_TYPE => {
                 for name in &removed {
-                    self.addresses.remove(name);
+                    if let Some(held) = self.addresses.remove(name.as_str()) {
+                        self.forget(&held.value);
+                    }
                 }
                 for r in resources {
-                    match self.decode::<pb::Address>("Address", type_url, &r) {
-                        Ok(message) => {
-                            let named = Named { name: &r.name, message, defaults: &self.defaults };
-                            match AddressEntry::try_from(named) {
-                                Ok(value) => {
-                                    self.addresses.insert(r.name, Versioned { version: r.version, value });
-                                }
-                                Err(e) => rejected.push(e),
-                            }
-                        }
+                    let converted = self.decode::<pb::Address>("Address", type_url, &r).and_then(|message| {
+                        AddressEntry::try_from(Named { name: &r.name, message, defaults: &self.defaults })
+                    });
+                    match converted {
+                        Ok(entry) => self.put_address(r.name, r.version, entry),
                         Err(e) => rejected.push(e),
                     }
                 }
+                self.working.settle();
             }
             AUTHORIZATION_TYPE => {
                 for name in &removed {
@@ -95,16 +109,62 @@ impl XdsStore {
                         });
                     match converted {
                         Ok(value) => {
-                            self.policies.insert(r.name, Versioned { version: r.version, value });
+                            self.policies.insert(r.name, Versioned { version: r.version.into(), value });
                         }
                         Err(e) => rejected.push(e),
                     }
                 }
+                let policies = self.policies.values().map(|p| p.value.authorization.clone()).collect();
+                self.working.set_policies(policies);
             }
             _ => return None,
         }
-        let generation = self.publish();
+        let generation = self.state.replace(self.working.clone());
         Some(Applied { rejected, generation })
+    }
+
+    /// Puts a converted Address into the working state, replacing what its name held.
+    fn put_address(&mut self, name: String, version: String, entry: AddressEntry) {
+        let (name, held) = match entry {
+            AddressEntry::Workload { workload, endpoints } => {
+                // istiod names workloads by uid: share the text.
+                let name: Arc<str> = if *workload.uid == *name { workload.uid.clone() } else { name.into() };
+                let held = Held::Workload { uid: workload.uid.clone() };
+                self.forget_if_other(&name, &held);
+                self.working.upsert_workload(workload, endpoints);
+                (name, held)
+            }
+            AddressEntry::Service(service) => {
+                let name: Arc<str> = name.into();
+                let held = Held::Service(service.key());
+                self.forget_if_other(&name, &held);
+                self.working.upsert_service(service);
+                (name, held)
+            }
+        };
+        self.addresses.insert(name, Versioned { version: version.into(), value: held });
+    }
+
+    /// Takes out what `name` held if the new version of it becomes something else.
+    fn forget_if_other(&mut self, name: &str, next: &Held) {
+        let Some(old) = self.addresses.get(name) else {
+            return;
+        };
+        let same = match (&old.value, next) {
+            (Held::Workload { uid: a }, Held::Workload { uid: b }) => a == b,
+            (Held::Service(a), Held::Service(b)) => a == b,
+            _ => false,
+        };
+        if !same && let Some(old) = self.addresses.remove(name) {
+            self.forget(&old.value);
+        }
+    }
+
+    fn forget(&mut self, held: &Held) {
+        match held {
+            Held::Workload { uid } => self.working.remove_workload(uid),
+            Held::Service(key) => self.working.remove_service(key),
+        }
     }
 
     fn decode<M: Message + Default>(
@@ -127,36 +187,5 @@ impl XdsStore {
             return Err(error(Some("resource.type_url"), format!("is {:?} in a {type_url} response", any.type_url)));
         }
         M::decode(any.value.as_slice()).map_err(|e| error(None, format!("cannot decode: {e}")))
-    }
-
-    /// Builds a snapshot from every resource held: services get their endpoints from the
-    /// workloads that name them.
-    fn publish(&self) -> u64 {
-        let mut workloads = Vec::new();
-        let mut endpoints: HashMap<&NamespacedHostname, Vec<&Endpoint>> = HashMap::new();
-        for entry in self.addresses.values() {
-            if let AddressEntry::Workload { workload, endpoints: eps } = &entry.value {
-                workloads.push(workload.clone());
-                for ep in eps {
-                    endpoints.entry(&ep.service_key).or_default().push(ep);
-                }
-            }
-        }
-        let services = self.addresses.values().filter_map(|entry| match &entry.value {
-            AddressEntry::Service(s) => {
-                let key = s.key();
-                let Some(eps) = endpoints.get(&key) else {
-                    return Some(s.clone());
-                };
-                let mut with = (**s).clone();
-                with.endpoints = eps.iter().map(|ep| (ep.workload_uid.clone(), (*ep).clone())).collect();
-                Some(Arc::new(with))
-            }
-            AddressEntry::Workload { .. } => None,
-        });
-        let policies = self.policies.values().map(|p| p.value.authorization.clone()).collect();
-        let next =
-            ProxyState::from_parts(workloads, services.collect::<Vec<_>>(), policies, self.state.local_network());
-        self.state.replace(next)
     }
 }

@@ -44,7 +44,7 @@ pub(crate) enum AddressEntry {
     /// A workload, and its endpoint in each service it declares.
     Workload { workload: Arc<Workload>, endpoints: Vec<Endpoint> },
     /// A service; its endpoints come from the workloads that name it.
-    Service(Arc<Service>),
+    Service(Service),
 }
 
 /// Why one resource was rejected; the rest of its response still applies.
@@ -165,7 +165,7 @@ impl TryFrom<Named<'_, pb::Address>> for AddressEntry {
             }
             Some(pb::address::Type::Service(s)) => {
                 let service = Service::try_from(Named { name: r.name, message: s, defaults: r.defaults })?;
-                Ok(AddressEntry::Service(Arc::new(service)))
+                Ok(AddressEntry::Service(service))
             }
             None => Err(Blame::new("Address", r.name, "").field("type", "neither workload nor service is set")),
         }

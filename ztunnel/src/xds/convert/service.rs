@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 use super::workload::gateway;
 use super::{Blame, Named, ResourceError, ip_from_bytes, known, port_from_u32};
 use crate::state::{
-    self, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, NetworkAddress,
-    Service, Spelling,
+    self, Endpoints, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope,
+    NetworkAddress, Service, Spelling,
 };
 use crate::xds::proto::workload as pb;
 
@@ -43,7 +43,7 @@ impl TryFrom<Named<'_, pb::Service>> for Service {
             hostname: s.hostname.into(),
             vips,
             ports,
-            endpoints: BTreeMap::new(),
+            endpoints: Endpoints::default(),
             subject_alt_names: s.subject_alt_names.into_iter().map(Into::into).collect(),
             waypoint,
             load_balancer,
