@@ -39,6 +39,22 @@ impl Endpoints {
         }
     }
 
+    /// Adds or replaces `endpoint` unless an equal one is there (then nothing is copied);
+    /// returns whether anything changed.
+    pub(crate) fn upsert(&mut self, endpoint: Endpoint) -> bool {
+        match self.position(&endpoint.workload_uid) {
+            Ok(i) if self.0[i] == endpoint => false,
+            Ok(i) => {
+                Arc::make_mut(&mut self.0)[i] = endpoint;
+                true
+            }
+            Err(i) => {
+                Arc::make_mut(&mut self.0).insert(i, endpoint);
+                true
+            }
+        }
+    }
+
     pub fn remove(&mut self, uid: &str) -> Option<Endpoint> {
         let i = self.position(uid).ok()?;
         Some(Arc::make_mut(&mut self.0).remove(i))

@@ -18,12 +18,15 @@ mod arc_list;
 mod capture;
 mod checks;
 mod endpoints;
+mod ip_index;
 mod local;
 mod local_format;
+mod port_map;
 mod service;
 mod snapshot_map;
 mod store;
 mod store_update;
+mod string_pool;
 mod validate;
 mod validate_policy;
 mod watch;
@@ -48,10 +51,12 @@ pub use capture::PodCapture;
 pub(crate) use checks::{Rejection, Spelling, check_port_map, check_service, check_workload};
 pub use endpoints::Endpoints;
 pub use local::{LocalConfig, LocalConfigError, Location, apply, load_local_config, parse_local_config};
+pub use port_map::PortMap;
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Service,
 };
 pub use store::ProxyState;
+pub(crate) use string_pool::StringPool;
 pub(crate) use validate::{service_account_or_default, trust_domain_or};
 pub use watch::watch_local_config;
 pub use workload::{

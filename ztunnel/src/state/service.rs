@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::address::{NamespacedHostname, NetworkAddress};
 use super::endpoints::Endpoints;
+use super::port_map::PortMap;
 use super::workload::{GatewayAddress, HealthStatus};
 
 /// A workload serving a service, with its own port map.
@@ -22,7 +23,7 @@ pub struct Endpoint {
     pub service_key: NamespacedHostname,
     /// Service port -> target port on this endpoint. A service port missing here falls back
     /// to the service's own target port.
-    pub port: BTreeMap<u16, u16>,
+    pub port: PortMap,
     pub status: HealthStatus,
 }
 

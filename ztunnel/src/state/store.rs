@@ -15,6 +15,7 @@ use super::address::NamespacedHostname;
 use super::arc_list::ArcList;
 use super::capture::PodCapture;
 use super::endpoints::Endpoints;
+use super::ip_index::IpIndex;
 use super::local::LocalConfig;
 use super::service::Service;
 use super::snapshot_map::SnapshotMap;
@@ -47,11 +48,11 @@ pub struct ProxyState {
     /// uid -> workload.
     pub(super) workloads: SnapshotMap<Arc<str>, Arc<Workload>>,
     /// IP -> workloads with it, one per network, sorted by uid.
-    pub(super) by_ip: SnapshotMap<IpAddr, ArcList<Workload>>,
-    /// node -> its workloads, sorted by uid.
+    pub(super) by_ip: IpIndex<Workload>,
+    /// node -> its workloads, in no particular order.
     pub(super) by_node: SnapshotMap<Arc<str>, Arc<Vec<Arc<Workload>>>>,
     /// VIP -> services with it, one per network, sorted by namespace/hostname.
-    pub(super) by_vip: SnapshotMap<IpAddr, ArcList<Service>>,
+    pub(super) by_vip: IpIndex<Service>,
     /// hostname -> services with it (one per namespace, sorted), with their endpoint tables.
     pub(super) by_host: SnapshotMap<Arc<str>, ArcList<ServiceEntry>>,
     /// service -> its endpoints, also for services not known (yet): workloads may name a
@@ -183,7 +184,7 @@ impl ProxyState {
         Some((chosen.workload.clone(), chosen.target_port))
     }
 
-    /// The workloads on `node`, sorted by uid.
+    /// The workloads on `node`, in no particular order.
     pub fn workloads_on_node(&self, node: &str) -> Vec<Arc<Workload>> {
         self.by_node.get(node).map(|ws| ws.to_vec()).unwrap_or_default()
     }

@@ -189,3 +189,20 @@ fn config_dump_shows_workloads_services_and_policies() {
     assert_eq!(dump["policies"][0]["action"], "Deny");
     assert_eq!(dump["localConfig"]["attempts"], 0);
 }
+
+/// Per-workload memory is a target (see the state_scale example); these are the entries
+/// every workload or endpoint pays for.
+#[test]
+fn index_entries_stay_compact() {
+    use std::mem::size_of;
+    eprintln!(
+        "Workload {} Service {} Endpoint {} Candidate {}",
+        size_of::<Workload>(),
+        size_of::<Service>(),
+        size_of::<Endpoint>(),
+        size_of::<super::store::Candidate>()
+    );
+    assert!(size_of::<Endpoint>() <= 72, "Endpoint grew to {} bytes", size_of::<Endpoint>());
+    assert!(size_of::<super::store::Candidate>() <= 24, "Candidate grew");
+    assert!(size_of::<super::arc_list::ArcList<Workload>>() <= 16, "ArcList grew");
+}

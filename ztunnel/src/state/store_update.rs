@@ -103,12 +103,9 @@ impl ProxyState {
     }
 
     fn index_workload(&mut self, w: &Arc<Workload>) {
+        // Callers take out the previous version first, so this is always an addition.
         let on_node = self.by_node.get_or_insert_with(w.node.clone(), Default::default);
-        let on_node = Arc::make_mut(on_node);
-        match on_node.binary_search_by(|x| x.uid.cmp(&w.uid)) {
-            Ok(i) => on_node[i] = w.clone(),
-            Err(i) => on_node.insert(i, w.clone()),
-        }
+        Arc::make_mut(on_node).push(w.clone());
         if w.network_mode == NetworkMode::HostNetwork {
             return;
         }
@@ -121,7 +118,8 @@ impl ProxyState {
     fn unindex_workload(&mut self, w: &Workload) {
         if let Some(on_node) = self.by_node.get_mut(&*w.node) {
             let on_node = Arc::make_mut(on_node);
-            on_node.retain(|x| x.uid != w.uid);
+            // The very `Arc` indexed with it (cheaper than comparing uids).
+            on_node.retain(|x| !std::ptr::eq(&**x, w));
             if on_node.is_empty() {
                 self.by_node.remove(&*w.node);
             }
@@ -138,13 +136,11 @@ impl ProxyState {
     }
 
     /// Records `ep`; false if it was there already, unchanged.
+    /// (The endpoints map has one entry per service, so copying its shard is cheap; the
+    /// endpoint list itself is copied only if `ep` changes it.)
     fn put_endpoint(&mut self, ep: Endpoint) -> bool {
-        if self.endpoints.get(&ep.service_key).and_then(|eps| eps.get(&ep.workload_uid)) == Some(&ep) {
-            return false;
-        }
         let key = ep.service_key.clone();
-        self.endpoints.get_or_insert_with(key, Endpoints::default).insert(ep);
-        true
+        self.endpoints.get_or_insert_with(key, Endpoints::default).upsert(ep)
     }
 
     /// Forgets the endpoint of `uid` in `key`; false if there was none.

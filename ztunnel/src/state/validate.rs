@@ -291,7 +291,7 @@ fn add_endpoints(
             svc.endpoints.insert(Endpoint {
                 workload_uid: uid,
                 service_key: svc.key(),
-                port: ep.port.clone(),
+                port: (&ep.port).into(),
                 status: ep.status,
             });
             if !workloads[w].services.contains(&svc.key()) {
@@ -312,7 +312,7 @@ fn add_endpoints(
             services[i].endpoints.insert(Endpoint {
                 workload_uid: w.uid.clone(),
                 service_key: key,
-                port: ports.clone(),
+                port: ports.into(),
                 status: w.status,
             });
         }

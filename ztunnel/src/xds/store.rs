@@ -29,10 +29,14 @@ struct Versioned<T> {
     value: T,
 }
 
-/// What an Address resource became in the state.
+/// What an Address resource became in the state (kept small: one per workload).
+#[derive(PartialEq, Eq)]
 enum Held {
-    Workload { uid: Arc<str> },
-    Service(NamespacedHostname),
+    /// A workload whose uid is the resource name, as istiod names workloads.
+    WorkloadNamedByUid,
+    /// Boxed, like the service key, so a `Held` is two words.
+    Workload(Box<Arc<str>>),
+    Service(Box<NamespacedHostname>),
 }
 
 /// What one response did.
@@ -84,7 +88,7 @@ impl XdsStore {
             ADDRESS_TYPE => {
                 for name in &removed {
                     if let Some(held) = self.addresses.remove(name.as_str()) {
-                        self.forget(&held.value);
+                        self.forget(name, &held.value);
                     }
                 }
                 for r in resources {
@@ -119,6 +123,7 @@ impl XdsStore {
             }
             _ => return None,
         }
+        self.defaults.prune_strings();
         let generation = self.state.replace(self.working.clone());
         Some(Applied { rejected, generation })
     }
@@ -128,15 +133,18 @@ impl XdsStore {
         let (name, held) = match entry {
             AddressEntry::Workload { workload, endpoints } => {
                 // istiod names workloads by uid: share the text.
-                let name: Arc<str> = if *workload.uid == *name { workload.uid.clone() } else { name.into() };
-                let held = Held::Workload { uid: workload.uid.clone() };
+                let (name, held): (Arc<str>, _) = if *workload.uid == *name {
+                    (workload.uid.clone(), Held::WorkloadNamedByUid)
+                } else {
+                    (name.into(), Held::Workload(Box::new(workload.uid.clone())))
+                };
                 self.forget_if_other(&name, &held);
                 self.working.upsert_workload(workload, endpoints);
                 (name, held)
             }
             AddressEntry::Service(service) => {
                 let name: Arc<str> = name.into();
-                let held = Held::Service(service.key());
+                let held = Held::Service(Box::new(service.key()));
                 self.forget_if_other(&name, &held);
                 self.working.upsert_service(service);
                 (name, held)
@@ -150,19 +158,18 @@ impl XdsStore {
         let Some(old) = self.addresses.get(name) else {
             return;
         };
-        let same = match (&old.value, next) {
-            (Held::Workload { uid: a }, Held::Workload { uid: b }) => a == b,
-            (Held::Service(a), Held::Service(b)) => a == b,
-            _ => false,
-        };
-        if !same && let Some(old) = self.addresses.remove(name) {
-            self.forget(&old.value);
+        if old.value != *next
+            && let Some(old) = self.addresses.remove(name)
+        {
+            self.forget(name, &old.value);
         }
     }
 
-    fn forget(&mut self, held: &Held) {
+    /// Takes out of the working state what resource `name` became.
+    fn forget(&mut self, name: &str, held: &Held) {
         match held {
-            Held::Workload { uid } => self.working.remove_workload(uid),
+            Held::WorkloadNamedByUid => self.working.remove_workload(name),
+            Held::Workload(uid) => self.working.remove_workload(uid),
             Held::Service(key) => self.working.remove_service(key),
         }
     }

@@ -1,6 +1,7 @@
 //! `istio.workload.Service` -> [`Service`] (without endpoints: those come from workloads).
 
 use std::collections::BTreeMap;
+use std::sync::PoisonError;
 
 use super::workload::gateway;
 use super::{Blame, Named, ResourceError, ip_from_bytes, known, port_from_u32};
@@ -19,7 +20,10 @@ impl TryFrom<Named<'_, pb::Service>> for Service {
         let mut vips = Vec::with_capacity(s.addresses.len());
         for (i, a) in s.addresses.iter().enumerate() {
             let ip = ip_from_bytes(blame, &format!("addresses[{i}].address"), &a.address)?;
-            vips.push(NetworkAddress::new(&a.network, ip));
+            vips.push(NetworkAddress {
+                network: r.defaults.strings.lock().unwrap_or_else(PoisonError::into_inner).get(&a.network),
+                address: ip,
+            });
         }
         let mut ports = BTreeMap::new();
         for (i, p) in s.ports.iter().enumerate() {
@@ -37,18 +41,20 @@ impl TryFrom<Named<'_, pb::Service>> for Service {
             pb::IpFamilies::Ipv6Only => Some(IpFamily::IPv6),
             pb::IpFamilies::Dual => Some(IpFamily::Dual),
         };
+        let mut pool = r.defaults.strings.lock().unwrap_or_else(PoisonError::into_inner);
         let service = Service {
-            name: s.name.into(),
-            namespace: s.namespace.into(),
-            hostname: s.hostname.into(),
+            name: pool.get(&s.name),
+            namespace: pool.get(&s.namespace),
+            hostname: pool.get(&s.hostname),
             vips,
             ports,
             endpoints: Endpoints::default(),
-            subject_alt_names: s.subject_alt_names.into_iter().map(Into::into).collect(),
+            subject_alt_names: s.subject_alt_names.iter().map(|san| pool.get(san)).collect(),
             waypoint,
             load_balancer,
             ip_families,
         };
+        drop(pool);
         state::check_service(&blame.label(), &service, Spelling::Xds).map_err(|e| blame.rejected(e))?;
         Ok(service)
     }

@@ -67,7 +67,7 @@ pub struct ResponseReplay {
 impl ResponseReplay {
     /// A store publishing into `state`; workloads without a trust domain get `trust_domain`.
     pub fn new(state: SharedState, trust_domain: &str) -> ResponseReplay {
-        ResponseReplay { store: XdsStore::new(state, Defaults { trust_domain: trust_domain.into() }) }
+        ResponseReplay { store: XdsStore::new(state, Defaults::new(trust_domain)) }
     }
 
     /// Applies `response` exactly as the client does; `None` for a type the client does not
