@@ -63,7 +63,7 @@ fn bench(c: &mut Criterion) {
             st.pick_endpoint(&svc, 80, &mut rng)
         })
     });
-    group.bench_function("services-of-workload", |b| b.iter(|| st.services_of(&uids[key()]).into_iter().count()));
+    group.bench_function("services-of-workload", |b| b.iter(|| st.services_of(&uids[key()]).count()));
     group.finish();
 }
 

@@ -157,7 +157,7 @@ pub(crate) fn check_service(entry: &str, s: &Service, spelling: Spelling) -> Res
     }
     check_gateway(entry, "waypoint", &s.waypoint, spelling)?;
     for (uid, ep) in &s.endpoints {
-        check_port_map(entry, &format!("endpoints[{uid:?}].port"), &ep.port)?;
+        check_port_map(entry, format_args!("endpoints[{uid:?}].port"), &ep.port)?;
     }
     Ok(())
 }

@@ -286,7 +286,7 @@ fn add_endpoints(
                     format!("no workload with uid {:?} in this file", ep.workload_uid),
                 ));
             };
-            check_port_map(&label, &format!("{field}.port"), &ep.port)?;
+            check_port_map(&label, format_args!("{field}.port"), &ep.port)?;
             let uid = workloads[w].uid.clone();
             svc.endpoints.insert(Endpoint {
                 workload_uid: uid,

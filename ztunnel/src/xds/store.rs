@@ -29,14 +29,12 @@ struct Versioned<T> {
     value: T,
 }
 
-/// What an Address resource became in the state (kept small: one per workload).
+/// What an Address resource (other than a workload named by its uid) became in the state.
 #[derive(PartialEq, Eq)]
 enum Held {
-    /// A workload whose uid is the resource name, as istiod names workloads.
-    WorkloadNamedByUid,
-    /// Boxed, like the service key, so a `Held` is two words.
-    Workload(Box<Arc<str>>),
-    Service(Box<NamespacedHostname>),
+    /// A workload with another uid than the resource name.
+    Workload(Arc<str>),
+    Service(NamespacedHostname),
 }
 
 /// What one response did.
@@ -51,14 +49,29 @@ pub(crate) struct XdsStore {
     state: SharedState,
     /// The state being changed; a clone of it is the published snapshot.
     working: ProxyState,
-    addresses: HashMap<Arc<str>, Versioned<Held>>,
+    /// Workloads named by their uid, as istiod names them: name -> version. Kept apart from
+    /// the other Address resources because there is one per workload, and this way an entry
+    /// is 32 bytes (the name shares the workload's uid text).
+    workload_versions: HashMap<Arc<str>, Box<str>>,
+    /// Every other Address resource: services, and workloads named otherwise.
+    other_addresses: HashMap<Arc<str>, Versioned<Held>>,
+    /// How many of `other_addresses` are workloads.
+    renamed_workloads: usize,
     policies: BTreeMap<String, Versioned<Policy>>,
 }
 
 impl XdsStore {
     pub(crate) fn new(state: SharedState, defaults: Defaults) -> XdsStore {
         let working = ProxyState::empty(state.local_network());
-        XdsStore { defaults, state, working, addresses: HashMap::new(), policies: BTreeMap::new() }
+        XdsStore {
+            defaults,
+            state,
+            working,
+            workload_versions: HashMap::new(),
+            other_addresses: HashMap::new(),
+            renamed_workloads: 0,
+            policies: BTreeMap::new(),
+        }
     }
 
     /// Known resource names of `type_url` with their versions, for `initial_resource_versions`.
@@ -69,7 +82,11 @@ impl XdsStore {
             m.into_iter().map(|(k, v)| (k.as_ref().to_string(), v.version.to_string())).collect()
         }
         match type_url {
-            ADDRESS_TYPE => of(&self.addresses),
+            ADDRESS_TYPE => {
+                let mut all = of(&self.other_addresses);
+                all.extend(self.workload_versions.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+                all
+            }
             AUTHORIZATION_TYPE => of(&self.policies),
             _ => HashMap::new(),
         }
@@ -87,9 +104,7 @@ impl XdsStore {
         match type_url {
             ADDRESS_TYPE => {
                 for name in &removed {
-                    if let Some(held) = self.addresses.remove(name.as_str()) {
-                        self.forget(name, &held.value);
-                    }
+                    self.forget(name);
                 }
                 for r in resources {
                     let converted = self.decode::<pb::Address>("Address", type_url, &r).and_then(|message| {
@@ -130,47 +145,74 @@ impl XdsStore {
 
     /// Puts a converted Address into the working state, replacing what its name held.
     fn put_address(&mut self, name: String, version: String, entry: AddressEntry) {
-        let (name, held) = match entry {
-            AddressEntry::Workload { workload, endpoints } => {
-                // istiod names workloads by uid: share the text.
-                let (name, held): (Arc<str>, _) = if *workload.uid == *name {
-                    (workload.uid.clone(), Held::WorkloadNamedByUid)
-                } else {
-                    (name.into(), Held::Workload(Box::new(workload.uid.clone())))
-                };
-                self.forget_if_other(&name, &held);
+        match entry {
+            AddressEntry::Workload { workload, endpoints } if *workload.uid == *name => {
+                if self.other_addresses.contains_key(name.as_str()) {
+                    self.forget(&name);
+                }
+                // The name shares the uid's text.
+                self.workload_versions.insert(workload.uid.clone(), version.into());
                 self.working.upsert_workload(workload, endpoints);
-                (name, held)
+            }
+            AddressEntry::Workload { workload, endpoints } => {
+                let held = Held::Workload(workload.uid.clone());
+                self.forget_unless(&name, &held);
+                self.working.upsert_workload(workload, endpoints);
+                self.put_other(name.into(), Versioned { version: version.into(), value: held });
             }
             AddressEntry::Service(service) => {
-                let name: Arc<str> = name.into();
-                let held = Held::Service(Box::new(service.key()));
-                self.forget_if_other(&name, &held);
+                let held = Held::Service(service.key());
+                self.forget_unless(&name, &held);
                 self.working.upsert_service(service);
-                (name, held)
+                self.put_other(name.into(), Versioned { version: version.into(), value: held });
             }
-        };
-        self.addresses.insert(name, Versioned { version: version.into(), value: held });
-    }
-
-    /// Takes out what `name` held if the new version of it becomes something else.
-    fn forget_if_other(&mut self, name: &str, next: &Held) {
-        let Some(old) = self.addresses.get(name) else {
-            return;
-        };
-        if old.value != *next
-            && let Some(old) = self.addresses.remove(name)
-        {
-            self.forget(name, &old.value);
         }
     }
 
-    /// Takes out of the working state what resource `name` became.
-    fn forget(&mut self, name: &str, held: &Held) {
+    fn put_other(&mut self, name: Arc<str>, held: Versioned<Held>) {
+        let added = usize::from(matches!(held.value, Held::Workload(_)));
+        let old = self.other_addresses.insert(name, held);
+        let replaced = usize::from(matches!(old.map(|v| v.value), Some(Held::Workload(_))));
+        self.renamed_workloads = self.renamed_workloads + added - replaced;
+    }
+
+    /// Takes out what resource `name` held, unless it is `next` (which replaces it in place).
+    fn forget_unless(&mut self, name: &str, next: &Held) {
+        if self.other_addresses.get(name).is_none_or(|old| old.value != *next) {
+            self.forget(name);
+        }
+    }
+
+    /// Forgets the name `name`, and takes out of the working state what it became unless
+    /// another name still holds the same workload or service (istiod does not do that, but
+    /// nothing stops it).
+    fn forget(&mut self, name: &str) {
+        let held = if self.workload_versions.remove(name).is_some() {
+            Held::Workload(name.into())
+        } else {
+            match self.other_addresses.remove(name).map(|v| v.value) {
+                Some(Held::Workload(uid)) => {
+                    self.renamed_workloads -= 1;
+                    Held::Workload(uid)
+                }
+                Some(held) => held,
+                None => return,
+            }
+        };
+        // Workloads under other names than their uid are rare: look only if there are any.
+        let held_elsewhere = match &held {
+            Held::Workload(uid) => {
+                self.workload_versions.contains_key(uid)
+                    || (self.renamed_workloads > 0 && self.other_addresses.values().any(|v| v.value == held))
+            }
+            Held::Service(_) => self.other_addresses.values().any(|v| v.value == held),
+        };
+        if held_elsewhere {
+            return;
+        }
         match held {
-            Held::WorkloadNamedByUid => self.working.remove_workload(name),
-            Held::Workload(uid) => self.working.remove_workload(uid),
-            Held::Service(key) => self.working.remove_service(key),
+            Held::Workload(uid) => self.working.remove_workload(&uid),
+            Held::Service(key) => self.working.remove_service(&key),
         }
     }
 

@@ -19,7 +19,7 @@ impl TryFrom<Named<'_, pb::Service>> for Service {
         let s = r.message;
         let mut vips = Vec::with_capacity(s.addresses.len());
         for (i, a) in s.addresses.iter().enumerate() {
-            let ip = ip_from_bytes(blame, &format!("addresses[{i}].address"), &a.address)?;
+            let ip = ip_from_bytes(blame, format_args!("addresses[{i}].address"), &a.address)?;
             vips.push(NetworkAddress {
                 network: r.defaults.strings.lock().unwrap_or_else(PoisonError::into_inner).get(&a.network),
                 address: ip,
@@ -27,8 +27,8 @@ impl TryFrom<Named<'_, pb::Service>> for Service {
         }
         let mut ports = BTreeMap::new();
         for (i, p) in s.ports.iter().enumerate() {
-            let service_port = port_from_u32(blame, &format!("ports[{i}].service_port"), p.service_port)?;
-            let target_port = port_from_u32(blame, &format!("ports[{i}].target_port"), p.target_port)?;
+            let service_port = port_from_u32(blame, format_args!("ports[{i}].service_port"), p.service_port)?;
+            let target_port = port_from_u32(blame, format_args!("ports[{i}].target_port"), p.target_port)?;
             if ports.insert(service_port, target_port).is_some() {
                 return Err(blame.field(format!("ports[{i}]"), format!("service port {service_port} is listed twice")));
             }

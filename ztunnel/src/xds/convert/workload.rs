@@ -131,11 +131,11 @@ pub(super) fn gateway(blame: Blame<'_>, field: &str, g: pb::GatewayAddress) -> R
             GatewayDestination::Hostname(NamespacedHostname::new(&h.namespace, &h.hostname))
         }
         Some(pb::gateway_address::Destination::Address(a)) => {
-            let ip = ip_from_bytes(blame, &format!("{field}.address.address"), &a.address)?;
+            let ip = ip_from_bytes(blame, format_args!("{field}.address.address"), &a.address)?;
             GatewayDestination::Address(NetworkAddress::new(&a.network, ip))
         }
         None => return Err(blame.field(format!("{field}.destination"), "neither hostname nor address is set")),
     };
-    let hbone_mtls_port = port_from_u32(blame, &format!("{field}.hbone_mtls_port"), g.hbone_mtls_port)?;
+    let hbone_mtls_port = port_from_u32(blame, format_args!("{field}.hbone_mtls_port"), g.hbone_mtls_port)?;
     Ok(GatewayAddress { destination, hbone_mtls_port })
 }

@@ -86,7 +86,7 @@ impl ResponseReplay {
 mod tests {
     use super::*;
     use crate::xds::ADDRESS_TYPE;
-    use crate::xds::testing::SyntheticMesh;
+    use crate::xds::testing::{FakeResource, SyntheticMesh};
 
     #[test]
     fn replays_a_mesh_then_one_change_then_a_removal() {
@@ -114,5 +114,37 @@ mod tests {
         let st = state.read();
         assert!(st.workload_by_uid(&w.uid).is_none());
         assert_eq!(st.endpoints_for(&svc, 80).len(), 14, "the removed pod is no longer an endpoint");
+    }
+
+    #[test]
+    fn a_name_can_change_what_it_holds() {
+        let mesh = SyntheticMesh::new(30);
+        let state = SharedState::new("");
+        let mut replay = ResponseReplay::new(state.clone(), "cluster.local");
+        let mut send = |resources: &[FakeResource], removed: &[String]| {
+            let wire = encode_response(ADDRESS_TYPE, resources, removed, "v");
+            let done = replay.apply(DecodedResponse::decode(&wire).unwrap()).unwrap();
+            assert!(done.rejected.is_empty(), "{:?}", done.rejected);
+        };
+        send(&mesh.resources(), &[]);
+        let uid = state.read().workload_by_ip(mesh.workload_ip(3, 0)).unwrap().uid.clone();
+
+        // The same workload under a name that is not its uid replaces the one named by uid.
+        let mut renamed = mesh.workload(3, 1);
+        renamed.name = "renamed".into();
+        send(&[renamed], &[uid.to_string()]);
+        let st = state.read();
+        assert_eq!(st.workload_by_ip(mesh.workload_ip(3, 1)).map(|w| w.uid.clone()), Some(uid.clone()));
+        assert!(st.workload_by_ip(mesh.workload_ip(3, 0)).is_none());
+
+        // That name now holds a service: the workload goes, the service comes.
+        let mut service = mesh.service(0);
+        service.name = "renamed".into();
+        send(&[service], &[]);
+        assert!(state.read().workload_by_uid(&uid).is_none(), "the workload the name held must be gone");
+        send(&[], &["renamed".to_string()]);
+        let st = state.read();
+        assert!(st.service_by_vip(mesh.service_vip(0)).is_some(), "still sent under its own name");
+        assert_eq!(st.workloads().count(), 29);
     }
 }
