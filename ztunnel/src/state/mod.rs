@@ -1,10 +1,11 @@
 //! Mesh state: the workloads, services and authorization policies this proxy knows, where they
 //! come from (Istio's local config file, hot-reloaded), and fast lookups over them.
 //!
-//! Owns the data model (`workload`, `service`, `address`), the local config format and its
-//! validation (`local_format`, `validate`, `validate_policy`, `local`), the indexed snapshot
-//! (`store`), the shared handle with change notification ([`SharedState`]) and the file
-//! watcher (`watch`). Policies use the [`crate::policy`] model; this module decides which
+//! Owns the data model (`workload`, `service`, `endpoints`, `port_map`, `address`), the local
+//! config format and its validation (`local_format`, `validate`, `validate_policy`, `local`),
+//! the indexed snapshot (`store`) and its incremental changes (`store_update`, built on
+//! `snapshot_map`, `ip_index` and `arc_list`), the pool of shared texts (`string_pool`), the
+//! shared handle with change notification ([`SharedState`]) and the file watcher (`watch`). Policies use the [`crate::policy`] model; this module decides which
 //! policies exist and which a workload lists, while evaluating them is `policy`'s job. It must
 //! not do network IO or certificates, and nothing outside it sees the file format types.
 //!

@@ -72,13 +72,12 @@ impl ProxyState {
     }
 
     /// Services the workload `uid` is an endpoint of (no allocation: per-connection lookups).
+    /// A workload lists exactly those in its `services` (xDS builds endpoints from that list;
+    /// local config validation adds the services that declare the workload), so this is a
+    /// lookup per listed service that exists.
     pub fn services_of(&self, uid: &str) -> impl Iterator<Item = &Arc<Service>> + Clone {
         let named = self.workloads.get(uid).map(|w| w.services.as_slice()).unwrap_or_default();
-        named
-            .iter()
-            .filter_map(|key| self.service_entry(&key.namespace, &key.hostname))
-            .map(|e| &e.service)
-            .filter(move |s| s.endpoints.contains_key(uid))
+        named.iter().filter_map(|key| self.service_entry(&key.namespace, &key.hostname)).map(|e| &e.service)
     }
 
     /// An empty snapshot for a proxy in `network`.
