@@ -125,7 +125,7 @@ fn forwarded_param<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
 fn inbound_service(state: &ProxyState, workload: &Workload, port: u16, host: Option<&str>) -> Option<Arc<Service>> {
     let mine = state.services_of(&workload.uid);
     if let Some(host) = host
-        && let Some(s) = mine.iter().find(|s| &*s.hostname == host)
+        && let Some(s) = mine.clone().find(|s| &*s.hostname == host)
     {
         return Some(s.clone());
     }
@@ -133,7 +133,7 @@ fn inbound_service(state: &ProxyState, workload: &Workload, port: u16, host: Opt
         let endpoint_ports = s.endpoints.get(&workload.uid).is_some_and(|e| e.port.values().any(|t| *t == port));
         endpoint_ports || s.ports.values().any(|t| *t == port)
     };
-    let mut by_port = mine.iter().filter(|s| targets_port(s));
+    let mut by_port = mine.filter(|s| targets_port(s));
     match (by_port.next(), by_port.next()) {
         (Some(only), None) => Some(only.clone()),
         _ => None,

@@ -6,8 +6,6 @@
 //! Cross-entry checks (duplicate uids, addresses, references) are not here: the file checks
 //! them itself, and over xDS each resource stands alone.
 
-use std::collections::BTreeMap;
-
 use super::service::Service;
 use super::workload::{GatewayAddress, Workload};
 
@@ -91,11 +89,19 @@ pub(crate) fn check_port(entry: &str, field: &str, what: &str, port: u16) -> Res
     Ok(())
 }
 
-/// An endpoint port map: every service port and target port must be 1..65535.
-pub(crate) fn check_port_map(entry: &str, field: &str, ports: &BTreeMap<u16, u16>) -> Result<(), Rejection> {
+/// An endpoint port map: every service port and target port must be 1..65535. The field
+/// name is only formatted for an error (this runs for every endpoint of every workload).
+pub(crate) fn check_port_map<'a>(
+    entry: &str,
+    field: impl std::fmt::Display,
+    ports: impl IntoIterator<Item = (&'a u16, &'a u16)>,
+) -> Result<(), Rejection> {
     for (&service_port, &target_port) in ports {
-        check_port(entry, field, "service port", service_port)?;
-        check_port(entry, field, &format!("target port of service port {service_port}"), target_port)?;
+        if service_port == 0 || target_port == 0 {
+            let field = field.to_string();
+            check_port(entry, &field, "service port", service_port)?;
+            check_port(entry, &field, &format!("target port of service port {service_port}"), target_port)?;
+        }
     }
     Ok(())
 }
@@ -151,7 +157,7 @@ pub(crate) fn check_service(entry: &str, s: &Service, spelling: Spelling) -> Res
     }
     check_gateway(entry, "waypoint", &s.waypoint, spelling)?;
     for (uid, ep) in &s.endpoints {
-        check_port_map(entry, &format!("endpoints[{uid:?}].port"), &ep.port)?;
+        check_port_map(entry, format_args!("endpoints[{uid:?}].port"), &ep.port)?;
     }
     Ok(())
 }

@@ -1,24 +1,33 @@
 //! Mesh state: the workloads, services and authorization policies this proxy knows, where they
 //! come from (Istio's local config file, hot-reloaded), and fast lookups over them.
 //!
-//! Owns the data model (`workload`, `service`, `address`), the local config format and its
-//! validation (`local_format`, `validate`, `validate_policy`, `local`), the indexed snapshot
-//! (`store`), the shared handle with change notification ([`SharedState`]) and the file
-//! watcher (`watch`). Policies use the [`crate::policy`] model; this module decides which
+//! Owns the data model (`workload`, `service`, `endpoints`, `port_map`, `address`), the local
+//! config format and its validation (`local_format`, `validate`, `validate_policy`, `local`),
+//! the indexed snapshot (`store`) and its incremental changes (`store_update`, built on
+//! `snapshot_map`, `ip_index` and `arc_list`), the pool of shared texts (`string_pool`), the
+//! shared handle with change notification ([`SharedState`]) and the file watcher (`watch`). Policies use the [`crate::policy`] model; this module decides which
 //! policies exist and which a workload lists, while evaluating them is `policy`'s job. It must
 //! not do network IO or certificates, and nothing outside it sees the file format types.
 //!
 //! Readers take a cheap snapshot (`Arc<ProxyState>`) and never hold a lock while working;
-//! writers build a whole new snapshot and swap it in, bumping a generation that subscribers
-//! see through a `tokio::sync::watch` channel.
+//! writers change a working copy and swap a clone of it in (cheap: the indexes share storage
+//! with older snapshots, see `snapshot_map`), bumping a generation that subscribers see
+//! through a `tokio::sync::watch` channel.
 
 mod address;
+mod arc_list;
 mod capture;
 mod checks;
+mod endpoints;
+mod ip_index;
 mod local;
 mod local_format;
+mod port_map;
 mod service;
+mod snapshot_map;
 mod store;
+mod store_update;
+mod string_pool;
 mod validate;
 mod validate_policy;
 mod watch;
@@ -41,11 +50,14 @@ use tokio::sync::watch as channel;
 pub use address::{NamespacedHostname, NetworkAddress};
 pub use capture::PodCapture;
 pub(crate) use checks::{Rejection, Spelling, check_port_map, check_service, check_workload};
+pub use endpoints::Endpoints;
 pub use local::{LocalConfig, LocalConfigError, Location, apply, load_local_config, parse_local_config};
+pub use port_map::PortMap;
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Service,
 };
 pub use store::ProxyState;
+pub(crate) use string_pool::StringPool;
 pub(crate) use validate::{service_account_or_default, trust_domain_or};
 pub use watch::watch_local_config;
 pub use workload::{
@@ -141,10 +153,14 @@ impl SharedState {
     pub fn config_dump(&self) -> serde_json::Value {
         let st = self.read();
         let reload = self.inner.reload.borrow().clone();
+        let mut workloads: Vec<&Workload> = st.workloads().map(Arc::as_ref).collect();
+        workloads.sort_by(|a, b| a.uid.cmp(&b.uid));
+        let mut services: Vec<&Service> = st.services().map(Arc::as_ref).collect();
+        services.sort_by(|a, b| (&a.namespace, &a.hostname).cmp(&(&b.namespace, &b.hostname)));
         let dump = ConfigDump {
             generation: st.generation(),
-            workloads: st.workloads().map(Arc::as_ref).collect(),
-            services: st.services().map(Arc::as_ref).collect(),
+            workloads,
+            services,
             policies: st.policies(),
             local_config: reload,
         };

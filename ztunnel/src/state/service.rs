@@ -10,6 +10,8 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::address::{NamespacedHostname, NetworkAddress};
+use super::endpoints::Endpoints;
+use super::port_map::PortMap;
 use super::workload::{GatewayAddress, HealthStatus};
 
 /// A workload serving a service, with its own port map.
@@ -21,7 +23,7 @@ pub struct Endpoint {
     pub service_key: NamespacedHostname,
     /// Service port -> target port on this endpoint. A service port missing here falls back
     /// to the service's own target port.
-    pub port: BTreeMap<u16, u16>,
+    pub port: PortMap,
     pub status: HealthStatus,
 }
 
@@ -81,7 +83,7 @@ pub struct Service {
     /// Service port -> target port; a target of 0 means "each endpoint's own mapping".
     pub ports: BTreeMap<u16, u16>,
     /// Endpoints keyed by workload uid, unhealthy ones included (they are skipped when picking).
-    pub endpoints: BTreeMap<Arc<str>, Endpoint>,
+    pub endpoints: Endpoints,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub subject_alt_names: Vec<Arc<str>>,
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -2,55 +2,65 @@
 //! the data path needs (workload by IP, service by VIP, by uid, by namespace/hostname, by node)
 //! and precomputed endpoint tables so that picking an endpoint allocates nothing.
 //!
-//! A snapshot is never mutated; changes build a new one and swap it in through `SharedState`.
-//! This module does no IO.
+//! A published snapshot is never mutated. Its owner (the xDS store, or a local config load)
+//! keeps a working copy, changes it in place (`store_update`) and publishes a clone through
+//! `SharedState`. Every index is a [`SnapshotMap`], so that clone is cheap and a change copies
+//! only the parts of the indexes it touches. This module does no IO.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
 
+use super::address::NamespacedHostname;
+use super::arc_list::ArcList;
 use super::capture::PodCapture;
+use super::endpoints::Endpoints;
+use super::ip_index::IpIndex;
 use super::local::LocalConfig;
 use super::service::Service;
-use super::workload::{NetworkMode, Workload};
-use crate::policy::{Authorization, Connection, Decision, PolicyStore, Target};
-
-/// Workloads (or services) sharing an IP in different networks; almost always one entry.
-type ByNetwork<T> = Vec<(Arc<str>, Arc<T>)>;
+use super::snapshot_map::SnapshotMap;
+use super::workload::Workload;
+use crate::policy::{Connection, Decision, PolicyStore, Target};
 
 /// One endpoint that may receive traffic on a given service port.
 #[derive(Debug)]
-struct Candidate {
-    workload: Arc<Workload>,
-    target_port: u16,
+pub(super) struct Candidate {
+    pub(super) workload: Arc<Workload>,
+    pub(super) target_port: u16,
     /// Sum of the weights of this and all earlier candidates.
-    cumulative: u64,
+    pub(super) cumulative: u64,
 }
 
-/// A service plus, per service port, the endpoints eligible for that port.
+/// A service plus, per service port (sorted), the endpoints eligible for that port.
 #[derive(Debug)]
-struct ServiceEntry {
-    service: Arc<Service>,
-    by_port: BTreeMap<u16, Vec<Candidate>>,
+pub(super) struct ServiceEntry {
+    pub(super) service: Arc<Service>,
+    pub(super) by_port: Box<[(u16, Box<[Candidate]>)]>,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug, Default, Clone)]
 pub struct ProxyState {
     pub(super) generation: u64,
     /// The network this proxy is in; plain IP lookups resolve within it.
-    network: Arc<str>,
-    workloads: Vec<Arc<Workload>>,
-    services: Vec<Arc<Service>>,
-    policies: PolicyStore,
-    captures: Vec<Arc<PodCapture>>,
-    by_uid: HashMap<Arc<str>, Arc<Workload>>,
-    by_ip: HashMap<IpAddr, ByNetwork<Workload>>,
-    by_node: HashMap<Arc<str>, Vec<Arc<Workload>>>,
-    by_vip: HashMap<IpAddr, ByNetwork<Service>>,
-    /// hostname -> services with that hostname (one per namespace).
-    by_host: HashMap<Arc<str>, Vec<ServiceEntry>>,
-    /// workload uid -> services it is an endpoint of.
-    by_endpoint: HashMap<Arc<str>, Vec<Arc<Service>>>,
+    pub(super) network: Arc<str>,
+    pub(super) policies: Arc<PolicyStore>,
+    pub(super) captures: Arc<[Arc<PodCapture>]>,
+    /// uid -> workload.
+    pub(super) workloads: SnapshotMap<Arc<str>, Arc<Workload>>,
+    /// IP -> workloads with it, one per network, sorted by uid.
+    pub(super) by_ip: IpIndex<Workload>,
+    /// node -> its workloads, in no particular order.
+    pub(super) by_node: SnapshotMap<Arc<str>, Arc<Vec<Arc<Workload>>>>,
+    /// VIP -> services with it, one per network, sorted by namespace/hostname.
+    pub(super) by_vip: IpIndex<Service>,
+    /// hostname -> services with it (one per namespace, sorted), with their endpoint tables.
+    pub(super) by_host: SnapshotMap<Arc<str>, ArcList<ServiceEntry>>,
+    /// service -> its endpoints, also for services not known (yet): workloads may name a
+    /// service before istiod sends it. Shared with the [`Service`]s of the snapshot.
+    pub(super) endpoints: SnapshotMap<NamespacedHostname, Endpoints>,
+    /// Services whose endpoint tables are out of date in a working copy (true: their endpoint
+    /// list too); always empty in a published snapshot.
+    pub(super) stale_services: HashMap<NamespacedHostname, bool>,
     /// Bytes of the config file this snapshot was built from, if any.
     pub(super) source: Option<Arc<[u8]>>,
 }
@@ -62,8 +72,12 @@ impl ProxyState {
     }
 
     /// Services the workload `uid` is an endpoint of (no allocation: per-connection lookups).
-    pub fn services_of(&self, uid: &str) -> &[Arc<Service>] {
-        self.by_endpoint.get(uid).map(Vec::as_slice).unwrap_or_default()
+    /// A workload lists exactly those in its `services` (xDS builds endpoints from that list;
+    /// local config validation adds the services that declare the workload), so this is a
+    /// lookup per listed service that exists.
+    pub fn services_of(&self, uid: &str) -> impl Iterator<Item = &Arc<Service>> + Clone {
+        let named = self.workloads.get(uid).map(|w| w.services.as_slice()).unwrap_or_default();
+        named.iter().filter_map(|key| self.service_entry(&key.namespace, &key.hostname)).map(|e| &e.service)
     }
 
     /// An empty snapshot for a proxy in `network`.
@@ -82,73 +96,9 @@ impl ProxyState {
         st
     }
 
-    /// Indexes workloads, services and policies from any source. Entries are taken in the
-    /// order given; where two workloads share a uid, or an address in one network, or two
-    /// services share a VIP, the first one is found by lookups. Endpoints naming a workload
-    /// that is not given are skipped.
-    pub(crate) fn from_parts(
-        workloads: impl IntoIterator<Item = Arc<Workload>>,
-        services: impl IntoIterator<Item = Arc<Service>>,
-        policies: Vec<Authorization>,
-        network: &str,
-    ) -> ProxyState {
-        let mut st = ProxyState::empty(network);
-        st.policies = PolicyStore::new(policies);
-        for w in workloads {
-            st.by_uid.entry(w.uid.clone()).or_insert_with(|| w.clone());
-            st.by_node.entry(w.node.clone()).or_default().push(w.clone());
-            if w.network_mode != NetworkMode::HostNetwork {
-                for ip in &w.workload_ips {
-                    st.by_ip.entry(*ip).or_default().push((w.network.clone(), w.clone()));
-                }
-            }
-            st.workloads.push(w);
-        }
-        for s in services {
-            for vip in &s.vips {
-                st.by_vip.entry(vip.address).or_default().push((vip.network.clone(), s.clone()));
-            }
-            let by_port = s.ports.iter().map(|(&port, &target)| (port, st.candidates(&s, port, target))).collect();
-            st.by_host.entry(s.hostname.clone()).or_default().push(ServiceEntry { service: s.clone(), by_port });
-            for uid in s.endpoints.keys() {
-                st.by_endpoint.entry(uid.clone()).or_default().push(s.clone());
-            }
-            st.services.push(s);
-        }
-        st
-    }
-
-    /// Endpoints of `svc` that may take traffic for service port `port`, with Istio's rules:
-    /// the endpoint must be healthy (or the service's health policy is `AllowAll`), its
-    /// workload must be reachable, and the target port is the endpoint's own mapping for
-    /// `port`, else the service's target port unless that is 0.
-    fn candidates(&self, svc: &Service, port: u16, service_target: u16) -> Vec<Candidate> {
-        let mut cumulative = 0u64;
-        let mut out = Vec::new();
-        for ep in svc.endpoints.values() {
-            if !svc.accepts(ep.status) {
-                continue;
-            }
-            let Some(workload) = self.by_uid.get(&ep.workload_uid) else {
-                continue;
-            };
-            if !self.reachable(workload) {
-                continue;
-            }
-            let target_port = match ep.port.get(&port) {
-                Some(&p) => p,
-                None if service_target != 0 => service_target,
-                None => continue,
-            };
-            cumulative += u64::from(workload.capacity);
-            out.push(Candidate { workload: workload.clone(), target_port, cumulative });
-        }
-        out
-    }
-
     /// A workload can be sent to if it has an address, or a hostname to resolve, or (in
     /// another network) a gateway to go through.
-    fn reachable(&self, w: &Workload) -> bool {
+    pub(super) fn reachable(&self, w: &Workload) -> bool {
         !w.workload_ips.is_empty()
             || !w.hostname.is_empty()
             || (w.network != self.network && w.network_gateway.is_some())
@@ -170,11 +120,11 @@ impl ProxyState {
 
     /// The workload with `ip` in `network`.
     pub fn workload_by_address(&self, network: &str, ip: IpAddr) -> Option<Arc<Workload>> {
-        find_in_network(self.by_ip.get(&ip)?, network)
+        self.by_ip.get(&ip)?.as_slice().iter().find(|w| &*w.network == network).cloned()
     }
 
     pub fn workload_by_uid(&self, uid: &str) -> Option<Arc<Workload>> {
-        self.by_uid.get(uid).cloned()
+        self.workloads.get(uid).cloned()
     }
 
     /// The service with VIP `ip` in this proxy's network.
@@ -184,21 +134,28 @@ impl ProxyState {
 
     /// The service with VIP `ip` in `network`.
     pub fn service_by_address(&self, network: &str, ip: IpAddr) -> Option<Arc<Service>> {
-        find_in_network(self.by_vip.get(&ip)?, network)
+        let in_network = |s: &&Arc<Service>| s.vips.iter().any(|v| v.address == ip && &*v.network == network);
+        self.by_vip.get(&ip)?.as_slice().iter().find(in_network).cloned()
     }
 
     pub fn service_by_host(&self, namespace: &str, hostname: &str) -> Option<Arc<Service>> {
         self.service_entry(namespace, hostname).map(|e| e.service.clone())
     }
 
-    fn service_entry(&self, namespace: &str, hostname: &str) -> Option<&ServiceEntry> {
-        self.by_host.get(hostname)?.iter().find(|e| &*e.service.namespace == namespace)
+    pub(super) fn service_entry(&self, namespace: &str, hostname: &str) -> Option<&Arc<ServiceEntry>> {
+        self.by_host.get(hostname)?.as_slice().iter().find(|e| &*e.service.namespace == namespace)
     }
 
     /// The eligible endpoints for `port` of the service with `svc`'s namespace and hostname in
     /// this snapshot (so an `Arc<Service>` from an older snapshot still finds current endpoints).
     fn port_candidates(&self, svc: &Service, port: u16) -> &[Candidate] {
-        self.service_entry(&svc.namespace, &svc.hostname).and_then(|e| e.by_port.get(&port)).map_or(&[], Vec::as_slice)
+        let Some(entry) = self.service_entry(&svc.namespace, &svc.hostname) else {
+            return &[];
+        };
+        match entry.by_port.binary_search_by_key(&port, |(p, _)| *p) {
+            Ok(i) => &entry.by_port[i].1,
+            Err(_) => &[],
+        }
     }
 
     /// Endpoints of a service that may take traffic on service port `port`, with their
@@ -226,18 +183,19 @@ impl ProxyState {
         Some((chosen.workload.clone(), chosen.target_port))
     }
 
+    /// The workloads on `node`, in no particular order.
     pub fn workloads_on_node(&self, node: &str) -> Vec<Arc<Workload>> {
-        self.by_node.get(node).cloned().unwrap_or_default()
+        self.by_node.get(node).map(|ws| ws.to_vec()).unwrap_or_default()
     }
 
-    /// All workloads, in config order.
+    /// All workloads, in no particular order.
     pub fn workloads(&self) -> impl Iterator<Item = &Arc<Workload>> {
-        self.workloads.iter()
+        self.workloads.values()
     }
 
-    /// All services, in config order.
+    /// All services, in no particular order.
     pub fn services(&self) -> impl Iterator<Item = &Arc<Service>> {
-        self.services.iter()
+        self.by_host.values().flat_map(|l| l.as_slice().iter().map(|e| &e.service))
     }
 
     /// Every authorization policy, indexed for decisions.
@@ -250,8 +208,4 @@ impl ProxyState {
     pub fn authorize(&self, w: &Workload, conn: &Connection<'_>) -> Decision {
         self.policies.evaluate(&Target { namespace: &w.namespace, policies: &w.authorization_policies }, conn)
     }
-}
-
-fn find_in_network<T>(entries: &ByNetwork<T>, network: &str) -> Option<Arc<T>> {
-    entries.iter().find(|(n, _)| &**n == network).map(|(_, v)| v.clone())
 }

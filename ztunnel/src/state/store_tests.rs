@@ -63,7 +63,7 @@ fn lookups_by_ip_vip_uid_host_and_node() {
     assert!(st.workloads_on_node("n9").is_empty());
     // The endpoint index agrees with the services' own endpoint lists.
     for w in st.workloads() {
-        let mut indexed: Vec<&str> = st.services_of(&w.uid).iter().map(|s| &*s.hostname).collect();
+        let mut indexed: Vec<&str> = st.services_of(&w.uid).map(|s| &*s.hostname).collect();
         let mut scanned: Vec<&str> =
             st.services().filter(|s| s.endpoints.contains_key(&w.uid)).map(|s| &*s.hostname).collect();
         indexed.sort();
@@ -71,7 +71,7 @@ fn lookups_by_ip_vip_uid_host_and_node() {
         assert_eq!(indexed, scanned, "services of {}", w.uid);
     }
     assert!(st.services().any(|s| !s.endpoints.is_empty()), "the fixture must have endpoints");
-    assert!(st.services_of("no-such-uid").is_empty());
+    assert!(st.services_of("no-such-uid").next().is_none());
     assert_eq!(st.workloads().count(), 7);
     assert_eq!(st.services().count(), 3);
     assert_eq!(st.policies().len(), 1);
@@ -177,11 +177,32 @@ fn config_dump_shows_workloads_services_and_policies() {
     assert_eq!(workloads[0]["protocol"], "TCP");
     assert_eq!(workloads[0]["serviceAccount"], "default");
     assert_eq!(workloads[0]["services"][0], "ns/web");
-    let web = &dump["services"][0];
+    // Sorted by namespace and hostname (snapshots keep no config order).
+    let services: Vec<_> =
+        dump["services"].as_array().unwrap().iter().map(|s| s["hostname"].as_str().unwrap()).collect();
+    assert_eq!(services, ["split", "tolerant", "web"]);
+    let web = &dump["services"][2];
     assert_eq!(web["vips"][1], "far/10.96.0.1");
     assert_eq!(web["ports"]["80"], 8080);
     assert_eq!(web["endpoints"]["b"]["port"]["80"], 9090);
     assert_eq!(web["endpoints"]["sick"]["status"], "Unhealthy");
     assert_eq!(dump["policies"][0]["action"], "Deny");
     assert_eq!(dump["localConfig"]["attempts"], 0);
+}
+
+/// Per-workload memory is a target (see the state_scale example); these are the entries
+/// every workload or endpoint pays for.
+#[test]
+fn index_entries_stay_compact() {
+    use std::mem::size_of;
+    eprintln!(
+        "Workload {} Service {} Endpoint {} Candidate {}",
+        size_of::<Workload>(),
+        size_of::<Service>(),
+        size_of::<Endpoint>(),
+        size_of::<super::store::Candidate>()
+    );
+    assert!(size_of::<Endpoint>() <= 72, "Endpoint grew to {} bytes", size_of::<Endpoint>());
+    assert!(size_of::<super::store::Candidate>() <= 24, "Candidate grew");
+    assert!(size_of::<super::arc_list::ArcList<Workload>>() <= 16, "ArcList grew");
 }

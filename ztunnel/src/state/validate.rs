@@ -6,8 +6,8 @@
 //! of the first problem found. It does no IO and builds no indexes. Policies, namespaces and
 //! the `mtls` shorthand are checked in `validate_policy`.
 
+use std::collections::HashMap;
 use std::collections::hash_map::Entry;
-use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -15,6 +15,7 @@ use super::address::NamespacedHostname;
 use super::capture::PodCapture;
 pub(super) use super::checks::Rejection;
 use super::checks::{Spelling, check_port_map, check_service, check_workload, no_slash, reject};
+use super::endpoints::Endpoints;
 use super::local_format::{LocalConfigFile, ServiceEntry, WorkloadEntry};
 use super::service::{Endpoint, Service};
 use super::validate_policy::{apply_mtls, check_namespaces, check_policies};
@@ -58,7 +59,7 @@ pub(super) fn validate(mut file: LocalConfigFile, default_trust_domain: &str) ->
     let mut services = check_services(&file.services)?;
     let keys: HashMap<NamespacedHostname, usize> = services.iter().enumerate().map(|(i, s)| (s.key(), i)).collect();
     let mut workloads = check_workloads(&file.workloads, &keys, default_trust_domain)?;
-    add_endpoints(&file, &workloads, &mut services)?;
+    add_endpoints(&file, &mut workloads, &mut services)?;
     let captures = check_captures(&file.workloads)?;
     let mut policies = std::mem::take(&mut file.policies);
     check_policies(&policies)?;
@@ -161,7 +162,7 @@ fn check_services(entries: &[ServiceEntry]) -> Result<Vec<Service>, Rejection> {
             hostname: key.hostname.clone(),
             vips: s.vips.clone(),
             ports: s.ports.clone(),
-            endpoints: BTreeMap::new(),
+            endpoints: Endpoints::default(),
             subject_alt_names: s.subject_alt_names.iter().map(|s| s.as_str().into()).collect(),
             waypoint: s.waypoint.clone(),
             load_balancer: s.load_balancer.clone(),
@@ -266,26 +267,36 @@ fn check_workloads(
 }
 
 /// Endpoints declared on services first, then the ones workloads declare (which win for the
-/// same uid, as in Istio where workload endpoints are merged into the service last).
-fn add_endpoints(file: &LocalConfigFile, workloads: &[Workload], services: &mut [Service]) -> Result<(), Rejection> {
-    let by_uid: HashMap<&str, &Workload> = workloads.iter().map(|w| (&*w.uid, w)).collect();
+/// same uid, as in Istio where workload endpoints are merged into the service last). A
+/// workload lists every service it ends up an endpoint of, including those that declare it.
+fn add_endpoints(
+    file: &LocalConfigFile,
+    workloads: &mut [Workload],
+    services: &mut [Service],
+) -> Result<(), Rejection> {
+    let by_uid: HashMap<Arc<str>, usize> = workloads.iter().enumerate().map(|(i, w)| (w.uid.clone(), i)).collect();
     for (i, (entry, svc)) in file.services.iter().zip(services.iter_mut()).enumerate() {
         let label = service_label(i, Some(&svc.namespace), Some(&svc.hostname), None);
         for (key, ep) in &entry.endpoints {
             let field = format!("endpoints[{key:?}]");
-            if !by_uid.contains_key(ep.workload_uid.as_str()) {
+            let Some(&w) = by_uid.get(ep.workload_uid.as_str()) else {
                 return Err(reject(
                     &label,
                     format!("{field}.workloadUid"),
                     format!("no workload with uid {:?} in this file", ep.workload_uid),
                 ));
+            };
+            check_port_map(&label, format_args!("{field}.port"), &ep.port)?;
+            let uid = workloads[w].uid.clone();
+            svc.endpoints.insert(Endpoint {
+                workload_uid: uid,
+                service_key: svc.key(),
+                port: (&ep.port).into(),
+                status: ep.status,
+            });
+            if !workloads[w].services.contains(&svc.key()) {
+                workloads[w].services.push(svc.key());
             }
-            check_port_map(&label, &format!("{field}.port"), &ep.port)?;
-            let uid: Arc<str> = ep.workload_uid.as_str().into();
-            svc.endpoints.insert(
-                uid.clone(),
-                Endpoint { workload_uid: uid, service_key: svc.key(), port: ep.port.clone(), status: ep.status },
-            );
         }
     }
     let index: HashMap<NamespacedHostname, usize> = services.iter().enumerate().map(|(i, s)| (s.key(), i)).collect();
@@ -298,10 +309,12 @@ fn add_endpoints(file: &LocalConfigFile, workloads: &[Workload], services: &mut 
             let Some(&i) = index.get(&key) else {
                 continue;
             };
-            services[i].endpoints.insert(
-                w.uid.clone(),
-                Endpoint { workload_uid: w.uid.clone(), service_key: key, port: ports.clone(), status: w.status },
-            );
+            services[i].endpoints.insert(Endpoint {
+                workload_uid: w.uid.clone(),
+                service_key: key,
+                port: ports.into(),
+                status: w.status,
+            });
         }
     }
     Ok(())

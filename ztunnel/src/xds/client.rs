@@ -68,7 +68,7 @@ impl XdsClient {
             &config.cluster_id,
         )?;
         let pending = TYPES.iter().map(|t| (*t, ready.register(&format!("xds {t}")))).collect();
-        let defaults = Defaults { trust_domain: config.trust_domain.as_str().into() };
+        let defaults = Defaults::new(&config.trust_domain);
         Ok(XdsClient {
             istiod,
             node: node(&config),

@@ -105,7 +105,7 @@ fn string_match(blame: Blame<'_>, field: &str, s: &pb::StringMatch) -> Result<St
 
 /// `address/length` with the prefix length checked against the address family.
 fn cidr(blame: Blame<'_>, field: &str, a: &pb::Address) -> Result<Cidr, ResourceError> {
-    let ip = ip_from_bytes(blame, &format!("{field}.address"), &a.address)?;
+    let ip = ip_from_bytes(blame, format_args!("{field}.address"), &a.address)?;
     Cidr::new(ip, a.length).map_err(|_| {
         let max = if ip.is_ipv4() { 32 } else { 128 };
         blame.field(format!("{field}.length"), format!("prefix length {} exceeds {max} for {ip}", a.length))

@@ -15,20 +15,33 @@ mod tests;
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message;
 
 use super::proto::{security, workload as pb};
-use crate::state::{Endpoint, Rejection, Service, Workload};
+use crate::state::{Endpoint, Rejection, Service, StringPool, Workload};
 
 pub(crate) use authorization::Policy;
 
-/// Settings the conversion fills defaults from.
-#[derive(Clone, Debug)]
+/// Settings the conversion fills defaults from, and the pool of texts converted resources share.
+#[derive(Debug)]
 pub(crate) struct Defaults {
     /// Trust domain of workloads that name none (istiod elides the mesh default).
     pub(crate) trust_domain: Arc<str>,
+    /// Locked once per resource; only the xDS store's task converts.
+    pub(crate) strings: Mutex<StringPool>,
+}
+
+impl Defaults {
+    pub(crate) fn new(trust_domain: &str) -> Defaults {
+        Defaults { trust_domain: trust_domain.into(), strings: Mutex::new(StringPool::default()) }
+    }
+
+    /// Drops pooled texts no resource uses any more.
+    pub(crate) fn prune_strings(&self) {
+        self.strings.lock().unwrap_or_else(PoisonError::into_inner).prune();
+    }
 }
 
 /// A resource as it arrives: its xDS name next to its decoded message.
@@ -44,7 +57,7 @@ pub(crate) enum AddressEntry {
     /// A workload, and its endpoint in each service it declares.
     Workload { workload: Arc<Workload>, endpoints: Vec<Endpoint> },
     /// A service; its endpoints come from the workloads that name it.
-    Service(Arc<Service>),
+    Service(Service),
 }
 
 /// Why one resource was rejected; the rest of its response still applies.
@@ -109,8 +122,9 @@ impl<'a> Blame<'a> {
     }
 }
 
-/// A raw address: 4 bytes for IPv4, 16 for IPv6.
-pub(super) fn ip_from_bytes(blame: Blame<'_>, field: &str, bytes: &[u8]) -> Result<IpAddr, ResourceError> {
+/// A raw address: 4 bytes for IPv4, 16 for IPv6. Field names are `Display` so that callers
+/// can pass `format_args!`, formatted only for an error.
+pub(super) fn ip_from_bytes(blame: Blame<'_>, field: impl fmt::Display, bytes: &[u8]) -> Result<IpAddr, ResourceError> {
     match bytes.len() {
         4 => Ok(IpAddr::V4(Ipv4Addr::from(<[u8; 4]>::try_from(bytes).unwrap_or_default()))),
         16 => Ok(IpAddr::V6(Ipv6Addr::from(<[u8; 16]>::try_from(bytes).unwrap_or_default()))),
@@ -119,7 +133,7 @@ pub(super) fn ip_from_bytes(blame: Blame<'_>, field: &str, bytes: &[u8]) -> Resu
 }
 
 /// A port carried as `uint32`: must fit 16 bits (0 is left to the caller's rules).
-pub(super) fn port_from_u32(blame: Blame<'_>, field: &str, port: u32) -> Result<u16, ResourceError> {
+pub(super) fn port_from_u32(blame: Blame<'_>, field: impl fmt::Display, port: u32) -> Result<u16, ResourceError> {
     u16::try_from(port).map_err(|_| blame.field(field, format!("port {port} is out of range (0..65535)")))
 }
 
@@ -131,7 +145,7 @@ pub(super) fn known<E: TryFrom<i32>>(blame: Blame<'_>, field: &str, value: i32) 
 /// Decodes and converts one `istio.workload.Address` message. Used by the client and by the
 /// fuzz targets, which feed it arbitrary bytes.
 pub fn check_address(name: &str, bytes: &[u8], trust_domain: &str) -> Result<(), ResourceError> {
-    let defaults = Defaults { trust_domain: trust_domain.into() };
+    let defaults = Defaults::new(trust_domain);
     let message = pb::Address::decode(bytes).map_err(|e| ResourceError {
         kind: "Address",
         name: name.into(),
@@ -149,7 +163,7 @@ pub fn check_authorization(name: &str, bytes: &[u8]) -> Result<(), ResourceError
         field: None,
         reason: format!("cannot decode: {e}"),
     })?;
-    let defaults = Defaults { trust_domain: "".into() };
+    let defaults = Defaults::new("");
     Policy::try_from(Named { name, message, defaults: &defaults }).map(|_| ())
 }
 
@@ -165,7 +179,7 @@ impl TryFrom<Named<'_, pb::Address>> for AddressEntry {
             }
             Some(pb::address::Type::Service(s)) => {
                 let service = Service::try_from(Named { name: r.name, message: s, defaults: r.defaults })?;
-                Ok(AddressEntry::Service(Arc::new(service)))
+                Ok(AddressEntry::Service(service))
             }
             None => Err(Blame::new("Address", r.name, "").field("type", "neither workload nor service is set")),
         }

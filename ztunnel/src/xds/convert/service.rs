@@ -1,12 +1,13 @@
 //! `istio.workload.Service` -> [`Service`] (without endpoints: those come from workloads).
 
 use std::collections::BTreeMap;
+use std::sync::PoisonError;
 
 use super::workload::gateway;
 use super::{Blame, Named, ResourceError, ip_from_bytes, known, port_from_u32};
 use crate::state::{
-    self, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, NetworkAddress,
-    Service, Spelling,
+    self, Endpoints, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope,
+    NetworkAddress, Service, Spelling,
 };
 use crate::xds::proto::workload as pb;
 
@@ -18,13 +19,16 @@ impl TryFrom<Named<'_, pb::Service>> for Service {
         let s = r.message;
         let mut vips = Vec::with_capacity(s.addresses.len());
         for (i, a) in s.addresses.iter().enumerate() {
-            let ip = ip_from_bytes(blame, &format!("addresses[{i}].address"), &a.address)?;
-            vips.push(NetworkAddress::new(&a.network, ip));
+            let ip = ip_from_bytes(blame, format_args!("addresses[{i}].address"), &a.address)?;
+            vips.push(NetworkAddress {
+                network: r.defaults.strings.lock().unwrap_or_else(PoisonError::into_inner).get(&a.network),
+                address: ip,
+            });
         }
         let mut ports = BTreeMap::new();
         for (i, p) in s.ports.iter().enumerate() {
-            let service_port = port_from_u32(blame, &format!("ports[{i}].service_port"), p.service_port)?;
-            let target_port = port_from_u32(blame, &format!("ports[{i}].target_port"), p.target_port)?;
+            let service_port = port_from_u32(blame, format_args!("ports[{i}].service_port"), p.service_port)?;
+            let target_port = port_from_u32(blame, format_args!("ports[{i}].target_port"), p.target_port)?;
             if ports.insert(service_port, target_port).is_some() {
                 return Err(blame.field(format!("ports[{i}]"), format!("service port {service_port} is listed twice")));
             }
@@ -37,18 +41,20 @@ impl TryFrom<Named<'_, pb::Service>> for Service {
             pb::IpFamilies::Ipv6Only => Some(IpFamily::IPv6),
             pb::IpFamilies::Dual => Some(IpFamily::Dual),
         };
+        let mut pool = r.defaults.strings.lock().unwrap_or_else(PoisonError::into_inner);
         let service = Service {
-            name: s.name.into(),
-            namespace: s.namespace.into(),
-            hostname: s.hostname.into(),
+            name: pool.get(&s.name),
+            namespace: pool.get(&s.namespace),
+            hostname: pool.get(&s.hostname),
             vips,
             ports,
-            endpoints: BTreeMap::new(),
-            subject_alt_names: s.subject_alt_names.into_iter().map(Into::into).collect(),
+            endpoints: Endpoints::default(),
+            subject_alt_names: s.subject_alt_names.iter().map(|san| pool.get(san)).collect(),
             waypoint,
             load_balancer,
             ip_families,
         };
+        drop(pool);
         state::check_service(&blame.label(), &service, Spelling::Xds).map_err(|e| blame.rejected(e))?;
         Ok(service)
     }

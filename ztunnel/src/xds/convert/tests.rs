@@ -10,7 +10,7 @@ use crate::state::{GatewayDestination, HealthStatus, NetworkAddress, Protocol};
 use crate::xds::proto::security as sec;
 
 fn defaults() -> Defaults {
-    Defaults { trust_domain: "mesh.example".into() }
+    Defaults::new("mesh.example")
 }
 
 fn ip(s: &str) -> IpAddr {

@@ -2,7 +2,7 @@
 //! address both workloads and services use.
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::sync::{Arc, PoisonError};
 
 use super::{Blame, Named, ResourceError, ip_from_bytes, known, port_from_u32};
 use crate::state::{
@@ -17,7 +17,7 @@ pub(super) fn convert(r: Named<'_, pb::Workload>) -> Result<(Workload, Vec<Endpo
     let w = r.message;
     let mut ips = Vec::with_capacity(w.addresses.len());
     for (i, bytes) in w.addresses.iter().enumerate() {
-        ips.push(ip_from_bytes(blame, &format!("addresses[{i}]"), bytes)?);
+        ips.push(ip_from_bytes(blame, format_args!("addresses[{i}]"), bytes)?);
     }
     let protocol = match known(blame, "tunnel_protocol", w.tunnel_protocol)? {
         pb::TunnelProtocol::Hbone => Protocol::Hbone,
@@ -33,18 +33,24 @@ pub(super) fn convert(r: Named<'_, pb::Workload>) -> Result<(Workload, Vec<Endpo
     let network_gateway = w.network_gateway.map(|g| gateway(blame, "network_gateway", g)).transpose()?;
     let application_tunnel = w.application_tunnel.map(|t| application_tunnel(blame, t)).transpose()?;
 
+    // Texts many workloads repeat come from the pool; the uid and name are this one's own.
+    let mut pool = r.defaults.strings.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut text = |s: &str| pool.get(s);
     let uid: Arc<str> = w.uid.as_str().into();
     let mut services = Vec::with_capacity(w.services.len());
     let mut endpoints = Vec::with_capacity(w.services.len());
     // Sorted, so the endpoint order (and any error) does not depend on map iteration order.
     let sorted: BTreeMap<&String, &pb::PortList> = w.services.iter().collect();
     for (key, ports) in sorted {
-        let field = format!("services[{key:?}]");
-        let service_key: NamespacedHostname = key.parse().map_err(|e: String| blame.field(&field, e))?;
+        let parsed: NamespacedHostname =
+            key.parse().map_err(|e: String| blame.field(format_args!("services[{key:?}]"), e))?;
+        let service_key = NamespacedHostname { namespace: text(&parsed.namespace), hostname: text(&parsed.hostname) };
         let mut port = BTreeMap::new();
         for (j, p) in ports.ports.iter().enumerate() {
-            let service_port = port_from_u32(blame, &format!("{field}.ports[{j}].service_port"), p.service_port)?;
-            let target_port = port_from_u32(blame, &format!("{field}.ports[{j}].target_port"), p.target_port)?;
+            let service_port =
+                port_from_u32(blame, format_args!("services[{key:?}].ports[{j}].service_port"), p.service_port)?;
+            let target_port =
+                port_from_u32(blame, format_args!("services[{key:?}].ports[{j}].target_port"), p.target_port)?;
             // istiod sends target 0 when the endpoint has no own mapping for that port; the
             // service's target port applies then, as it does for a port left out.
             if target_port != 0 {
@@ -52,45 +58,47 @@ pub(super) fn convert(r: Named<'_, pb::Workload>) -> Result<(Workload, Vec<Endpo
             }
         }
         services.push(service_key.clone());
-        endpoints.push(Endpoint { workload_uid: uid.clone(), service_key, port, status });
+        endpoints.push(Endpoint { workload_uid: uid.clone(), service_key, port: port.into(), status });
     }
 
     let locality = w.locality.unwrap_or_default();
     let workload = Workload {
         uid,
         name: w.name.into(),
-        namespace: w.namespace.into(),
-        service_account: state::service_account_or_default(Some(&w.service_account)).into(),
-        trust_domain: state::trust_domain_or(Some(&w.trust_domain), &r.defaults.trust_domain).into(),
+        namespace: text(&w.namespace),
+        service_account: text(state::service_account_or_default(Some(&w.service_account))),
+        trust_domain: text(state::trust_domain_or(Some(&w.trust_domain), &r.defaults.trust_domain)),
         workload_ips: ips,
-        node: w.node.into(),
-        network: w.network.into(),
+        node: text(&w.node),
+        network: text(&w.network),
         protocol,
         status,
-        cluster_id: w.cluster_id.into(),
-        canonical_name: w.canonical_name.into(),
-        canonical_revision: w.canonical_revision.into(),
-        workload_name: w.workload_name.into(),
-        workload_type: workload_type.as_str_name().to_ascii_lowercase().into(),
-        hostname: w.hostname.into(),
+        cluster_id: text(&w.cluster_id),
+        canonical_name: text(&w.canonical_name),
+        canonical_revision: text(&w.canonical_revision),
+        workload_name: text(&w.workload_name),
+        workload_type: text(&workload_type.as_str_name().to_ascii_lowercase()),
+        hostname: text(&w.hostname),
         network_mode,
         waypoint,
         network_gateway,
         native_tunnel: w.native_tunnel,
         application_tunnel,
-        authorization_policies: w.authorization_policies.into_iter().map(Into::into).collect(),
+        authorization_policies: w.authorization_policies.iter().map(|p| text(p)).collect(),
         locality: Locality {
-            region: locality.region.into(),
-            zone: locality.zone.into(),
-            subzone: locality.subzone.into(),
+            region: text(&locality.region),
+            zone: text(&locality.zone),
+            subzone: text(&locality.subzone),
         },
         services,
         capacity: w.capacity.unwrap_or(1),
     };
-    state::check_workload(&blame.label(), &workload, Spelling::Xds).map_err(|e| blame.rejected(e))?;
+    drop(pool);
+    let label = blame.label();
+    state::check_workload(&label, &workload, Spelling::Xds).map_err(|e| blame.rejected(e))?;
     for ep in &endpoints {
-        let field = format!("services[\"{}\"]", ep.service_key);
-        state::check_port_map(&blame.label(), &field, &ep.port).map_err(|e| blame.rejected(e))?;
+        let field = format_args!("services[\"{}\"]", ep.service_key);
+        state::check_port_map(&label, field, &ep.port).map_err(|e| blame.rejected(e))?;
     }
     Ok((workload, endpoints))
 }
@@ -123,11 +131,11 @@ pub(super) fn gateway(blame: Blame<'_>, field: &str, g: pb::GatewayAddress) -> R
             GatewayDestination::Hostname(NamespacedHostname::new(&h.namespace, &h.hostname))
         }
         Some(pb::gateway_address::Destination::Address(a)) => {
-            let ip = ip_from_bytes(blame, &format!("{field}.address.address"), &a.address)?;
+            let ip = ip_from_bytes(blame, format_args!("{field}.address.address"), &a.address)?;
             GatewayDestination::Address(NetworkAddress::new(&a.network, ip))
         }
         None => return Err(blame.field(format!("{field}.destination"), "neither hostname nor address is set")),
     };
-    let hbone_mtls_port = port_from_u32(blame, &format!("{field}.hbone_mtls_port"), g.hbone_mtls_port)?;
+    let hbone_mtls_port = port_from_u32(blame, format_args!("{field}.hbone_mtls_port"), g.hbone_mtls_port)?;
     Ok(GatewayAddress { destination, hbone_mtls_port })
 }

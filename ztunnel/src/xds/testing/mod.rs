@@ -1,12 +1,16 @@
 //! A fake istiod for tests: Delta ADS and the certificate service over TLS on loopback, each
 //! on its own port, scriptable from tests: push and remove resources, watch ACKs and NACKs,
 //! make the CA fail or answer wrongly, stop and restart the xDS server on the same port.
+//! For benchmarks, a [`SyntheticMesh`] of any size and a [`ResponseReplay`] that feeds
+//! responses to the ADS client's store without a stream.
 //!
 //! Built only with the `testing` feature (never in the release binary). Files it needs (its
 //! roots, the token) go into a directory the caller owns.
 
 mod ads;
 mod ca;
+mod mesh;
+mod replay;
 mod resources;
 
 use std::net::SocketAddr;
@@ -22,6 +26,8 @@ use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 
 pub use ads::RecordedRequest;
 pub use ca::{CaBehavior, CaRequest};
+pub use mesh::{PODS_PER_SERVICE, SyntheticMesh};
+pub use replay::{DecodedResponse, Replayed, ResponseReplay, encode_response};
 pub use resources::{FakeDenyPorts, FakeResource, FakeService, FakeWorkload};
 
 use crate::config::{IstiodCaSettings, IstiodIdentity, XdsSettings};
