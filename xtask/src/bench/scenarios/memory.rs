@@ -1,5 +1,6 @@
 //! S6: ztunnel memory per idle tunnelled connection. Both ztunnels are restarted (fresh
-//! processes, `client` and `server` enrolled), their idle resident memory read; then
+//! processes, `client` and `server` enrolled) and left alone for `s6_idle_wait` (start-up
+//! allocations are given back by then), their idle resident memory read; then
 //! `s6_connections` connections from `client` to `server` are opened, each checked end to end
 //! with a 1-byte echo, and held idle while the memory is read again; then they are closed and
 //! the memory read a last time after `s6_after_close`.
@@ -26,6 +27,7 @@ pub(crate) async fn run(mesh: &mut BenchMesh, plan: &Plan, dir: &std::path::Path
     mesh.set_path(&mesh.pair(), Path::Mesh).await?;
     mesh.restart_ztunnels().await?;
     let pids = mesh.ztunnel_pids()?;
+    tokio::time::sleep(plan.s6_idle_wait).await;
     let idle = read(&pids).await?;
     println!("    S6 idle      A {:>7} KiB  B {:>7} KiB", idle[0].rss_kib, idle[1].rss_kib);
 

@@ -34,6 +34,9 @@ pub(crate) struct Plan {
     /// Client pods and server pods of S5 (each client connects to every server).
     pub(crate) cold_pods: usize,
     pub(crate) s6_connections: usize,
+    /// How long S6 lets a restarted ztunnel sit before reading its idle memory (start-up
+    /// allocations, such as parsing the eBPF object, are given back by then).
+    pub(crate) s6_idle_wait: Duration,
     /// How long S6 waits after the connections close before the last reading.
     pub(crate) s6_after_close: Duration,
     pub(crate) s7_workloads: Vec<usize>,
@@ -51,6 +54,7 @@ impl Plan {
             s4_workers: 4,
             cold_pods: 32,
             s6_connections: 10_000,
+            s6_idle_wait: Duration::from_secs(20),
             s6_after_close: Duration::from_secs(60),
             s7_workloads: vec![1_000, 10_000, 50_000],
         }
@@ -67,6 +71,7 @@ impl Plan {
             s4_workers: 2,
             cold_pods: 4,
             s6_connections: 500,
+            s6_idle_wait: Duration::from_secs(1),
             s6_after_close: Duration::from_secs(3),
             s7_workloads: vec![1_000],
         }
