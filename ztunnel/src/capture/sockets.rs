@@ -70,7 +70,8 @@ impl PodListenerSet {
 /// the reserve, so only one dial in this many pays the hop to the worker thread and back.
 const SOCKETS_PER_TRIP: usize = 8;
 
-/// Creates dialling sockets inside a pod's namespace.
+/// Creates dialling sockets inside a pod's namespace, with `IP_BIND_ADDRESS_NO_PORT` set (see
+/// [`sys::set_bind_address_no_port`]).
 ///
 /// A socket belongs to the namespace of the thread that creates it, so sockets are made by the
 /// pod's [`NetnsWorker`]; to keep that thread hop off most connections they are made in
@@ -103,7 +104,12 @@ impl SocketFactory for PodSockets {
                 .worker
                 .run(move || {
                     (0..SOCKETS_PER_TRIP)
-                        .map(|_| Socket::new(domain, Type::STREAM, Some(Protocol::TCP)))
+                        .map(|_| {
+                            let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+                            // Dials to apps bind 127.0.0.6 (or ::1) with port 0.
+                            sys::set_bind_address_no_port(socket.as_fd())?;
+                            Ok(socket)
+                        })
                         .collect::<std::io::Result<Vec<Socket>>>()
                 })
                 .await

@@ -1,5 +1,5 @@
-//! The privileged system calls capture needs, in one place: entering a network namespace and
-//! reading a namespace's cookie. Everything `unsafe` in capture outside the map mirrors is here.
+//! The privileged system calls capture needs, in one place: entering a network namespace,
+//! reading a namespace's cookie, mounting bpffs and one socket option for in-pod dials. Everything `unsafe` in capture outside the map mirrors is here.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -33,6 +33,27 @@ pub fn netns_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
         )
     };
     if rc == 0 { Ok(cookie) } else { Err(io::Error::last_os_error()) }
+}
+
+/// Sets `IP_BIND_ADDRESS_NO_PORT`: a later `bind()` to port 0 only fixes the address, and the
+/// port is picked by `connect()`, which may reuse a port already used towards other
+/// destinations (and TIME_WAIT ports, with `tcp_tw_reuse`). Without it, every dial bound to
+/// 127.0.0.6 takes a port of its own until TIME_WAIT ends, and at thousands of connections per
+/// second `bind()` runs out of ports and slows to a crawl searching for one.
+pub fn set_bind_address_no_port(socket: BorrowedFd<'_>) -> io::Result<()> {
+    let on: libc::c_int = 1;
+    // SAFETY: the kernel reads `size_of::<c_int>()` bytes from `on`, a live c_int; the
+    // descriptor is kept open by `BorrowedFd`.
+    let rc = unsafe {
+        libc::setsockopt(
+            socket.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
 }
 
 /// Mounts a bpf filesystem at `target` (an existing directory).
