@@ -26,10 +26,10 @@ use std::time::Instant;
 use anyhow::Context;
 use clap::Args;
 use serde_json::json;
-use tokio::signal::unix::{SignalKind, signal};
 
 use crate::demo::binaries::{self, Binaries};
 use crate::demo::cleanup::Created;
+use crate::demo::interruptible::run_until_signal;
 use crate::demo::prerequisites;
 use crate::workspace;
 use mesh::BenchMesh;
@@ -77,18 +77,8 @@ pub(crate) fn main(args: BenchArgs) -> anyhow::Result<ExitCode> {
         None
     };
     let dir = tempfile::Builder::new().prefix("ztunnel-bench-").tempdir().context("cannot create temp dir")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let created = Created::default();
-    let result = runtime.block_on(async {
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = run(&args, &plan, binaries, example.as_deref(), dir.path(), &created) => result,
-            _ = interrupt.recv() => Err(anyhow::anyhow!("interrupted (Ctrl-C); stopped and removed everything")),
-            _ = terminate.recv() => Err(anyhow::anyhow!("terminated (SIGTERM); stopped and removed everything")),
-        }
-    });
-    drop(runtime);
+    let result = run_until_signal(run(&args, &plan, binaries, example.as_deref(), dir.path(), &created));
     let cleanup = created.check();
     let results = match (result, cleanup) {
         (Ok(results), Ok(_)) => results,

@@ -26,6 +26,7 @@ pub(crate) mod cluster;
 mod evidence;
 mod flows;
 mod http;
+pub(crate) mod interruptible;
 pub(crate) mod layout;
 mod metrics;
 pub(crate) mod prerequisites;
@@ -38,13 +39,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use clap::Args;
-use tokio::signal::unix::{SignalKind, signal};
 
 use bench::BenchPlan;
 use binaries::Binaries;
 use blocking::blocking;
 use cleanup::Created;
 use cluster::Cluster;
+use interruptible::{Interrupted, run_until_signal};
 use layout::{NODES, TRUST_DOMAIN};
 
 /// How long a ztunnel may take to exit after SIGTERM (its drain deadline is 2 s).
@@ -81,22 +82,8 @@ pub(crate) fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
     let binaries = binaries::build().context("step \"build\" failed")?;
     println!("    {}\n    {}", binaries.ztunnel.display(), binaries.testapp.display());
     let dir = tempfile::Builder::new().prefix("ztunnel-demo-").tempdir().context("cannot create temp dir")?;
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     let created = Created::default();
-    let result = runtime.block_on(async {
-        // Registered before anything starts, so a Ctrl-C is ours to handle from here on.
-        let mut interrupt = signal(SignalKind::interrupt())?;
-        let mut terminate = signal(SignalKind::terminate())?;
-        tokio::select! {
-            result = run(&args, binaries, dir.path(), &created) => result,
-            _ = interrupt.recv() => Err(Interrupted("interrupted (Ctrl-C)").into()),
-            _ = terminate.recv() => Err(Interrupted("terminated (SIGTERM)").into()),
-        }
-        // The run future is dropped here, and with it the mesh: processes killed, namespaces,
-        // cgroups and pins removed.
-    });
-    // Waits for blocking calls that were still running (they end once their processes die).
-    drop(runtime);
+    let result = run_until_signal(run(&args, binaries, dir.path(), &created));
     let interrupted = result.as_ref().is_err_and(|e| e.is::<Interrupted>());
     if let Err(e) = &result {
         eprintln!("==> demo FAILED: {e:#}");
@@ -128,18 +115,6 @@ pub(crate) fn main(args: DemoArgs) -> anyhow::Result<ExitCode> {
         }
     }
 }
-
-/// The run was stopped by a signal.
-#[derive(Debug)]
-struct Interrupted(&'static str);
-
-impl std::fmt::Display for Interrupted {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{}; stopped and removed everything", self.0)
-    }
-}
-
-impl std::error::Error for Interrupted {}
 
 /// The demo proper; returns a one-line summary or the failing step.
 async fn run(args: &DemoArgs, binaries: Binaries, dir: &Path, created: &Created) -> anyhow::Result<String> {

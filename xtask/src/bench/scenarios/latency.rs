@@ -21,15 +21,14 @@ pub(crate) async fn run(mesh: &mut BenchMesh, plan: &Plan, bulk: BulkCpu) -> any
     let mut lat: [[Series; 3]; 2] = Default::default();
     let mut per_request: [Series; 2] = Default::default();
     let mut worst_per_request = Series::default();
-    let args: Vec<String> = [
+    let args = vec![
         "rate".to_string(),
         mesh.echo_addr().to_string(),
         format!("--connections={}", plan.s2_connections),
         format!("--rate={}", plan.s2_rate),
         format!("--seconds={}", plan.s2_seconds),
         "--size=1024".to_string(),
-    ]
-    .to_vec();
+    ];
     let limit = Duration::from_secs_f64(plan.s2_seconds + 30.0);
     for path in schedule(plan.runs) {
         mesh.set_path(&mesh.pair(), path).await?;
