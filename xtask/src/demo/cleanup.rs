@@ -61,11 +61,15 @@ fn start_time(pid: u32) -> Option<u64> {
     parse_stat(&stat)
 }
 
-/// The start time from a `/proc/<pid>/stat` line, `None` for a zombie. The command name may
-/// hold spaces and parentheses, so fields are counted after its last `)`.
+/// The fields of a `/proc/<pid>/stat` line from field 3 (the state) on: the command name
+/// before them may hold spaces and parentheses, so they are counted after its last `)`.
+pub(crate) fn stat_fields(stat: &str) -> Option<Vec<&str>> {
+    Some(stat[stat.rfind(')')? + 1..].split_whitespace().collect())
+}
+
+/// The start time from a `/proc/<pid>/stat` line, `None` for a zombie.
 fn parse_stat(stat: &str) -> Option<u64> {
-    let after_comm = &stat[stat.rfind(')')? + 1..];
-    let fields: Vec<&str> = after_comm.split_whitespace().collect();
+    let fields = stat_fields(stat)?;
     // fields[0] is field 3 (state); the start time is field 22.
     if *fields.first()? == "Z" {
         return None;
