@@ -16,7 +16,7 @@ use tracing::{info, warn};
 use crate::capture::{Capture, CaptureSettings};
 use crate::config::{CaSource, ProxyConfig};
 use crate::drain::{self, DrainTrigger, DrainWatch};
-use crate::hbone::{HbonePool, PoolConfig, PoolStats};
+use crate::hbone::{H2Settings, HbonePool, PoolConfig, PoolStats};
 use crate::identity::{CertManager, CertificateSource, LocalCa};
 use crate::metrics::Metrics;
 use crate::proxy::{self, ForceClose, ForceCloseTrigger, PoolKey, ProxyInputs, ProxySettings};
@@ -153,7 +153,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         cluster_id: config.cluster_id.clone(),
         connect_timeout: config.connect_timeout,
         socket_mark: config.socket_mark,
-        h2: Default::default(),
+        h2: H2Settings { handshake_timeout: config.hbone_handshake_timeout, ..H2Settings::default() },
     });
     let pool = HbonePool::new(PoolConfig {
         max_streams_per_connection: config.pool_max_streams,

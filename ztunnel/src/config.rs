@@ -269,6 +269,8 @@ pub struct ProxyConfig {
     pub drain_deadline: Duration,
     pub config_poll_interval: Duration,
     pub socket_mark: Option<u32>,
+    /// Bound on an inbound HBONE peer's HTTP/2 handshake once mTLS is done.
+    pub hbone_handshake_timeout: Duration,
     /// eBPF capture, when enabled.
     pub capture: Option<CaptureConfig>,
 }
@@ -335,6 +337,7 @@ impl TryFrom<ProxyArgs> for ProxyConfig {
             drain_deadline: a.drain_deadline,
             config_poll_interval: a.config_poll_interval,
             socket_mark: (a.socket_mark != 0).then_some(a.socket_mark),
+            hbone_handshake_timeout: Duration::from_secs(10),
             capture,
         })
     }

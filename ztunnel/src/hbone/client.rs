@@ -41,6 +41,7 @@ impl ClientConnection {
             .initial_connection_window_size(settings.connection_window)
             .max_frame_size(settings.max_frame_size)
             .max_send_buffer_size(settings.max_send_buffer)
+            .max_header_list_size(settings.max_header_list_size)
             .enable_push(false)
             .handshake::<_, Bytes>(io)
             .await

@@ -34,6 +34,8 @@ pub enum Error {
         #[source]
         source: h2::Error,
     },
+    #[error("http/2 handshake with {peer} timed out after {timeout:?}")]
+    HandshakeTimeout { peer: String, timeout: std::time::Duration },
     #[error("tunnel connection to {peer} is closed")]
     ConnectionClosed { peer: String },
     #[error("sending CONNECT {authority}: {source}")]

@@ -4,6 +4,11 @@
 //! which decides (policy, upstream dial) and then accepts with 200 or rejects with a status.
 //! Malformed requests (not `CONNECT`, authority not `ip:port`) are answered 400 here. When the
 //! drain signal fires the connection sends GOAWAY and ends once its streams finish.
+//!
+//! What one peer can make the server hold is bounded: the HTTP/2 handshake must finish within
+//! [`H2Settings::handshake_timeout`], a request's decoded headers within
+//! [`H2Settings::max_header_list_size`], and open streams within
+//! [`H2Settings::max_concurrent_streams`].
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -74,17 +79,24 @@ where
     Fut: Future<Output = ()> + Send + 'static,
 {
     let handshake_err = |source| Error::Handshake { peer: peer.to_string(), source };
-    let mut conn = h2::server::Builder::new()
+    let handshake = h2::server::Builder::new()
         .initial_window_size(settings.stream_window)
         .initial_connection_window_size(settings.connection_window)
         .max_frame_size(settings.max_frame_size)
         .max_send_buffer_size(settings.max_send_buffer)
         .max_concurrent_streams(settings.max_concurrent_streams)
-        .handshake::<_, Bytes>(io)
-        .await
-        .map_err(handshake_err)?;
-    let mut ping = conn.ping_pong();
+        .max_header_list_size(settings.max_header_list_size)
+        .handshake::<_, Bytes>(io);
     tokio::pin!(drain);
+    // The peer must send its preface in time; a drain does not wait for one that never comes.
+    let mut conn = tokio::select! {
+        conn = handshake => conn.map_err(handshake_err)?,
+        _ = tokio::time::sleep(settings.handshake_timeout) => {
+            return Err(Error::HandshakeTimeout { peer: peer.to_string(), timeout: settings.handshake_timeout });
+        }
+        _ = &mut drain => return Ok(()),
+    };
+    let mut ping = conn.ping_pong();
     let mut draining = false;
     let mut next_ping = tokio::time::Instant::now() + settings.keepalive_interval;
     let mut awaiting_pong = false;

@@ -23,6 +23,13 @@ pub struct H2Settings {
     pub keepalive_interval: Duration,
     /// How long a PING may stay unanswered before the connection is declared dead.
     pub keepalive_timeout: Duration,
+    /// Largest decoded header list a peer may send in one request or response (bytes). HPACK
+    /// lets a few bytes on the wire name kilobytes of indexed headers, so this bounds what
+    /// one stream can make us hold, whatever its size on the wire.
+    pub max_header_list_size: u32,
+    /// Bound on the HTTP/2 handshake (the peer's connection preface and SETTINGS) once the
+    /// transport is up: a peer that completes mTLS and then stays silent is dropped.
+    pub handshake_timeout: Duration,
 }
 
 impl Default for H2Settings {
@@ -35,6 +42,9 @@ impl Default for H2Settings {
             max_concurrent_streams: 1000,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
+            // As Istio's ztunnel serves HBONE.
+            max_header_list_size: 64 * 1024,
+            handshake_timeout: Duration::from_secs(10),
         }
     }
 }

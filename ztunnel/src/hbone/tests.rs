@@ -329,3 +329,43 @@ async fn streams_refused_by_a_draining_server_move_to_a_new_connection() {
         assert_eq!(got, b"alive", "both streams keep working");
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_peer_that_sends_no_preface_is_dropped_after_the_handshake_timeout() {
+    let (server_io, _client_io) = tokio::io::duplex(1024);
+    let settings = H2Settings { handshake_timeout: Duration::from_secs(3), ..H2Settings::default() };
+    let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let served = serve_connection(server_io, peer, &settings, std::future::pending(), |_: IncomingConnect| async {});
+    let result = tokio::time::timeout(Duration::from_secs(60), served).await.expect("the server gives up by itself");
+    assert!(matches!(result, Err(Error::HandshakeTimeout { .. })), "expected a handshake timeout, got {result:?}");
+}
+
+#[tokio::test]
+async fn a_drain_does_not_wait_for_a_silent_peers_preface() {
+    let (server_io, _client_io) = tokio::io::duplex(1024);
+    let peer: SocketAddr = "127.0.0.1:1".parse().unwrap();
+    let settings = H2Settings::default();
+    let served = serve_connection(server_io, peer, &settings, std::future::ready(()), |_: IncomingConnect| async {});
+    let result = tokio::time::timeout(Duration::from_secs(5), served).await.expect("drain ends the wait at once");
+    assert!(result.is_ok(), "a drained connection ends cleanly: {result:?}");
+}
+
+#[tokio::test]
+async fn request_headers_beyond_the_list_limit_are_refused() {
+    let small = H2Settings { max_header_list_size: 1024, ..H2Settings::default() };
+    let addr = echo_server(small).await;
+    let io = TcpStream::connect(addr).await.unwrap();
+    let conn = client::ClientConnection::handshake(io, "echo", &H2Settings::default()).await.unwrap();
+    let mut big = connect_request("10.0.0.1:80");
+    big.headers_mut().insert("x-pad", http::HeaderValue::from_str(&"a".repeat(4096)).unwrap());
+    match conn.connect(big, None).await {
+        // A list far over the limit costs the peer its connection (GOAWAY ENHANCE_YOUR_CALM);
+        // one slightly over gets the stream answered 431.
+        Err(Error::Request { source, .. }) if source.reason() == Some(h2::Reason::ENHANCE_YOUR_CALM) => {}
+        Err(Error::Status { status, .. }) if status == StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE => {}
+        other => panic!("4 KiB of headers against a 1 KiB limit must be refused, got {:?}", other.map(|_| ())),
+    }
+    let io = TcpStream::connect(addr).await.unwrap();
+    let conn = client::ClientConnection::handshake(io, "echo", &H2Settings::default()).await.unwrap();
+    conn.connect(connect_request("10.0.0.1:80"), None).await.expect("small requests still pass");
+}

@@ -30,7 +30,8 @@ use crate::state::{ProxyState, Workload};
 pub struct InboundFacts {
     /// The peer's identity, verified by mTLS; `None` for plaintext.
     pub source_identity: Option<Identity>,
-    /// The original client address (for HBONE, from the `forwarded` header, as Istio does).
+    /// The client's address: the HBONE connection's peer (a waypoint may vouch for another),
+    /// or the plaintext connection's peer.
     pub source_addr: SocketAddr,
     /// The destination workload's address and port the client asked for.
     pub destination: SocketAddr,

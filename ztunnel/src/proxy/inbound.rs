@@ -4,7 +4,8 @@
 //! The listener's local address names the destination workload, whose certificate is
 //! presented; the client certificate must chain to the mesh roots and carry a SPIFFE id of our
 //! trust domain (checked by the TLS layer). Each stream's `:authority` must be an address of
-//! that workload (else 400); then the stream is authorized ([`super::authorize`]) and answered
+//! that workload (else 400). The client is the connection's peer, never what the request claims
+//! ([`super::client_address`]); then the stream is authorized ([`super::authorize`]) and answered
 //! 401 if policy denies it, without ever dialling the app; otherwise the app is dialled at that
 //! address and the stream answered 200, or 503 when the app cannot be reached. Admitted
 //! streams are closed early if a policy change denies them.
@@ -15,11 +16,13 @@ use std::time::Duration;
 
 use http::{HeaderMap, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
 use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
 use super::authorize::{InboundFacts, authorize};
+use super::client_address::{client_address, forwarded_param};
 use super::connection::{ConnectionRecord, Opening, Peer};
 use super::copy::{TcpChunkReader, copy_bidirectional};
 use super::socket::Dialer;
@@ -32,6 +35,9 @@ use crate::tls::peer_identity;
 
 /// Bound on the TLS handshake of an inbound connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// App dials one HBONE connection may have in flight at once; further streams wait. A pooled
+/// client carries at most 100 streams per connection, so honest traffic never waits here.
+const MAX_APP_DIALS_PER_CONNECTION: usize = 100;
 
 /// Serves inbound HBONE on `listener` until the drain starts; live connections get GOAWAY and
 /// finish their streams.
@@ -68,6 +74,7 @@ pub(super) async fn serve_connection(
     let drain = inputs.drain.clone();
     let h2 = inputs.settings.h2.clone();
     let handler_inputs = inputs.clone();
+    let dials = Arc::new(Semaphore::new(MAX_APP_DIALS_PER_CONNECTION));
     hbone::serve_connection(
         tls,
         peer,
@@ -80,9 +87,10 @@ pub(super) async fn serve_connection(
             let workload = workload.clone();
             let peer_id = peer_id.clone();
             let app_dialer = app_dialer.clone();
+            let dials = dials.clone();
             async move {
                 let _guard = inputs.drain.clone();
-                handle_stream(incoming, peer, peer_id, workload, &inputs, &app_dialer).await;
+                handle_stream(incoming, peer, peer_id, workload, &inputs, &app_dialer, &dials).await;
             }
         },
     )
@@ -113,12 +121,6 @@ async fn accept_tls(
     Ok((tls, peer_id))
 }
 
-/// A parameter of the `forwarded` header (`for`, `host`), unquoted.
-fn forwarded_param<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    let value = headers.get(hbone::FORWARDED)?.to_str().ok()?;
-    value.split(';').find_map(|part| part.trim().strip_prefix(name)?.strip_prefix('=')).map(|v| v.trim_matches('"'))
-}
-
 /// The service a connection to `workload` at `port` was addressed to: the one named by the
 /// client's `forwarded: host=` if the workload serves it, else the only service of the
 /// workload with target port `port` (as Istio's ztunnel guesses it).
@@ -141,22 +143,28 @@ fn inbound_service(state: &ProxyState, workload: &Workload, port: u16, host: Opt
 }
 
 pub(super) async fn handle_stream(
-    incoming: IncomingConnect,
+    mut incoming: IncomingConnect,
     peer: SocketAddr,
     peer_id: Identity,
     workload: Arc<Workload>,
     inputs: &ProxyInputs,
     app_dialer: &Dialer,
+    dials: &Semaphore,
 ) {
     let target = incoming.authority;
-    let client_addr = forwarded_param(&incoming.headers, "for").and_then(|v| v.parse().ok()).unwrap_or(peer);
-    let (source_workload, service) = {
+    // Everything needed from the request headers is read here and the headers are released at
+    // once: nothing a peer sent stays held while the app is dialled.
+    let headers = std::mem::take(&mut incoming.headers);
+    let (client_addr, source_workload, service) = {
         let state = inputs.state.read();
+        let host = forwarded_param(&headers, "host");
+        let service = inbound_service(&state, &workload, target.port(), host);
+        let client_addr = client_address(&state, peer, &peer_id, &workload, service.as_deref(), &headers);
         // The source workload is named only when its address and verified identity agree.
         let source = state.workload_by_ip(client_addr.ip()).filter(|w| w.identity() == peer_id);
-        let service = inbound_service(&state, &workload, target.port(), forwarded_param(&incoming.headers, "host"));
-        (source, service)
+        (client_addr, source, service)
     };
+    drop(headers);
     let mut record = ConnectionRecord::open(
         &inputs.connection_metrics,
         Opening {
@@ -184,6 +192,13 @@ pub(super) async fn handle_stream(
             incoming.reject(StatusCode::UNAUTHORIZED);
             return;
         }
+    };
+    // A peer may open many streams at once to an app that never answers; each waits for one
+    // of the connection's dial slots, so the dials (sockets, timers) one peer holds are bounded.
+    let Ok(_dial_slot) = dials.acquire().await else {
+        incoming.reject(StatusCode::SERVICE_UNAVAILABLE);
+        record.close(&Err(Error::Internal("inbound dial slots closed".into())));
+        return;
     };
     // Boxed so the dial's state is freed once connected instead of sizing the stream's task.
     let app = match Box::pin(app_dialer.connect(target)).await {

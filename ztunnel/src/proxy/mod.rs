@@ -12,6 +12,7 @@ pub mod admitted;
 #[cfg(test)]
 mod admitted_tests;
 pub mod authorize;
+mod client_address;
 pub mod connection;
 pub mod connection_labels;
 pub mod copy;
@@ -54,10 +55,15 @@ pub struct ProxySettings {
     pub h2: H2Settings,
 }
 
-/// Key of pooled HBONE connections: traffic from one identity to one identity at one address
-/// shares connections, never across identities.
+/// Key of pooled HBONE connections: traffic from one source workload, as one identity, to one
+/// identity at one address shares connections. The source workload is part of the key because
+/// a tunnel is dialled from inside the source pod's network namespace, so its peer address
+/// (what the destination attributes and authorizes by) is that pod's: a connection dialled
+/// for pod A must never carry pod B's traffic, even when both run as the same service account.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
+    /// Uid of the source workload.
+    pub source_workload: Arc<str>,
     pub source: Identity,
     pub destination: Identity,
     pub gateway: SocketAddr,

@@ -119,7 +119,12 @@ impl Outbound {
             Transport::Direct => return dialer.connect(route.target).await.map(Upstream::Tcp),
             Transport::Hbone { gateway, identity } => (*gateway, identity.clone()),
         };
-        let key = PoolKey { source: source.identity(), destination: identity.clone(), gateway };
+        let key = PoolKey {
+            source_workload: source.uid.clone(),
+            source: source.identity(),
+            destination: identity.clone(),
+            gateway,
+        };
         let mut prepared = Some(connect_request(route, source, src_addr, &settings.cluster_id)?);
         let request = || match prepared.take() {
             Some(request) => Ok(request),

@@ -68,7 +68,12 @@ pub(super) async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &Pro
         let _ = send_reply(&mut stream, Reply::NotAllowed).await;
         return;
     };
-    let dialer = Dialer::host(inputs.settings.socket_mark, inputs.settings.connect_timeout);
+    // Dial from the client's own address (a local address: the client connected from it), as
+    // a captured pod's tunnels leave from the pod's address: the destination attributes and
+    // authorizes by the tunnel's peer address.
+    let (v4, v6) = if peer.is_ipv4() { (Some(peer.ip()), None) } else { (None, Some(peer.ip())) };
+    let host = Dialer::host(inputs.settings.socket_mark, inputs.settings.connect_timeout);
+    let dialer = Dialer { source: v4, source6: v6, ..host };
     let (record, upstream) = outbound.establish(peer, source, dst, &dialer).await;
     let result = match upstream {
         Ok(upstream) => match send_reply(&mut stream, Reply::Succeeded).await {

@@ -34,7 +34,7 @@ fn per_connection_futures_stay_small() {
         ),
         (
             "inbound hbone stream",
-            future_size(|| inbound::handle_stream(never(), never(), never(), never(), never(), never())),
+            future_size(|| inbound::handle_stream(never(), never(), never(), never(), never(), never(), never())),
         ),
         ("socks5 connection", future_size(|| socks5::handle(never(), never(), never(), never()))),
     ];
