@@ -1,6 +1,7 @@
 //! Two ztunnels configured only through a fake istiod: workloads, services and policies over
 //! Delta xDS, certificates from the istiod CA. Covers traffic, removal, NACKs, an xDS restart
-//! with resync, a CA outage past a refresh, and wrong CA answers.
+//! with resync, a CA outage past a refresh, and wrong CA answers. Policies from istiod with
+//! real traffic are in `xds_policy.rs`.
 
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
@@ -285,3 +286,6 @@ async fn ca_answers_with_the_wrong_san_or_chain_are_rejected() {
     let node = mesh.start_with(node_config(&istiod, "node-b")).await;
     assert!(serial(&node, "spiffe://cluster.local/ns/default/sa/echo").await.is_some());
 }
+
+#[path = "xds_policy.rs"]
+mod policies;

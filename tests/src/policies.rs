@@ -25,6 +25,7 @@ pub fn namespace_policy(namespace: &str, name: &str, action: Action, m: Match) -
         action,
         rules: vec![Rule { clauses: vec![Clause { matches: vec![m] }] }],
         dry_run: false,
+        unevaluated: Vec::new(),
     }
 }
 

@@ -65,6 +65,7 @@ fn policy(i: usize, namespace: &str) -> Authorization {
         action: if i.is_multiple_of(2) { Action::Deny } else { Action::Allow },
         rules: (0..RULES).map(|r| rule(i, r)).collect(),
         dry_run: false,
+        unevaluated: Vec::new(),
     }
 }
 

@@ -53,6 +53,7 @@ pub(super) fn policy(rules: Vec<Vec<Vec<Match>>>) -> Authorization {
             .map(|r| Rule { clauses: r.into_iter().map(|matches| Clause { matches }).collect() })
             .collect(),
         dry_run: false,
+        unevaluated: Vec::new(),
     }
 }
 

@@ -7,12 +7,14 @@
 //! `Global`/`Namespace`/`WorkloadSelector`, string matches as `!Exact v` tags in YAML), so an
 //! Istio local config file with `policies` loads unchanged.
 //!
-//! Converting the xDS resource (the `xds` layer, later) is a field-for-field `TryFrom`:
-//! `rules[i].clauses[j].matches[k]` become [`Rule`] / [`Clause`] / [`Match`]; a `StringMatch`
-//! whose oneof is unset is an error; `Address { address, length }` becomes
-//! [`Cidr::from_octets`]; ports arrive as `uint32` and must fit in 1..=65535 (Istio's ztunnel
-//! truncates them with `as u16`, we reject instead); finally [`Authorization::check`] applies
-//! the same checks as the local config.
+//! Converting the xDS resource (the `xds` layer) is a field-for-field `TryFrom`:
+//! `rules[i].clauses[j].matches[k]` become [`Rule`] / [`Clause`] / [`Match`], `dry_run` and the
+//! service-account matches included; a `StringMatch` whose oneof is unset is an error;
+//! `Address { address, length }` becomes a [`Cidr`]; ports arrive as `uint32` and must fit in
+//! 1..=65535 (Istio's ztunnel truncates them with `as u16`, we reject instead). Content the
+//! resource carries that this build cannot evaluate is written into the rules as the stricter
+//! outcome (a DENY element that always holds, an ALLOW element that never does) and noted in
+//! [`Authorization::unevaluated`] (see [`Unevaluated`]).
 //!
 //! Layering: this module is pure (no IO, no clocks, no state). `state` owns which policies
 //! exist and hands [`PolicyStore`] a destination [`Target`]; `proxy` supplies the
@@ -25,6 +27,7 @@ mod model;
 mod mtls;
 mod store;
 mod string_match;
+mod unevaluated;
 
 #[cfg(test)]
 mod decision_tests;
@@ -42,3 +45,4 @@ pub use model::{
 pub use mtls::{MtlsMode, ROOT_NAMESPACE, STATIC_STRICT_NAME, static_strict_key, static_strict_policy};
 pub use store::{PolicyStore, Target};
 pub use string_match::StringMatch;
+pub use unevaluated::{TreatedAs, Unevaluated};

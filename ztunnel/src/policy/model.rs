@@ -15,6 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::cidr::Cidr;
 use super::string_match::StringMatch;
+use super::unevaluated::Unevaluated;
 
 /// What a matching policy does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -54,6 +55,10 @@ pub struct Authorization {
     /// Evaluated and reported, never enforced.
     #[serde(default)]
     pub dry_run: bool,
+    /// Content istiod sent that this proxy cannot evaluate, and how `rules` were made to fail
+    /// closed in its place. Shown in config dumps; a config file cannot set it.
+    #[serde(default, skip_deserializing, skip_serializing_if = "Vec::is_empty")]
+    pub unevaluated: Vec<Unevaluated>,
 }
 
 /// Clauses, AND-ed (Istio's `from`, `to` and `when` become one clause each). A rule without

@@ -72,6 +72,32 @@ fn round_trips_through_yaml_and_json_in_istio_spelling() {
 }
 
 #[test]
+fn unevaluated_notes_show_in_dumps_but_no_file_can_set_them() {
+    let mut p: Authorization = serde_yaml::from_str(ISTIO_YAML).unwrap();
+    assert!(p.unevaluated.is_empty());
+    assert!(serde_json::to_value(&p).unwrap().get("unevaluated").is_none(), "left out when empty");
+    let cases = [
+        (Action::Deny, "matchingEveryConnection", "treated as matching every connection"),
+        (Action::Allow, "matchingNoConnection", "treated as matching no connection"),
+    ];
+    for (action, spelled, told) in cases {
+        let note = Unevaluated {
+            at: "rules[0].clauses[1]".into(),
+            content: "unknown field 3".into(),
+            treated_as: TreatedAs::for_action(action),
+        };
+        assert!(note.to_string().starts_with("rules[0].clauses[1]: unknown field 3 cannot be evaluated"), "{note}");
+        assert!(note.to_string().ends_with(told), "{action:?}: {note}");
+        p.unevaluated = vec![note];
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(json["unevaluated"][0]["treatedAs"], spelled, "{json}");
+        assert_eq!(json["unevaluated"][0]["at"], "rules[0].clauses[1]", "{json}");
+        let err = serde_json::from_value::<Authorization>(json).expect_err("a config file cannot claim notes");
+        assert!(err.to_string().contains("unevaluated"), "{err}");
+    }
+}
+
+#[test]
 fn string_matches_also_read_as_one_key_mappings() {
     let cases = [
         ("{exact: a}", StringMatch::Exact("a".into())),

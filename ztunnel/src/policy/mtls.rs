@@ -46,5 +46,6 @@ pub fn static_strict_policy() -> Authorization {
         action: Action::Deny,
         rules: vec![Rule { clauses: vec![Clause { matches: vec![no_identity] }] }],
         dry_run: false,
+        unevaluated: Vec::new(),
     }
 }

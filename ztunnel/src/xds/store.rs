@@ -9,14 +9,18 @@
 //! A resource that fails to decode or convert is reported and left out; the previous version
 //! of that resource (if any) stays, and the rest of the response applies. Removals of names
 //! never seen are ignored, as the Delta xDS protocol allows.
+//!
+//! A policy holding content this proxy cannot evaluate is not rejected: it is kept, enforced
+//! fail closed (see `convert`), and logged at warn each time it arrives.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use prost::Message;
+use tracing::warn;
 
 use super::convert::{AddressEntry, Defaults, Named, Policy, ResourceError};
-use super::proto::{discovery, security, workload as pb};
+use super::proto::{discovery, workload as pb};
 use crate::state::{NamespacedHostname, ProxyState, SharedState};
 
 pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
@@ -122,12 +126,12 @@ impl XdsStore {
                     self.policies.remove(name);
                 }
                 for r in resources {
-                    let converted =
-                        self.decode::<security::Authorization>("Authorization", type_url, &r).and_then(|message| {
-                            Policy::try_from(Named { name: &r.name, message, defaults: &self.defaults })
-                        });
+                    let converted = self.body("Authorization", type_url, &r).and_then(|message| {
+                        Policy::try_from(Named { name: &r.name, message, defaults: &self.defaults })
+                    });
                     match converted {
                         Ok(value) => {
+                            report_unevaluated(&r.name, &value);
                             self.policies.insert(r.name, Versioned { version: r.version.into(), value });
                         }
                         Err(e) => rejected.push(e),
@@ -222,19 +226,51 @@ impl XdsStore {
         type_url: &str,
         r: &discovery::Resource,
     ) -> Result<M, ResourceError> {
-        let error = |field: Option<&str>, reason: String| ResourceError {
+        let body = self.body(kind, type_url, r)?;
+        M::decode(body).map_err(|e| ResourceError {
             kind,
             name: r.name.clone(),
-            field: field.map(str::to_string),
+            field: None,
+            reason: format!("cannot decode: {e}"),
+        })
+    }
+
+    /// The encoded message of `r`, once its name and type are checked.
+    fn body<'r>(
+        &self,
+        kind: &'static str,
+        type_url: &str,
+        r: &'r discovery::Resource,
+    ) -> Result<&'r [u8], ResourceError> {
+        let error = |field: &str, reason: String| ResourceError {
+            kind,
+            name: r.name.clone(),
+            field: Some(field.to_string()),
             reason,
         };
         if r.name.is_empty() {
-            return Err(error(Some("name"), "resource has no name".into()));
+            return Err(error("name", "resource has no name".into()));
         }
-        let any = r.resource.as_ref().ok_or_else(|| error(Some("resource"), "resource body is missing".into()))?;
+        let any = r.resource.as_ref().ok_or_else(|| error("resource", "resource body is missing".into()))?;
         if !any.type_url.is_empty() && any.type_url != type_url {
-            return Err(error(Some("resource.type_url"), format!("is {:?} in a {type_url} response", any.type_url)));
+            return Err(error("resource.type_url", format!("is {:?} in a {type_url} response", any.type_url)));
         }
-        M::decode(any.value.as_slice()).map_err(|e| error(None, format!("cannot decode: {e}")))
+        Ok(any.value.as_slice())
     }
+}
+
+/// A policy kept with content it cannot evaluate is enforced fail closed; say so each time
+/// istiod sends it.
+fn report_unevaluated(name: &str, policy: &Policy) {
+    let unevaluated = &policy.authorization.unevaluated;
+    if unevaluated.is_empty() {
+        return;
+    }
+    let details: Vec<String> = unevaluated.iter().map(ToString::to_string).collect();
+    warn!(
+        policy = name,
+        action = ?policy.authorization.action,
+        details = %details.join("; "),
+        "authorization policy has content this proxy cannot evaluate; enforcing it fail closed"
+    );
 }

@@ -1,10 +1,11 @@
 //! The ADS client against the fake istiod: initial requests, ACK/NACK with per-resource
-//! detail, one snapshot per response, readiness, and resync after a restart.
+//! detail, one snapshot per response, readiness, resync after a restart, and policies with
+//! content this build cannot evaluate (ACKed and enforced fail closed, never NACKed).
 
 use std::net::IpAddr;
 use std::time::Duration;
 
-use super::testing::{FakeDenyPorts, FakeIstiod, FakeResource, FakeService, FakeWorkload};
+use super::testing::{ExtraAt, FakeDenyPorts, FakeIstiod, FakePolicy, FakeResource, FakeService, FakeWorkload};
 use super::*;
 use crate::readiness::Ready;
 use crate::state::SharedState;
@@ -131,4 +132,88 @@ async fn syncs_nacks_bad_resources_and_resyncs_after_restart() {
 
     stop_tx.send(()).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task).await.expect("client stops").unwrap();
+}
+
+/// Starts an ADS client against `istiod` and waits until both types are applied.
+async fn synced_client(istiod: &FakeIstiod) -> (SharedState, tokio::sync::oneshot::Sender<()>) {
+    let state = SharedState::new("");
+    let ready = Ready::new();
+    let config = XdsClientConfig {
+        settings: istiod.xds_settings(),
+        identity: istiod.identity("ztunnel-policies"),
+        cluster_id: "Kubernetes".into(),
+        node_name: "node-a".into(),
+        trust_domain: "cluster.local".into(),
+        initial_backoff: Duration::from_millis(20),
+        max_backoff: Duration::from_millis(200),
+    };
+    let client = XdsClient::new(config, state.clone(), &ready).unwrap();
+    let mut synced = client.synced();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(client.run(async move {
+        let _ = stop_rx.await;
+    }));
+    tokio::time::timeout(Duration::from_secs(20), synced.wait_for(|s| *s)).await.unwrap().unwrap();
+    (state, stop_tx)
+}
+
+/// `default/deny-lab`: DENY for one principal (`Match.principals`, field 3), whose only
+/// string match is `exact` or, when `None`, a kind this build's proto does not declare
+/// (field 5 of `StringMatch`, as a newer istiod could send).
+fn deny_lab(exact: Option<&str>) -> FakeResource {
+    use prost::Message;
+    let top = proto::security::Authorization {
+        name: "deny-lab".into(),
+        namespace: "default".into(),
+        scope: proto::security::Scope::Namespace as i32,
+        action: proto::security::Action::Deny as i32,
+        ..Default::default()
+    };
+    let string_match = match exact {
+        Some(v) => [&[0x0a, v.len() as u8][..], v.as_bytes()].concat(),
+        None => [&[0x2a, 7][..], b"^lab/.*"].concat(),
+    };
+    let nest = |tag: u8, body: &[u8]| [&[tag, body.len() as u8][..], body].concat();
+    let rule = nest(0x0a, &nest(0x12, &nest(0x1a, &string_match)));
+    let bytes = [top.encode_to_vec(), nest(0x2a, &rule)].concat();
+    FakeResource { type_url: AUTHORIZATION_TYPE, name: "default/deny-lab".into(), bytes }
+}
+
+#[tokio::test]
+async fn policies_with_unknown_content_are_acked_kept_and_fail_closed() {
+    use crate::policy::{Action, Authorization, Clause, Rule, Scope, TreatedAs};
+    let dir = tempfile::tempdir().unwrap();
+    let istiod = FakeIstiod::start(dir.path()).await;
+    istiod.push(vec![deny_lab(Some("cluster.local/ns/lab/sa/sleep"))]);
+    let (state, stop) = synced_client(&istiod).await;
+    let narrow = state.read().policies().get("default/deny-lab").cloned().expect("first version applied");
+    assert_eq!(narrow.rules[0].clauses[0].matches[0].principals.len(), 1, "{narrow:?}");
+
+    // A newer version whose only string match has an unknown kind: ACKed (a NACK would keep
+    // the narrower first version in force), and the match holds for every connection.
+    let nonces = istiod.push(vec![deny_lab(None)]);
+    let answer = istiod.wait_request("the answer to the second version", |r| r.response_nonce == nonces[0]).await;
+    assert!(answer.error.is_none(), "must be ACKed, got NACK: {:?}", answer.error);
+    let kept = state.read().policies().get("default/deny-lab").cloned().expect("second version kept");
+    assert_eq!(kept.rules, vec![Rule { clauses: vec![Clause::default()] }], "the clause holds for every connection");
+    assert_eq!(kept.unevaluated.len(), 1, "{:?}", kept.unevaluated);
+    assert_eq!(kept.unevaluated[0].at, "rules[0].clauses[0].matches[0]");
+    assert_eq!(kept.unevaluated[0].treated_as, TreatedAs::MatchingEveryConnection);
+
+    // An ALLOW with unknown top-level content is kept, and allows nothing.
+    let allow = Authorization {
+        name: "allow-all".into(),
+        namespace: "default".into(),
+        scope: Scope::Namespace,
+        action: Action::Allow,
+        rules: vec![Rule::default()],
+        dry_run: false,
+        unevaluated: Vec::new(),
+    };
+    let nonces = istiod.push(vec![FakePolicy::new(allow).with_extra(ExtraAt::Policy, 9).resource()]);
+    istiod.wait_request("the ACK of the ALLOW", |r| r.is_ack_of(&nonces[0])).await;
+    let kept = state.read().policies().get("default/allow-all").cloned().expect("ALLOW kept");
+    assert!(kept.rules.is_empty(), "an ALLOW with unevaluable content matches nothing: {kept:?}");
+    assert_eq!(kept.unevaluated[0].content, "unknown field 9");
+    let _ = stop.send(());
 }

@@ -8,8 +8,11 @@
 
 mod authorization;
 mod service;
+mod wire;
 mod workload;
 
+#[cfg(test)]
+mod authorization_tests;
 #[cfg(test)]
 mod tests;
 
@@ -19,7 +22,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use prost::Message;
 
-use super::proto::{security, workload as pb};
+use super::proto::workload as pb;
 use crate::state::{Endpoint, Rejection, Service, StringPool, Workload};
 
 pub(crate) use authorization::Policy;
@@ -157,14 +160,8 @@ pub fn check_address(name: &str, bytes: &[u8], trust_domain: &str) -> Result<(),
 
 /// Decodes and converts one `istio.security.Authorization` message (see [`check_address`]).
 pub fn check_authorization(name: &str, bytes: &[u8]) -> Result<(), ResourceError> {
-    let message = security::Authorization::decode(bytes).map_err(|e| ResourceError {
-        kind: "Authorization",
-        name: name.into(),
-        field: None,
-        reason: format!("cannot decode: {e}"),
-    })?;
     let defaults = Defaults::new("");
-    Policy::try_from(Named { name, message, defaults: &defaults }).map(|_| ())
+    Policy::try_from(Named { name, message: bytes, defaults: &defaults }).map(|_| ())
 }
 
 impl TryFrom<Named<'_, pb::Address>> for AddressEntry {

@@ -1,5 +1,6 @@
-//! Conversion tests: a full workload and service convert field for field; each malformed
-//! input is rejected naming the resource and the field.
+//! Address conversion tests: a full workload and service convert field for field; each
+//! malformed input is rejected naming the resource and the field. Policies are in
+//! `authorization_tests.rs`.
 
 use std::net::IpAddr;
 
@@ -7,7 +8,6 @@ use prost::Message;
 
 use super::*;
 use crate::state::{GatewayDestination, HealthStatus, NetworkAddress, Protocol};
-use crate::xds::proto::security as sec;
 
 fn defaults() -> Defaults {
     Defaults::new("mesh.example")
@@ -179,76 +179,10 @@ fn malformed_addresses_are_rejected_naming_resource_and_field() {
     assert_eq!(err.field.as_deref(), Some("type"));
 }
 
-fn policy() -> sec::Authorization {
-    sec::Authorization {
-        name: "deny-80".into(),
-        namespace: "shop".into(),
-        scope: sec::Scope::Namespace as i32,
-        action: sec::Action::Deny as i32,
-        rules: vec![sec::Rule {
-            clauses: vec![sec::Clause {
-                matches: vec![sec::Match {
-                    principals: vec![sec::StringMatch {
-                        match_type: Some(sec::string_match::MatchType::Prefix("spiffe://mesh.example/".into())),
-                    }],
-                    source_ips: vec![sec::Address { address: vec![10, 0, 0, 0], length: 8 }],
-                    destination_ports: vec![80],
-                    ..Default::default()
-                }],
-            }],
-        }],
-    }
-}
-
-#[test]
-fn authorization_converts_to_the_policy_model() {
-    let d = defaults();
-    let p = Policy::try_from(Named { name: "shop/deny-80", message: policy(), defaults: &d }).expect("valid");
-    // The same policy as the local config would give it.
-    let local: crate::policy::Authorization = serde_yaml::from_str(
-        "{name: deny-80, namespace: shop, scope: Namespace, action: Deny, rules: [[[{principals: [!Prefix \"spiffe://mesh.example/\"], sourceIps: [10.0.0.0/8], destinationPorts: [80]}]]]}",
-    )
-    .unwrap();
-    assert_eq!(p.authorization, local);
-}
-
-#[test]
-fn malformed_authorizations_are_rejected_naming_the_field() {
-    type Edit = fn(&mut sec::Authorization);
-    let cases: [(&str, Edit, &str); 5] = [
-        ("action", |a| a.action = 9, "action"),
-        (
-            "prefix length",
-            |a| a.rules[0].clauses[0].matches[0].source_ips[0].length = 33,
-            "rules[0].clauses[0].matches[0].source_ips[0].length",
-        ),
-        (
-            "no match type",
-            |a| a.rules[0].clauses[0].matches[0].principals[0].match_type = None,
-            "rules[0].clauses[0].matches[0].principals[0]",
-        ),
-        (
-            "port",
-            |a| a.rules[0].clauses[0].matches[0].destination_ports[0] = 65536,
-            "rules[0].clauses[0].matches[0].destination_ports[0]",
-        ),
-        ("namespace", |a| a.namespace.clear(), "namespace"),
-    ];
-    let d = defaults();
-    for (name, edit, field) in cases {
-        let mut a = policy();
-        edit(&mut a);
-        let err = Policy::try_from(Named { name: "shop/p", message: a, defaults: &d }).expect_err(name);
-        assert_eq!(err.field.as_deref(), Some(field), "{name}: {err}");
-        assert!(err.to_string().starts_with("Authorization \"shop/p\": "), "{name}: {err}");
-    }
-}
-
 #[test]
 fn public_checkers_decode_then_convert() {
     let good = of_workload(workload()).encode_to_vec();
     check_address("w", &good, "cluster.local").expect("valid bytes");
     let err = check_address("w", &[0xff, 0xff], "cluster.local").expect_err("garbage");
     assert!(err.reason.contains("cannot decode"), "{err}");
-    check_authorization("p", &policy().encode_to_vec()).expect("valid policy");
 }

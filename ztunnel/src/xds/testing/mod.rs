@@ -10,6 +10,7 @@
 mod ads;
 mod ca;
 mod mesh;
+mod policies;
 mod replay;
 mod resources;
 
@@ -27,6 +28,7 @@ use tonic::transport::{Identity as TlsIdentity, Server, ServerTlsConfig};
 pub use ads::RecordedRequest;
 pub use ca::{CaBehavior, CaRequest};
 pub use mesh::{PODS_PER_SERVICE, SyntheticMesh};
+pub use policies::{ExtraAt, ExtraField, FakePolicy};
 pub use replay::{DecodedResponse, Replayed, ResponseReplay, encode_response};
 pub use resources::{FakeDenyPorts, FakeResource, FakeService, FakeWorkload};
 

@@ -141,6 +141,7 @@ impl FakeDenyPorts {
                     matches: vec![security::Match { destination_ports: self.ports.clone(), ..Default::default() }],
                 }],
             }],
+            ..Default::default()
         };
         FakeResource {
             type_url: AUTHORIZATION_TYPE,
