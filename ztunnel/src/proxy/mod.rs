@@ -15,6 +15,7 @@ pub mod authorize;
 pub mod connection;
 pub mod connection_labels;
 pub mod copy;
+pub(crate) mod host_destination;
 pub mod inbound;
 pub mod listeners;
 pub mod outbound;
