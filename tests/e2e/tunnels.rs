@@ -266,45 +266,33 @@ async fn service_vip_spreads_over_its_three_endpoints() {
     assert_eq!(named, 60, "node-b must name the service of all 60 connections:\n{}", b.metrics().await);
 }
 
+/// Passthrough to destinations outside the mesh is plain TCP too; on loopback every address
+/// outside the mesh is the host's own, which SOCKS5 refuses (see the `socks5` suite), so the
+/// unmeshed destination here is a workload without HBONE.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unmeshed_and_tcp_destinations_are_reached_directly() {
+async fn tcp_destinations_are_reached_directly() {
     let mut mesh = Mesh::new();
     let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
     let legacy = mesh.workload("legacy", "default", "legacy", 30, "node-b", false);
     mesh.write_config();
-    let outside = SocketAddr::new(mesh.subnet.ip(200), 9000);
-    echo_server(outside).await;
-    echo_server(SocketAddr::new(legacy, 9000)).await;
+    let dst = SocketAddr::new(legacy, 9000);
+    echo_server(dst).await;
     let a = mesh.start_node("node-a").await;
-    for dst in [outside, SocketAddr::new(legacy, 9000)] {
-        let mut s = socks5_connect(a.socks5(), client, dst).await.unwrap_or_else(|e| panic!("{dst}: {e}"));
-        s.write_all(b"plain").await.unwrap();
-        s.shutdown().await.unwrap();
-        let mut back = Vec::new();
-        s.read_to_end(&mut back).await.unwrap();
-        assert_eq!(back, b"plain", "{dst}");
-    }
+    let mut s = socks5_connect(a.socks5(), client, dst).await.unwrap_or_else(|e| panic!("{dst}: {e}"));
+    s.write_all(b"plain").await.unwrap();
+    s.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await.unwrap();
+    assert_eq!(back, b"plain", "{dst}");
     let plain = [("connection_security_policy", "unknown")];
     let mut closed = 0;
     for _ in 0..50 {
         closed = metric_sum(&a.metrics().await, "istio_tcp_connections_closed_total", &plain);
-        if closed == 2 {
+        if closed == 1 {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(closed, 2, "both connections were plain TCP:\n{}", a.metrics().await);
+    assert_eq!(closed, 1, "the connection was plain TCP:\n{}", a.metrics().await);
     assert_eq!(a.pool_stats().connections_opened, 0, "no tunnel for unmeshed destinations");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unknown_source_address_is_refused() {
-    let (mesh, _client, server) = two_node_mesh();
-    echo_server(server).await;
-    let a = mesh.start_node("node-a").await;
-    let stranger = mesh.subnet.ip(99);
-    let err = socks5_connect(a.socks5(), stranger, server)
-        .await
-        .expect_err("a client that is no local workload must be refused");
-    assert!(err.to_string().contains("reply code 2"), "expected 'not allowed' (2): {err}");
 }

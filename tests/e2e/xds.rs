@@ -30,6 +30,7 @@ fn workload(name: &str, sa: &str, ip: IpAddr, node: &str) -> FakeWorkload {
 
 fn node_config(istiod: &FakeIstiod, node: &str) -> ProxyConfig {
     let mut config = ProxyConfig::istiod(node, istiod.xds_settings(), istiod.ca_settings(), istiod.identity(node));
+    config.socks5_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
     config.drain_deadline = Duration::from_secs(2);
     config
 }

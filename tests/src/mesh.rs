@@ -8,7 +8,7 @@ use std::sync::Once;
 use std::time::Duration;
 
 use tempfile::TempDir;
-use ztunnel::app::Running;
+use ztunnel::app::{BoundAddrs, Running};
 use ztunnel::config::{CaSource, ProxyConfig};
 use ztunnel::policy::{Authorization, MtlsMode};
 use ztunnel::state::SharedState;
@@ -214,9 +214,11 @@ impl Mesh {
         write_atomically(&self.config_path(), &self.render());
     }
 
-    /// Config for a ztunnel serving `node` (ephemeral loopback ports, fast config polling).
+    /// Config for a ztunnel serving `node` (ephemeral loopback ports, SOCKS5 on as the
+    /// traffic entry, fast config polling).
     pub fn node_config(&self, node: &str) -> ProxyConfig {
         let mut config = ProxyConfig::local(self.config_path(), node, self.ca_dir());
+        config.socks5_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         config.ca = CaSource::StateDir(self.ca_dir());
         config.config_poll_interval = Duration::from_millis(100);
         config.drain_deadline = Duration::from_secs(2);
@@ -259,6 +261,11 @@ pub struct MeshNode {
 impl MeshNode {
     fn running(&self) -> &Running {
         self.running.as_ref().expect("node is running")
+    }
+
+    /// The addresses its servers bound.
+    pub fn addrs(&self) -> BoundAddrs {
+        self.running().addrs
     }
 
     pub fn socks5(&self) -> SocketAddr {

@@ -216,7 +216,8 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         start_capture(capture_config, &inputs, &config.node, &ready, &mut tasks).await?;
     }
     if let Some(listener) = socks5 {
-        tasks.spawn(proxy::socks5::serve(listener, inputs.clone()));
+        let own = [addrs.socks5, Some(addrs.admin), Some(addrs.metrics), Some(addrs.readiness)];
+        tasks.spawn(proxy::socks5::serve(listener, inputs.clone(), own.into_iter().flatten().collect()));
     }
     tasks.spawn(crate::admin::serve_metrics(metrics_listener, metrics.clone(), watch.clone()));
     tasks.spawn(crate::admin::serve_readiness(readiness, ready.clone(), watch.clone()));

@@ -118,8 +118,9 @@ pub struct ProxyArgs {
     #[arg(long, env = "SECRET_TTL", default_value = "24h", value_parser = parse_duration)]
     pub cert_ttl: Duration,
 
-    /// SOCKS5 listener for local clients (`off` disables it).
-    #[arg(long, default_value = "127.0.0.1:15080", value_parser = parse_optional_addr)]
+    /// SOCKS5 listener for local clients, a development entry: off unless an address is given
+    /// (Istio's port is `127.0.0.1:15080`). The client's source address decides its identity.
+    #[arg(long, default_value = "off", value_parser = parse_optional_addr)]
     pub socks5_addr: OptionalAddr,
 
     /// Admin server (/config_dump, /logging, /quitquitquit).
@@ -159,7 +160,7 @@ pub struct ProxyArgs {
     pub socket_mark: u32,
 
     /// Capture enrolled pods' traffic with eBPF (needs root: CAP_BPF, CAP_NET_ADMIN, CAP_SYS_ADMIN).
-    /// Without it, traffic enters only through SOCKS5.
+    /// Without it, traffic enters only through SOCKS5 (`--socks5-addr`).
     #[arg(long, env = "ZTUNNEL_CAPTURE")]
     pub capture: bool,
 
@@ -344,13 +345,13 @@ impl TryFrom<ProxyArgs> for ProxyConfig {
 }
 
 impl ProxyConfig {
-    /// Defaults for a ztunnel serving `node` from `config_file`, with every listener on an
-    /// ephemeral loopback port (tests and embedding).
+    /// Defaults for a ztunnel serving `node` from `config_file`, with the admin, metrics and
+    /// readiness servers on ephemeral loopback ports and SOCKS5 off, as on the command line
+    /// (tests and embedding).
     pub fn local(config_file: PathBuf, node: &str, state_dir: PathBuf) -> ProxyConfig {
         let mut args = ProxyArgs::parse_from_defaults(config_file, node);
         args.state_dir = state_dir;
         let any: SocketAddr = ([127, 0, 0, 1], 0).into();
-        args.socks5_addr = OptionalAddr(Some(any));
         args.admin_addr = any;
         args.metrics_addr = any;
         args.readiness_addr = any;

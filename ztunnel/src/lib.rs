@@ -2,7 +2,7 @@
 //!
 //! Modules form layers (see DESIGN.md section 2); a module imports only from lower layers.
 //!
-//! 0. [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`]
+//! 0. [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`], [`descriptors`]
 //! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification), [`policy`] (pure
 //!    authorization evaluation)
 //! 2. [`state`] (workloads, services, policies; lookups), [`identity`] certificate manager and local CA
@@ -14,6 +14,7 @@ pub mod admin;
 pub mod app;
 pub mod capture;
 pub mod config;
+pub mod descriptors;
 pub mod drain;
 pub mod hbone;
 pub mod identity;

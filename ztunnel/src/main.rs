@@ -3,6 +3,7 @@
 use clap::Parser;
 use ztunnel::capture::control::{self, ControlRequest};
 use ztunnel::config::{Cli, Command, LogFormatArg, ProxyConfig};
+use ztunnel::descriptors;
 use ztunnel::telemetry::{self, LogFormat};
 
 /// jemalloc with its background purging thread rather than the system allocator: with
@@ -53,6 +54,13 @@ fn main() -> anyhow::Result<()> {
                 LogFormatArg::Json => LogFormat::Json,
             };
             let log = telemetry::init(format, &args.log_level)?;
+            match descriptors::raise_open_file_limit() {
+                Ok(limit) if limit.now > limit.before => {
+                    tracing::info!(from = limit.before, to = limit.now, "raised the open-file limit to the hard limit");
+                }
+                Ok(limit) => tracing::info!(limit = limit.now, "open-file limit"),
+                Err(e) => tracing::warn!(error = %e, "keeping the open-file limit"),
+            }
             let config = ProxyConfig::try_from(*args)?;
             let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
             runtime.block_on(async move {

@@ -17,8 +17,9 @@ use hyper::service::service_fn;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
-use tracing::{debug, info, warn};
+use tracing::{debug, info};
 
+use crate::descriptors;
 use crate::drain::{DrainMode, DrainWatch};
 
 /// Response type of every handler.
@@ -26,8 +27,6 @@ pub(crate) type HttpResponse = Response<Full<Bytes>>;
 
 /// A client that has not sent its request headers by then is disconnected.
 const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause after a failed accept (e.g. out of file descriptors) so the loop does not spin.
-const ACCEPT_BACKOFF: Duration = Duration::from_millis(100);
 
 /// Serves HTTP/1 on `listener` with `handler` until `drain` fires; then stops accepting,
 /// closes idle connections, lets requests in flight finish (a graceful drain) or drops
@@ -41,6 +40,7 @@ where
     let address = listener.local_addr().ok();
     info!(server, address = ?address, "serving");
     let mut connections = JoinSet::new();
+    descriptors::reserve_spare();
     let mode = loop {
         tokio::select! {
             mode = drain.signaled() => break mode,
@@ -49,10 +49,9 @@ where
                     let conn = serve_connection(server, stream, peer, handler.clone(), drain.clone());
                     connections.spawn(conn);
                 }
-                Err(error) => {
-                    warn!(server, %error, "accept failed");
-                    tokio::time::sleep(ACCEPT_BACKOFF).await;
-                }
+                // Out of descriptors: the waiting client is shed, not left in the backlog
+                // (these servers may use the descriptors the proxy leaves in reserve).
+                Err(error) => descriptors::after_accept_error(server, &error, || listener.accept()).await,
             },
             Some(_) = connections.join_next(), if !connections.is_empty() => {}
         }

@@ -36,12 +36,25 @@ fn cli_uses_istio_environment_names_and_defaults() {
     assert_eq!(config.trust_domain, "cluster.local");
     assert_eq!(config.cert_ttl, Duration::from_secs(86400));
     assert_eq!(config.pool_max_streams, 100);
-    assert_eq!(config.socks5_addr, Some("127.0.0.1:15080".parse().unwrap()));
+    assert_eq!(config.socks5_addr, None, "SOCKS5 is a development entry, off unless asked for");
     assert_eq!(config.socket_mark, Some(0x539));
     assert_eq!(config.ca, CaSource::StateDir("/var/lib/ztunnel".into()));
     let err =
         Cli::try_parse_from(["ztunnel", "proxy", "--config", "/c", "--node", "n", "--ca-cert", "/x"]).unwrap_err();
     assert!(err.to_string().contains("--ca-key"), "ca-cert without ca-key must be refused: {err}");
+}
+
+#[test]
+fn socks5_listens_only_where_asked() {
+    let parse = |extra: &[&str]| {
+        let base = ["ztunnel", "proxy", "--config", "/c.yaml", "--node", "n1"];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).unwrap();
+        let Command::Proxy(args) = cli.command else { panic!("expected proxy command") };
+        ProxyConfig::try_from(*args).unwrap().socks5_addr
+    };
+    assert_eq!(parse(&[]), None);
+    assert_eq!(parse(&["--socks5-addr", "off"]), None);
+    assert_eq!(parse(&["--socks5-addr", "127.0.0.1:15080"]), Some("127.0.0.1:15080".parse().unwrap()));
 }
 
 #[test]
@@ -74,5 +87,6 @@ fn local_defaults_bind_ephemeral_loopback_ports() {
     let config = ProxyConfig::local("/c.yaml".into(), "n1", "/tmp/s".into());
     assert_eq!(config.node, "n1");
     assert_eq!(config.admin_addr.port(), 0);
+    assert_eq!(config.socks5_addr, None, "no SOCKS5 listener unless asked for");
     assert_eq!(config.ca, CaSource::StateDir("/tmp/s".into()));
 }

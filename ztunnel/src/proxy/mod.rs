@@ -16,6 +16,7 @@ mod client_address;
 pub mod connection;
 pub mod connection_labels;
 pub mod copy;
+pub(crate) mod host_destination;
 pub mod inbound;
 pub mod listeners;
 pub mod outbound;

@@ -1,5 +1,6 @@
 //! Sockets ztunnel opens: TCP dials with `SO_MARK` (so eBPF capture skips ztunnel's own
-//! traffic), `TCP_NODELAY` and a dial timeout, and listeners.
+//! traffic), `TCP_NODELAY` and a dial timeout, never in the descriptors reserved for health
+//! and control (see [`crate::descriptors`]), and listeners.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -13,6 +14,7 @@ use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tracing::warn;
 
 use super::Error;
+use crate::descriptors;
 
 /// Creates TCP sockets in the network namespace they must live in (a pod's, for capture).
 pub trait SocketFactory: Send + Sync {
@@ -50,6 +52,8 @@ impl Dialer {
             }
             None => if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(connect_err)?,
         };
+        // Dials for proxy traffic leave the descriptors reserved for health and control alone.
+        descriptors::check_reserve(&socket).map_err(|e| connect_err(std::io::Error::other(e)))?;
         if let Some(mark) = self.mark {
             apply_mark(&socket, mark);
         }

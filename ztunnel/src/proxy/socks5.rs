@@ -1,17 +1,32 @@
-//! SOCKS5 entry point (RFC 1928): a local client asks for `CONNECT ip:port`; the source
-//! workload is the one on this node whose address the client connects from. The reply is sent
-//! only after the upstream is dialled, so clients see refusals as SOCKS errors.
+//! SOCKS5 entry point (RFC 1928), a development entry that is off unless configured: a local
+//! client asks for `CONNECT ip:port`; the source workload is the one on this node whose
+//! address the client connects from. The reply is sent only after the upstream is dialled, so
+//! clients see refusals as SOCKS errors.
 //! Only "no authentication" and IPv4/IPv6 destinations are supported (no DNS names).
+//!
+//! What it trusts is the client's source address alone, so it guards against local abuse:
+//! a client whose address is no workload of this node is closed before a byte is read; a
+//! client that has not finished the handshake within [`HANDSHAKE_TIMEOUT`] is closed; and a
+//! destination on this host itself (ztunnel's own listeners, or a host address that is no
+//! workload's or service's, see [`super::host_destination`]) is refused with "connection not
+//! allowed by ruleset".
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
+use super::host_destination::{self, HostDestinationError};
 use super::outbound::{Outbound, proxy_to};
 use super::socket::Dialer;
 use super::{Error, ErrorKind, ProxyInputs};
+use crate::state::Workload;
+
+/// A client that has not sent its greeting and request by then is closed.
+pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
 
 const VERSION: u8 = 5;
 const NO_AUTH: u8 = 0;
@@ -34,40 +49,54 @@ enum Reply {
     AddressTypeNotSupported = 8,
 }
 
-/// Accepts SOCKS5 clients until the drain starts.
-pub async fn serve(listener: TcpListener, inputs: ProxyInputs) {
+/// Accepts SOCKS5 clients until the drain starts. `own_listeners` are the addresses of
+/// ztunnel's servers (admin, metrics, readiness, this one), never dialled for a client.
+pub async fn serve(listener: TcpListener, inputs: ProxyInputs, own_listeners: Vec<SocketAddr>) {
     let outbound = Outbound::new(inputs.clone());
     let drain = inputs.drain.clone();
+    let own: Arc<[SocketAddr]> = own_listeners.into();
     super::accept::accept_until_drained(listener, "socks5", &drain, |stream, peer| {
         let outbound = outbound.clone();
         let inputs = inputs.clone();
-        async move { handle(stream, peer, &inputs, &outbound).await }
+        let own = own.clone();
+        async move { handle(stream, peer, &inputs, &outbound, &own).await }
     })
     .await
 }
 
-pub(super) async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &ProxyInputs, outbound: &Outbound) {
+pub(super) async fn handle(
+    mut stream: TcpStream,
+    peer: SocketAddr,
+    inputs: &ProxyInputs,
+    outbound: &Outbound,
+    own_listeners: &[SocketAddr],
+) {
+    // The source address is the client's identity: a stranger is closed before it is read.
+    let Some(source) = local_workload(inputs, peer.ip()) else {
+        let e = Error::UnknownSource { ip: peer.ip(), node: inputs.settings.node.clone() };
+        debug!(%peer, error = %e, "socks5 client closed");
+        return;
+    };
     let _ = stream.set_nodelay(true);
-    let dst = match handshake(&mut stream).await {
-        Ok(dst) => dst,
-        Err((reply, e)) => {
+    let dst = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&mut stream)).await {
+        Ok(Ok(dst)) => dst,
+        Ok(Err((reply, e))) => {
             debug!(%peer, error = %e, "socks5 handshake failed");
             if let Some(reply) = reply {
                 let _ = send_reply(&mut stream, reply).await;
             }
             return;
         }
+        Err(_) => {
+            debug!(%peer, timeout = ?HANDSHAKE_TIMEOUT, "socks5 client closed: no complete request in time");
+            return;
+        }
     };
-    let source = {
-        let state = inputs.state.read();
-        state.workload_by_ip(peer.ip()).filter(|w| *w.node == *inputs.settings.node)
-    };
-    let Some(source) = source else {
-        let e = Error::UnknownSource { ip: peer.ip(), node: inputs.settings.node.clone() };
+    if let Err(e) = check_destination(inputs, own_listeners, dst) {
         warn!(%peer, dst = %dst, error = %e, "socks5 connection refused");
         let _ = send_reply(&mut stream, Reply::NotAllowed).await;
         return;
-    };
+    }
     // Dial from the client's own address (a local address: the client connected from it), as
     // a captured pod's tunnels leave from the pod's address: the destination attributes and
     // authorizes by the tunnel's peer address.
@@ -89,6 +118,22 @@ pub(super) async fn handle(mut stream: TcpStream, peer: SocketAddr, inputs: &Pro
         }
     };
     record.close(&result);
+}
+
+/// The workload on this node at `ip`, if any.
+fn local_workload(inputs: &ProxyInputs, ip: IpAddr) -> Option<Arc<Workload>> {
+    let state = inputs.state.read();
+    state.workload_by_ip(ip).filter(|w| *w.node == *inputs.settings.node)
+}
+
+/// Refuses destinations on this host itself; mesh workloads and service VIPs pass.
+fn check_destination(inputs: &ProxyInputs, own: &[SocketAddr], dst: SocketAddr) -> Result<(), HostDestinationError> {
+    let ip = dst.ip().to_canonical();
+    let in_mesh = {
+        let state = inputs.state.read();
+        state.workload_by_ip(ip).is_some() || state.service_by_vip(ip).is_some()
+    };
+    host_destination::check(dst, own, in_mesh, host_destination::host_owns)
 }
 
 fn reply_for(e: &Error) -> Reply {

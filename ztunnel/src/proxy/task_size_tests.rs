@@ -36,7 +36,7 @@ fn per_connection_futures_stay_small() {
             "inbound hbone stream",
             future_size(|| inbound::handle_stream(never(), never(), never(), never(), never(), never(), never())),
         ),
-        ("socks5 connection", future_size(|| socks5::handle(never(), never(), never(), never()))),
+        ("socks5 connection", future_size(|| socks5::handle(never(), never(), never(), never(), never()))),
     ];
     let hbone_connection = future_size(|| inbound::serve_connection(never(), never(), never(), never()));
     for (what, size) in per_connection {
