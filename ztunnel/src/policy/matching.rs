@@ -17,7 +17,8 @@ use crate::identity::Identity;
 pub struct Connection<'a> {
     /// The peer's identity, verified by mTLS; `None` for plaintext.
     pub source_identity: Option<&'a Identity>,
-    /// The original client address (for HBONE, the `forwarded: for=` address the peer sent).
+    /// The client's address: the connection's peer (for HBONE, `forwarded: for=` only from the
+    /// destination's waypoint).
     pub source_ip: IpAddr,
     /// Where the client connected: the destination workload's address and port.
     pub destination: SocketAddr,
