@@ -25,7 +25,7 @@ use crate::telemetry::LogHandle;
 /// Config dumps built or being sent at once: a dump of a large mesh takes hundreds of MB.
 pub(crate) const DUMP_CONCURRENCY: usize = 2;
 /// How long a dump request waits for its turn before it is answered 503.
-pub(crate) const DUMP_QUEUE_WAIT: Duration = Duration::from_secs(5);
+pub(crate) const DUMP_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// What the admin server needs from the rest of the process.
 #[derive(Clone)]
