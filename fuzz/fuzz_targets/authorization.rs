@@ -4,8 +4,4 @@
 
 use libfuzzer_sys::fuzz_target;
 
-fuzz_target!(|data: &[u8]| {
-    if let Err(e) = ztunnel::xds::convert::check_authorization("fuzz", data) {
-        assert!(e.to_string().starts_with("Authorization \"fuzz\""), "error must name the resource: {e}");
-    }
-});
+fuzz_target!(|data: &[u8]| ztunnel::fuzzing::xds_authorization(data));

@@ -38,12 +38,8 @@ pub enum AppError {
     Config(#[from] state::LocalConfigError),
     #[error("eBPF capture: {0}")]
     Capture(#[from] crate::capture::CaptureError),
-    #[error("control socket {path}: {source}")]
-    Control {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    Control(#[from] crate::capture::control::ControlError),
     #[error("istiod: {0}")]
     Istiod(#[from] XdsError),
     #[error("no config source: neither a local config file nor an xDS address is configured")]
@@ -250,9 +246,7 @@ async fn start_capture(
 ) -> Result<(), AppError> {
     let settings = CaptureSettings { pin_dir: config.pin_dir.clone(), records_dir: config.records_dir.clone() };
     let capture = Capture::start(settings, inputs.clone()).await?;
-    let path = config.control_socket.clone();
-    let listener = crate::capture::control::bind(&path)
-        .map_err(|source| AppError::Control { path: path.display().to_string(), source })?;
+    let listener = crate::capture::control::bind(&config.control_socket)?;
     tasks.spawn(crate::capture::control::serve(listener, capture.clone(), inputs.drain.clone()));
     let guard = ready.register("capture of configured pods");
     let (state, drain, node) = (inputs.state.clone(), inputs.drain.clone(), node.to_string());

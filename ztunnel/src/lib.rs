@@ -16,6 +16,9 @@ pub mod capture;
 pub mod config;
 pub mod descriptors;
 pub mod drain;
+/// Entry points for the fuzz targets in `fuzz/` (the `fuzzing` feature; never in the binary).
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod fuzzing;
 pub mod hbone;
 pub mod identity;
 pub mod metrics;

@@ -6,7 +6,8 @@
 //!   replaces it.
 //! - `POST ?reset` (optionally with `level`): back to the startup filter, plus `<spec>`.
 //!
-//! A bad spec answers 400 with the parse error and changes nothing.
+//! A bad spec answers 400 with the parse error and changes nothing. Who may change the filter
+//! is decided by the admin server before [`handle`] is called.
 
 use http::{Method, StatusCode};
 
@@ -18,6 +19,11 @@ usage: POST /logging?level=<filter>          add directives, e.g. level=debug or
 usage: POST /logging?reset[&level=<filter>]  restore the startup filter (plus directives)
 hint: level: error|warn|info|debug|trace|off; target: a module path such as ztunnel::proxy
 ";
+
+/// Whether this request would change the filter (`POST` with `level` or `reset`).
+pub(crate) fn changes(method: &Method, query: Option<&str>) -> bool {
+    *method == Method::POST && (query_param(query, "level").is_some() || query_param(query, "reset").is_some())
+}
 
 pub(crate) fn handle(log: &LogHandle, method: &Method, query: Option<&str>) -> HttpResponse {
     let level = query_param(query, "level");

@@ -4,9 +4,13 @@
 //! Each server takes an already-bound `TcpListener` (so tests bind port 0), serves HTTP/1
 //! until its drain watch fires, then stops accepting and lets requests in flight finish.
 //! The servers only present what lower layers own (metrics, readiness, log filter, the
-//! config dump closure); they must not hold proxy or state logic of their own.
+//! config dump closure); they must not hold proxy or state logic of their own. Reading is
+//! open to whoever reaches a port; changing anything through admin is checked in `caller`.
 
 mod admin_server;
+mod caller;
+#[cfg(test)]
+mod guard_tests;
 mod logging;
 mod metrics_server;
 mod readiness_server;

@@ -72,7 +72,11 @@ async fn serve_connection<H, F>(
     H: Fn(Request<Incoming>) -> F + Send + Sync + 'static,
     F: Future<Output = HttpResponse> + Send + 'static,
 {
-    let service = service_fn(move |req| {
+    let local = stream.local_addr().ok();
+    let service = service_fn(move |mut req: Request<Incoming>| {
+        if let Some(local) = local {
+            req.extensions_mut().insert(ConnectionAddrs { peer, local });
+        }
         let response = handler(req);
         async move { Ok::<_, Infallible>(response.await) }
     });
@@ -94,6 +98,16 @@ async fn serve_connection<H, F>(
     if let Err(error) = result {
         debug!(server, %peer, %error, "connection ended with an error");
     }
+}
+
+/// Both ends of the connection a request came on, in every request's extensions (absent only
+/// if the socket could not tell its local address).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ConnectionAddrs {
+    /// The client's address.
+    pub(crate) peer: SocketAddr,
+    /// Our end, the address the client connected to.
+    pub(crate) local: SocketAddr,
 }
 
 /// A `text/plain` response.

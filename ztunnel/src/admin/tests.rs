@@ -19,12 +19,12 @@ use crate::readiness::Ready;
 use crate::telemetry::LogHandle;
 
 /// Bound on every wait in these tests.
-const WAIT: Duration = Duration::from_secs(10);
+pub(super) const WAIT: Duration = Duration::from_secs(10);
 
-struct Reply {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+pub(super) struct Reply {
+    pub(super) status: u16,
+    pub(super) headers: HashMap<String, String>,
+    pub(super) body: String,
 }
 
 fn request_bytes(method: &str, target: &str, headers: &[(&str, &str)], close: bool) -> Vec<u8> {
@@ -57,7 +57,7 @@ fn parse_reply(raw: &[u8]) -> Reply {
 }
 
 /// Sends one request with `Connection: close` and reads the whole response.
-async fn fetch(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
+pub(super) async fn fetch(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &str)]) -> Reply {
     let exchange = async {
         let mut stream = TcpStream::connect(addr).await.expect("connect to server");
         stream.write_all(&request_bytes(method, target, headers, true)).await.expect("write request");
@@ -70,17 +70,17 @@ async fn fetch(addr: SocketAddr, method: &str, target: &str, headers: &[(&str, &
         .unwrap_or_else(|_| panic!("{method} {target}: no response within {WAIT:?}"))
 }
 
-async fn get(addr: SocketAddr, target: &str) -> Reply {
+pub(super) async fn get(addr: SocketAddr, target: &str) -> Reply {
     fetch(addr, "GET", target, &[]).await
 }
 
-async fn bind() -> (TcpListener, SocketAddr) {
+pub(super) async fn bind() -> (TcpListener, SocketAddr) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind loopback");
     let addr = listener.local_addr().unwrap();
     (listener, addr)
 }
 
-async fn stop(trigger: DrainTrigger, server: tokio::task::JoinHandle<()>) {
+pub(super) async fn stop(trigger: DrainTrigger, server: tokio::task::JoinHandle<()>) {
     assert_eq!(trigger.drain(WAIT).await, DrainOutcome::Complete);
     tokio::time::timeout(WAIT, server).await.expect("server returns after the drain").unwrap();
 }
