@@ -120,6 +120,102 @@ pub fn xds_authorization(data: &[u8]) {
     }
 }
 
+/// The bytes as a SOCKS5 client's stream (greeting and request): the handshake gives a
+/// destination or an error, never a panic, and writes only the two answers the protocol
+/// allows before the reply (the method choice, or "no acceptable method").
+pub fn socks5_handshake(data: &[u8]) {
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("a current-thread runtime");
+    let mut written = Vec::new();
+    let result = runtime.block_on(async {
+        let mut stream = tokio::io::join(data, &mut written);
+        crate::proxy::socks5::handshake(&mut stream).await
+    });
+    assert!(
+        written.is_empty() || written == [5, 0] || written == [5, 0xff],
+        "unexpected bytes before the reply: {written:?}"
+    );
+    if let Ok(dst) = result {
+        assert_eq!(written, [5, 0], "a destination is read only after choosing \"no authentication\"");
+        // Greeting (2 + methods), request head (4), address, port: exactly where they say.
+        let request = 2 + usize::from(data[1]);
+        let address = request + 4;
+        let port = address + if data[request + 3] == 1 { 4 } else { 16 };
+        let expected = u16::from_be_bytes([data[port], data[port + 1]]);
+        assert_eq!(dst.port(), expected, "the port is the two bytes after the address");
+        let ip = &data[address..port];
+        let parsed = match dst.ip() {
+            std::net::IpAddr::V4(v4) => v4.octets().to_vec(),
+            std::net::IpAddr::V6(v6) => v6.octets().to_vec(),
+        };
+        assert_eq!(parsed, ip, "the address is the bytes after the request head");
+    }
+}
+
+/// The bytes as an HBONE `CONNECT` request's parts: the first byte picks the method, then
+/// newline-separated `:authority` and `name: value` header lines. Malformed requests are
+/// refused (never a panic); a well-formed one is a `CONNECT` to an `ip:port`; and whatever
+/// the headers say, an ordinary peer's client address is its connection's peer address,
+/// while only the destination's waypoint may name another.
+pub fn hbone_connect(data: &[u8]) {
+    use crate::identity::Identity;
+    use crate::proxy::client_address::{client_address, forwarded_param};
+
+    let [method, rest @ ..] = data else { return };
+    let method = match method % 3 {
+        0 => http::Method::CONNECT,
+        1 => http::Method::GET,
+        _ => http::Method::POST,
+    };
+    let text = String::from_utf8_lossy(rest);
+    let mut lines = text.split('\n');
+    let authority = lines.next().unwrap_or_default();
+    let Ok(mut request) = http::Request::builder().method(method.clone()).uri(authority).body(()) else { return };
+    for line in lines {
+        let Some((name, value)) = line.split_once(':') else { continue };
+        let (Ok(name), Ok(value)) =
+            (http::HeaderName::from_bytes(name.trim().as_bytes()), http::HeaderValue::from_str(value.trim()))
+        else {
+            continue;
+        };
+        request.headers_mut().append(name, value);
+    }
+    match crate::hbone::server::parse_request(&request) {
+        Ok(target) => {
+            assert_eq!(method, http::Method::CONNECT, "only CONNECT is accepted");
+            assert_eq!(authority.parse::<std::net::SocketAddr>().ok(), Some(target), "the target is the authority");
+        }
+        Err(reason) => assert!(!reason.is_empty(), "a refusal says why"),
+    }
+    let _ = forwarded_param(request.headers(), "host");
+    let state = connect_state();
+    let destination = state.workload_by_ip([10, 0, 0, 2].into()).expect("the fuzz state has the destination");
+    let peer: std::net::SocketAddr = ([10, 0, 0, 50], 41000).into();
+    let ordinary = Identity::new("cluster.local", "lab", "sleep");
+    let client = client_address(&state, peer, &ordinary, &destination, None, request.headers());
+    assert_eq!(client, peer, "an ordinary peer cannot choose its client address");
+    let waypoint = Identity::new("cluster.local", "shop", "waypoint");
+    let _ = client_address(&state, peer, &waypoint, &destination, None, request.headers());
+}
+
+/// A destination `shop/web` at 10.0.0.2 whose waypoint is `shop/waypoint` at 10.0.0.9.
+fn connect_state() -> std::sync::Arc<crate::state::ProxyState> {
+    static STATE: std::sync::OnceLock<SharedState> = std::sync::OnceLock::new();
+    STATE
+        .get_or_init(|| {
+            let yaml = br#"
+workloads:
+- {uid: c/web, name: web, namespace: shop, serviceAccount: web, workloadIps: ["10.0.0.2"], node: b, protocol: HBONE,
+   waypoint: {destination: "/10.0.0.9", hboneMtlsPort: 15008}}
+- {uid: c/waypoint, name: waypoint, namespace: shop, serviceAccount: waypoint, workloadIps: ["10.0.0.9"], node: a, protocol: HBONE}
+"#;
+            let config = parse_local_config(yaml, "connect.yaml", "cluster.local").expect("the fuzz state is valid");
+            let state = SharedState::new("");
+            apply(&state, config);
+            state
+        })
+        .read()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -147,6 +243,18 @@ mod tests {
             (vec![b"ab".to_vec(), b"cd".to_vec(), b"e\r".to_vec()], false)
         );
         assert_eq!(reference_lines(b"ab\nabc\nx", 2), (vec![b"ab".to_vec()], true));
+    }
+
+    #[test]
+    fn socks5_and_connect_entry_points_take_real_requests_and_garbage() {
+        socks5_handshake(&[5, 1, 0, 5, 1, 0, 1, 10, 0, 0, 2, 0x1f, 0x90]);
+        socks5_handshake(&[5, 1, 0, 5, 1, 0, 4, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 80, 9]);
+        socks5_handshake(&[5, 1, 2]);
+        socks5_handshake(b"GET / HTTP/1.1");
+        hbone_connect(b"\x0010.0.0.2:8080\nforwarded: for=\"10.0.0.3:1\";host=web\nbaggage: k8s.namespace.name=x");
+        hbone_connect(b"\x01web:80\nforwarded: for=10.0.0.9:1");
+        hbone_connect(b"\x00[::1]:80\n\xff: \x00");
+        hbone_connect(b"");
     }
 
     #[test]

@@ -53,7 +53,7 @@ impl IncomingConnect {
 }
 
 /// Why a request is malformed, for the 400 answer's log line.
-fn parse_request(request: &Request<RecvStream>) -> Result<SocketAddr, String> {
+pub(crate) fn parse_request<B>(request: &Request<B>) -> Result<SocketAddr, String> {
     if request.method() != Method::CONNECT {
         return Err(format!("method {} is not CONNECT", request.method()));
     }

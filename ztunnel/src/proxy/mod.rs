@@ -12,7 +12,7 @@ pub mod admitted;
 #[cfg(test)]
 mod admitted_tests;
 pub mod authorize;
-mod client_address;
+pub(crate) mod client_address;
 pub mod connection;
 pub mod connection_labels;
 pub mod copy;

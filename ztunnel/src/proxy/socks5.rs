@@ -15,7 +15,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tracing::{debug, warn};
 
@@ -39,7 +39,7 @@ const ATYP_V6: u8 = 4;
 /// SOCKS5 reply codes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 #[repr(u8)]
-enum Reply {
+pub(crate) enum Reply {
     Succeeded = 0,
     GeneralFailure = 1,
     NotAllowed = 2,
@@ -146,14 +146,17 @@ fn reply_for(e: &Error) -> Reply {
     }
 }
 
-type HandshakeError = (Option<Reply>, Error);
+pub(crate) type HandshakeError = (Option<Reply>, Error);
 
 fn bad(reply: Option<Reply>, msg: impl Into<String>) -> HandshakeError {
     (reply, Error::Socks5(msg.into()))
 }
 
 /// Reads the greeting and the request; returns the requested destination.
-async fn handshake(stream: &mut TcpStream) -> Result<SocketAddr, HandshakeError> {
+pub(crate) async fn handshake<S>(stream: &mut S) -> Result<SocketAddr, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let io = |e: std::io::Error| bad(None, format!("reading request: {e}"));
     let mut head = [0u8; 2];
     stream.read_exact(&mut head).await.map_err(io)?;
