@@ -6,7 +6,7 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use ztunnel_tests::netns::require_root;
-use ztunnel_tests::process::{ChildGuard, ztunnel_binary};
+use ztunnel_tests::process::spawn_ready_node;
 use ztunnel_tests::{Mesh, http_get};
 
 /// `curl -X POST <url>` run as `uid` (through `setpriv`); returns the status code.
@@ -48,22 +48,8 @@ async fn quitquitquit_from_another_user_is_refused_and_the_process_keeps_running
     mesh.write_config();
     let ip = mesh.subnet.ip(250);
     let addr = |port: u16| SocketAddr::new(ip, port).to_string();
-    let mut cmd = Command::new(ztunnel_binary());
-    cmd.args(["proxy", "--config"]).arg(mesh.config_path());
-    cmd.args(["--node", "node-a", "--state-dir"]).arg(mesh.ca_dir());
-    cmd.args(["--socks5-addr", &addr(15080), "--admin-addr", &addr(15000), "--metrics-addr", &addr(15020)]);
-    cmd.args(["--readiness-addr", &addr(15021), "--log-level", "warn"]);
-    let mut node = ChildGuard::spawn(cmd);
+    let mut node = spawn_ready_node(&mesh, "node-a", ip, &["--socks5-addr", &addr(15080)]).await;
     let readiness = SocketAddr::new(ip, 15021);
-    let mut up = false;
-    for _ in 0..200 {
-        if ready(readiness).await {
-            up = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(up, "ztunnel binary did not become ready");
     let quit = format!("http://{}/quitquitquit", addr(15000));
 
     assert_eq!(post_as(65534, &quit).await, 403, "uid 65534 must not shut ztunnel down");

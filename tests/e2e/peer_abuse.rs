@@ -4,7 +4,6 @@
 //! a prompt shutdown).
 
 use std::net::{IpAddr, SocketAddr};
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -15,19 +14,8 @@ use ztunnel_tests::counting::CountingServer;
 use ztunnel_tests::h2_flood::{PAD_DECODED, RawH2};
 use ztunnel_tests::mesh::TRUST_DOMAIN;
 use ztunnel_tests::policies::{hbone_connect_with, mesh_tls_connect, namespace_policy};
-use ztunnel_tests::process::{ChildGuard, ztunnel_binary};
-use ztunnel_tests::{Mesh, MeshNode, http_get, socks5_connect};
-
-/// One echo round trip through the mesh from `client`.
-async fn echo(a: &MeshNode, client: IpAddr, dst: SocketAddr) -> anyhow::Result<()> {
-    let mut s = socks5_connect(a.socks5(), client, dst).await?;
-    s.write_all(b"ping").await?;
-    s.shutdown().await?;
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).await?;
-    anyhow::ensure!(back == b"ping", "echo returned {back:?}");
-    Ok(())
-}
+use ztunnel_tests::process::spawn_ready_node;
+use ztunnel_tests::{Mesh, http_get, socks5_connect};
 
 fn forwarded_for(addr: SocketAddr) -> HeaderMap {
     let mut headers = HeaderMap::new();
@@ -48,7 +36,7 @@ async fn a_forged_forwarded_header_does_not_satisfy_a_source_ip_policy() {
     let b = mesh.start_node("node-b").await;
 
     // The real lab client is allowed: its tunnel comes from its own address.
-    echo(&a, lab, app.addr).await.expect("the lab workload's own address is allowed");
+    a.echo(lab, app.addr).await.expect("the lab workload's own address is allowed");
     assert_eq!(app.accepted(), 1);
 
     // An unrelated mesh identity, from another address, claiming to be forwarding for lab.
@@ -103,25 +91,6 @@ async fn a_pooled_tunnel_never_carries_another_pods_traffic() {
     drop(held);
 }
 
-/// Starts the real binary as `node` with its listeners on `ip`; returns it once ready.
-async fn spawn_ready(mesh: &Mesh, node: &str, ip: IpAddr) -> ChildGuard {
-    let addr = |port: u16| SocketAddr::new(ip, port).to_string();
-    let mut cmd = Command::new(ztunnel_binary());
-    cmd.args(["proxy", "--config"]).arg(mesh.config_path());
-    cmd.args(["--node", node, "--state-dir"]).arg(mesh.ca_dir());
-    cmd.args(["--admin-addr", &addr(15000), "--metrics-addr", &addr(15020), "--readiness-addr", &addr(15021)]);
-    cmd.args(["--log-level", "warn"]);
-    let child = ChildGuard::spawn(cmd);
-    let readiness = SocketAddr::new(ip, 15021);
-    for _ in 0..200 {
-        if let Ok((200, _)) = http_get(readiness, "/healthz/ready").await {
-            return child;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("ztunnel binary for {node} did not become ready");
-}
-
 fn rss_kib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("read /proc/<pid>/status");
     let line = status.lines().find(|l| l.starts_with("VmRSS:")).expect("VmRSS line");
@@ -148,7 +117,7 @@ async fn indexed_header_floods_do_not_grow_memory_without_bound() {
     let mut mesh = Mesh::new();
     let server = mesh.workload("web", "shop", "web", 20, "node-b", true);
     mesh.write_config();
-    let node = spawn_ready(&mesh, "node-b", mesh.subnet.ip(250)).await;
+    let node = spawn_ready_node(&mesh, "node-b", mesh.subnet.ip(250), &[]).await;
     let (_listener, _fillers, app) = blackhole(server);
     let before = rss_kib(node.pid());
 

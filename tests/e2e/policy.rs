@@ -37,17 +37,6 @@ async fn start(mesh: &Mesh) -> (MeshNode, MeshNode) {
     (mesh.start_node("node-a").await, mesh.start_node("node-b").await)
 }
 
-/// One echo round trip through the mesh.
-async fn echo(a: &MeshNode, client: IpAddr, dst: SocketAddr) -> anyhow::Result<()> {
-    let mut s = socks5_connect(a.socks5(), client, dst).await?;
-    s.write_all(b"ping").await?;
-    s.shutdown().await?;
-    let mut back = Vec::new();
-    s.read_to_end(&mut back).await?;
-    anyhow::ensure!(back == b"ping", "echo returned {back:?}");
-    Ok(())
-}
-
 /// Asserts `client` is refused with SOCKS reply 2 ("not allowed").
 async fn assert_refused(a: &MeshNode, client: IpAddr, dst: SocketAddr, why: &str) {
     let err = socks5_connect(a.socks5(), client, dst).await.map(|_| ()).expect_err(why);
@@ -73,7 +62,7 @@ async fn deny_by_namespace_answers_401_and_never_reaches_the_app() {
             .expect("CONNECT answered");
     assert_eq!(status, StatusCode::UNAUTHORIZED, "a denied CONNECT is answered 401 on the wire");
     assert_eq!(app.accepted(), 0, "denied connections must never reach the app");
-    echo(&a, good, app.addr).await.expect("shop is not denied");
+    a.echo(good, app.addr).await.expect("shop is not denied");
     assert_eq!(app.accepted(), 1);
 
     let policy = [("policy", "shop/deny-lab"), ("reason", "explicitly_denied")];
@@ -93,7 +82,7 @@ async fn allow_by_principal_denies_everyone_else() {
     let app = CountingServer::start(SocketAddr::new(server, 8080)).await;
     let (a, b) = start(&mesh).await;
 
-    echo(&a, lab, app.addr).await.expect("lab/sleep is allowed by principal");
+    a.echo(lab, app.addr).await.expect("lab/sleep is allowed by principal");
     assert_refused(&a, good, app.addr, "shop/good is not allowed: ALLOW policies exist and none matches").await;
     let intruder = Identity::new(TRUST_DOMAIN, "lab", "intruder");
     let status = hbone_connect_status(&mesh, &intruder, &server_identity(), app.addr).await.unwrap();
@@ -112,7 +101,7 @@ async fn deny_by_destination_port() {
     let closed = CountingServer::start(SocketAddr::new(server, 9090)).await;
     let (a, b) = start(&mesh).await;
 
-    echo(&a, good, open.addr).await.expect("port 8080 is open");
+    a.echo(good, open.addr).await.expect("port 8080 is open");
     assert_refused(&a, good, closed.addr, "port 9090 is denied").await;
     assert_eq!((open.accepted(), closed.accepted()), (1, 0));
     let policy = [("policy", "shop/deny-9090")];
@@ -132,7 +121,7 @@ async fn source_cidrs_deny_and_allow() {
     let app = CountingServer::start(SocketAddr::new(server, 8080)).await;
     let (a, b) = start(&mesh).await;
     assert_refused(&a, lab, app.addr, "the /32 of the lab client is denied").await;
-    echo(&a, good, app.addr).await.expect("another address is not");
+    a.echo(good, app.addr).await.expect("another address is not");
 
     // An ALLOW for the whole test subnet admits both; one for 10.0.0.0/8 admits neither.
     let subnet: ztunnel::policy::Cidr = format!("{}/24", mesh.subnet.ip(0)).parse().unwrap();
@@ -145,8 +134,8 @@ async fn source_cidrs_deny_and_allow() {
     ));
     mesh.write_config();
     wait_policy(&b, "shop/allow-subnet").await;
-    echo(&a, lab, app.addr).await.expect("lab is in the allowed subnet");
-    echo(&a, good, app.addr).await.expect("good is in the allowed subnet");
+    a.echo(lab, app.addr).await.expect("lab is in the allowed subnet");
+    a.echo(good, app.addr).await.expect("good is in the allowed subnet");
     let elsewhere: ztunnel::policy::Cidr = "10.0.0.0/8".parse().unwrap();
     mesh.policies.clear();
     mesh.policy(namespace_policy(

@@ -42,8 +42,8 @@ async fn strict_refuses_plaintext_and_permissive_accepts_it() {
     let legacy_app = CountingServer::start(SocketAddr::new(legacy, 8080)).await;
     let (a, b) = start(&mesh).await;
 
-    echo(&a, lab, app.addr).await.expect("HBONE (mTLS) traffic passes STRICT");
-    echo(&a, lab, legacy_app.addr).await.expect("and PERMISSIVE");
+    a.echo(lab, app.addr).await.expect("HBONE (mTLS) traffic passes STRICT");
+    a.echo(lab, legacy_app.addr).await.expect("and PERMISSIVE");
     let strict = plaintext_decision(&b, "web", lab, 8080);
     assert_eq!(strict.reason, Reason::Denied(static_strict_key()), "STRICT refuses plaintext");
     let permissive = plaintext_decision(&b, "legacy", lab, 8080);
@@ -62,7 +62,7 @@ async fn strict_refuses_plaintext_and_permissive_accepts_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(plaintext_decision(&b, "web", lab, 8080).is_allowed(), "PERMISSIVE after the reload");
-    echo(&a, lab, app.addr).await.expect("mTLS still passes");
+    a.echo(lab, app.addr).await.expect("mTLS still passes");
 }
 
 async fn round_trip(s: &mut tokio::net::TcpStream, msg: &[u8]) {
@@ -118,7 +118,7 @@ async fn dry_run_lets_traffic_through_and_counts_what_it_would_deny() {
     let app = CountingServer::start(SocketAddr::new(server, 8080)).await;
     let (a, b) = start(&mesh).await;
 
-    echo(&a, lab, app.addr).await.expect("dry-run never denies");
+    a.echo(lab, app.addr).await.expect("dry-run never denies");
     assert_eq!(app.accepted(), 1);
     let would = [("policy", "shop/audit-lab"), ("reason", "explicitly_denied")];
     let got = b.wait_metric("istio_authorization_dry_run_denials_total", &would, 1).await;

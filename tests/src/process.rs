@@ -100,3 +100,24 @@ impl Drop for ChildGuard {
         }
     }
 }
+
+/// Starts the real binary serving `node` of `mesh`, with its admin (15000), metrics (15020)
+/// and readiness (15021) listeners on `ip` and `extra` arguments, and waits (bounded, 10 s)
+/// until it answers readiness.
+pub async fn spawn_ready_node(mesh: &crate::Mesh, node: &str, ip: std::net::IpAddr, extra: &[&str]) -> ChildGuard {
+    let addr = |port: u16| std::net::SocketAddr::new(ip, port).to_string();
+    let mut cmd = Command::new(ztunnel_binary());
+    cmd.args(["proxy", "--config"]).arg(mesh.config_path());
+    cmd.args(["--node", node, "--state-dir"]).arg(mesh.ca_dir());
+    cmd.args(["--admin-addr", &addr(15000), "--metrics-addr", &addr(15020), "--readiness-addr", &addr(15021)]);
+    cmd.args(["--log-level", "warn"]).args(extra);
+    let child = ChildGuard::spawn(cmd);
+    let readiness = std::net::SocketAddr::new(ip, 15021);
+    for _ in 0..200 {
+        if let Ok((200, _)) = crate::http_get(readiness, "/healthz/ready").await {
+            return child;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("ztunnel binary for {node} did not become ready within 10 s");
+}
