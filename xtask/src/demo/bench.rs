@@ -22,9 +22,10 @@ use anyhow::{Context, bail};
 
 use super::blocking::blocking;
 use super::cluster::{Cluster, DemoPod, Role, app_name};
-use super::flows::last_peer;
 use super::layout::{App, DATA, SLEEP};
 use super::probe::{LatencyStats, field, parse_fields};
+use super::server_log::last_peer;
+use super::units::human_bytes;
 
 /// Where ztunnel dials apps from inside their pod.
 const ZTUNNEL_INBOUND_SOURCE: &str = "127.0.0.6";
@@ -97,7 +98,7 @@ pub(crate) async fn run(cluster: &Cluster, plan: BenchPlan) -> anyhow::Result<[M
         "    {rounds} rounds; per path and round: {} connect cycles to {echo} after {} warm-up, one {} upload to {sink}",
         plan.cycles / rounds,
         plan.warmup,
-        super::report::human_bytes(plan.upload_bytes)
+        human_bytes(plan.upload_bytes)
     );
 
     let mut samples: [Vec<Duration>; 2] = Default::default();
