@@ -86,9 +86,9 @@ pub(crate) fn flows(flows: &[Flow]) {
         }
         if let Some(peer) = &f.server_saw {
             let who = if peer.starts_with("127.0.0.6") {
-                "ztunnel, dialling from inside the destination pod"
+                "ztunnel, from inside the destination pod: the client address was not kept"
             } else if peer.starts_with(&f.spec.from.ip().to_string()) {
-                "the client pod itself"
+                "the client pod's own address"
             } else {
                 "?"
             };
@@ -132,7 +132,7 @@ pub(crate) fn bench(measurements: &[Measurement; 2]) {
         rounds(direct),
     );
     println!(
-        "    the sink saw captured uploads from {} (ztunnel) and direct ones from {} (sleep)",
+        "    the sink saw captured uploads from {} (counted by data's ztunnel) and direct ones from {}",
         captured.sink_saw, direct.sink_saw,
     );
     println!(
