@@ -144,7 +144,8 @@ struct cidr6_key {
  *   value: __u8, ignored (1).
  * Written by host_sockops when a socket of the host network namespace (in the cgroup it is
  * attached to: the kubelet's, see README) sends a SYN; read by sk_lookup, which lets exactly
- * that connection reach the pod's application without ztunnel. LRU: old entries age out.
+ * that connection reach the pod's application without ztunnel. host_sockops removes the entry
+ * when the handshake completes; entries of handshakes that failed age out (LRU).
  *
  * Map `inbound_dials`: BPF_MAP_TYPE_LRU_HASH, max 65536 entries.
  *   key:   struct conn_key, one of ztunnel's own connections to a pod's application, made

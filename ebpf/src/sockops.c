@@ -51,6 +51,8 @@ int ztunnel_sockops(struct bpf_sock_ops *skops)
  * One job: when a socket of the host network namespace (host_netns) sends a SYN, record the
  * connection's four-tuple in host_probes, so that if it is addressed to an enrolled pod, that
  * pod's sk_lookup lets it reach the application directly (kubelet probes under STRICT mTLS).
+ * Once the handshake is done (BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB, always invoked) the entry is
+ * removed again: sk_lookup only ever sees a connection's SYN.
  * Sockets of other namespaces (pods that share the cgroup tree) and ztunnel's own marked
  * sockets are ignored. A dual-stack socket connecting to an IPv4-mapped address is recorded as
  * IPv4, which is how the pod sees its SYN.
@@ -58,7 +60,8 @@ int ztunnel_sockops(struct bpf_sock_ops *skops)
 SEC("sockops")
 int ztunnel_host_sockops(struct bpf_sock_ops *skops)
 {
-	if (skops->op != BPF_SOCK_OPS_TCP_CONNECT_CB)
+	__u32 op = skops->op;
+	if (op != BPF_SOCK_OPS_TCP_CONNECT_CB && op != BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB)
 		return 1;
 	__u32 zero = 0;
 	__u64 *host = bpf_map_lookup_elem(&host_netns, &zero);
@@ -104,6 +107,10 @@ int ztunnel_host_sockops(struct bpf_sock_ops *skops)
 	key.dst_port = (__u16)bpf_ntohl(skops->remote_port);
 	key.family = family;
 
+	if (op == BPF_SOCK_OPS_ACTIVE_ESTABLISHED_CB) {
+		bpf_map_delete_elem(&host_probes, &key);
+		return 1;
+	}
 	__u8 present = 1;
 	bpf_map_update_elem(&host_probes, &key, &present, BPF_ANY);
 	return 1;

@@ -173,6 +173,11 @@ fn capture_fails_closed_is_readopted_and_unenroll_restores_direct_traffic() {
     assert!(out.status.success(), "unenroll: {}", String::from_utf8_lossy(&out.stderr));
     let out = mesh.ztunnel_cli("node-b", &["unenroll", "--uid", "cluster1//v1/Pod/default/server"]);
     assert!(out.status.success(), "unenroll server: {}", String::from_utf8_lossy(&out.stderr));
+    for family in ["-4", "-6"] {
+        let rules = server.run(&["ip", family, "rule"]);
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(!rules.contains("0x111"), "unenroll removes the pod's reply rule ({family}):\n{rules}");
+    }
     let report = connect_from(&client, dst, 4096, 10);
     assert!(report.echoed_intact, "direct after unenroll:\n{}", report.raw);
     assert_eq!(

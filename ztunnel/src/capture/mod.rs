@@ -7,6 +7,9 @@
 //! bpf filesystem, so capture outlives a ztunnel restart (failing closed meanwhile) and
 //! [`Capture::start`] re-adopts what the previous process enrolled. Enrollment sources (local
 //! config, the control socket, later Kubernetes) all go through `enroll`/`unenroll`.
+//! Enrolling also installs the pod's reply routing ([`reply_routing`]) so apps are dialled from
+//! their clients' addresses, and [`Capture::start`] attaches the kubelet probe exemption when
+//! `kubelet_cgroup` is set.
 
 pub mod control;
 pub mod loader;

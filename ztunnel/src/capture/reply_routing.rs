@@ -11,6 +11,9 @@
 //! - for IPv4 and IPv6, a rule `fwmark REPLY_MARK/0xfff lookup REPLY_TABLE` and, in that table,
 //!   `local default dev lo`: marked packets are delivered locally, to ztunnel's socket.
 //!
+//! `sk_lookup` lets ztunnel's own SYN reach the application because each such dial is listed
+//! in the `inbound_dials` map while it connects (see `PodSockets`).
+//!
 //! Istio reaches the same end with iptables (CONNMARK restores the mark on the replies); here
 //! no iptables and no conntrack are involved. Rules and routes are made over rtnetlink by the
 //! pod's namespace worker and removed at unenroll; the sysctls stay (harmless without the
