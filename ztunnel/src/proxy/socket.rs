@@ -142,3 +142,46 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes plain sockets in this namespace; its transparent sockets fail as a kernel
+    /// without the needed capability would refuse them (or are not made at all).
+    struct RefusingFactory {
+        refuse: bool,
+    }
+
+    impl SocketFactory for RefusingFactory {
+        fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>> {
+            let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+            Box::pin(async move { Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) })
+        }
+
+        fn transparent_socket(&self, _source: IpAddr, _target: SocketAddr) -> TransparentSocketFuture<'_> {
+            let refuse = self.refuse;
+            Box::pin(async move { if refuse { Err(std::io::Error::from_raw_os_error(libc::EPERM)) } else { Ok(None) } })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_transparent_dial_falls_back_to_the_fixed_source() {
+        let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = app.local_addr().unwrap();
+        for refuse in [true, false] {
+            let dialer = Dialer {
+                factory: Some(Arc::new(RefusingFactory { refuse })),
+                source: Some(IpAddr::from([127, 0, 0, 6])),
+                source6: None,
+                mark: None,
+                timeout: Duration::from_secs(5),
+            };
+            let client = IpAddr::from([10, 1, 2, 3]);
+            let dialled = dialer.connect_as(target, client).await;
+            assert!(dialled.is_ok(), "refuse={refuse}: the dial must fall back, got {:?}", dialled.err());
+            let (_, peer) = app.accept().await.unwrap();
+            assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 6]), "refuse={refuse}: the app sees the fixed source");
+        }
+    }
+}
