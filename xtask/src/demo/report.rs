@@ -86,9 +86,11 @@ pub(crate) fn flows(flows: &[Flow]) {
         }
         if let Some(peer) = &f.server_saw {
             let who = if peer.starts_with("127.0.0.6") {
-                "ztunnel, from inside the destination pod: the client address was not kept"
+                "ztunnel, dialling from inside the destination pod"
+            } else if peer.starts_with(&f.spec.from.ip().to_string()) && f.evidence.destination.is_some() {
+                "the client pod's address, kept by ztunnel inside the destination pod"
             } else if peer.starts_with(&f.spec.from.ip().to_string()) {
-                "the client pod's own address"
+                "the client pod itself"
             } else {
                 "?"
             };
