@@ -238,3 +238,76 @@ async fn refusals_on_15008_are_logged_with_peer_and_reason_and_rate_limited() {
     // At most 10 lines per 10 s window; the flood may straddle two windows.
     assert!((2..=20).contains(&lines), "{lines} lines logged for a flood of {FLOOD} bad handshakes:\n{log}");
 }
+
+/// Local ports of the established TCP connections in `pod` whose `side` (`sport` or `dport`) is
+/// 15008, as `ss` lists them: `(local port, peer port)`.
+fn hbone_flows(pod: &ztunnel_tests::netns::Pod, side: &str) -> Vec<(u16, u16)> {
+    let filter = format!("( {side} = :15008 )");
+    let out = pod.run(&["ss", "-Htn", "state", "established", &filter]);
+    let port = |addr: &str| addr.rsplit(':').next().and_then(|p| p.parse::<u16>().ok());
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| {
+            let cols: Vec<&str> = l.split_whitespace().collect();
+            Some((port(cols.get(2)?)?, port(cols.get(3)?)?))
+        })
+        .collect()
+}
+
+#[test]
+fn a_new_connection_leaves_a_frozen_pooled_tunnel_for_a_fresh_one_well_before_the_connect_timeout() {
+    use ztunnel_tests::capture_mesh::{CaptureMesh, Membership, connect_from, serve_in};
+    if !ztunnel_tests::netns::require_root("a_new_connection_leaves_a_frozen_pooled_tunnel") {
+        return;
+    }
+    let mut mesh = CaptureMesh::new("frozen-tunnel", &["node-a", "node-b"]);
+    let client = mesh.pod("node-a", "client", "sleep", Membership::Captured);
+    let far = mesh.pod("node-b", "far", "far", Membership::Captured);
+    mesh.write_config();
+    let _server = serve_in(&far, SocketAddr::from(([0, 0, 0, 0], 8080)));
+    let za = mesh.start_ztunnel("node-a");
+    let _zb = mesh.start_ztunnel("node-b");
+    let dst = SocketAddr::new(IpAddr::V4(far.ip()), 8080);
+    let first = connect_from(&client, dst, 1024, 10);
+    assert!(first.echoed_intact, "first connection through the mesh:\n{}", first.raw);
+
+    // Freeze the pooled tunnel: the far pod's replies on it are blackholed (a policy route for
+    // that one flow), as from a peer that vanished without closing anything; new connections
+    // are untouched.
+    let pooled = hbone_flows(&far, "sport");
+    assert_eq!(pooled.len(), 1, "one pooled tunnel into the far pod: {pooled:?}");
+    let tunnel_port = pooled[0].1.to_string();
+    for cmd in [
+        &["ip", "route", "add", "blackhole", "default", "table", "100"][..],
+        &[
+            "ip",
+            "rule",
+            "add",
+            "ipproto",
+            "tcp",
+            "sport",
+            "15008",
+            "dport",
+            &tunnel_port,
+            "table",
+            "100",
+            "pref",
+            "100",
+        ],
+    ] {
+        let out = far.run(cmd);
+        assert!(out.status.success(), "{cmd:?}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    let started = std::time::Instant::now();
+    let second = connect_from(&client, dst, 64 * 1024, 15);
+    let elapsed = started.elapsed();
+    println!("second connection done after {elapsed:?} with the pooled tunnel frozen");
+    assert!(second.echoed_intact, "a new connection must get through on a fresh tunnel:\n{}", second.raw);
+    // The connect timeout is 10 s; the frozen tunnel is found dead in about 4 s.
+    assert!(elapsed < Duration::from_secs(8), "the new connection took {elapsed:?}");
+    let tunnels = hbone_flows(&client, "dport");
+    assert_eq!(tunnels.len(), 1, "only the fresh tunnel is established from the client pod: {tunnels:?}");
+    assert_ne!(tunnels[0].0.to_string(), tunnel_port, "the frozen tunnel was dropped");
+    assert!(za.stdout().contains("did not answer a ping"), "node-a logs the dead tunnel:\n{}", za.stdout());
+}
