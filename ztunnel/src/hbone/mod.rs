@@ -2,8 +2,8 @@
 //!
 //! This module owns the HTTP/2 side of the tunnel: the client connection and its keepalive
 //! driver ([`client`]), the pool that multiplexes streams over shared connections ([`pool`]),
-//! the server that accepts `CONNECT` streams ([`server`]) and the byte-stream adapters over one
-//! stream ([`stream`]). It takes already-established (TLS) byte streams and knows nothing of
+//! the server that accepts `CONNECT` streams ([`server`]), the byte-stream adapters over one
+//! stream ([`stream`]) and the rate-limited log of refused inbound connections ([`refusals`]). It takes already-established (TLS) byte streams and knows nothing of
 //! workloads, policy or certificates: callers pass closures that dial and decide.
 
 pub mod client;
