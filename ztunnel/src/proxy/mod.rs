@@ -169,6 +169,31 @@ pub enum Error {
 }
 
 impl Error {
+    /// A short, fixed name of the cause (the `reason` label of
+    /// `istio_tcp_connection_failures_total`): a reset by either side is told apart from other
+    /// I/O failures, so a cut transfer never hides among clean closes.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::UnknownSource { .. } | Error::Socks5(_) | Error::UnknownDestination { .. } => "bad_request",
+            Error::Route(_) => "no_route",
+            Error::Certificate { .. } | Error::TlsIdentity { .. } => "tls",
+            Error::Connect { .. } => "connect_failed",
+            Error::ConnectTimeout { .. } => "connect_timeout",
+            Error::Hbone { source, .. } if source.status().is_some() => "tunnel_refused",
+            Error::Hbone { .. } => "tunnel_failed",
+            Error::Copy(e) => match (e.side, e.is_reset()) {
+                (copy::Side::Client, true) => "client_reset",
+                (copy::Side::Client, false) => "client_error",
+                (copy::Side::Upstream, true) => "upstream_reset",
+                (copy::Side::Upstream, false) => "upstream_error",
+            },
+            Error::Denied(d) if d.late => "late_rejection",
+            Error::Denied(_) => "denied",
+            Error::DrainDeadline => "drain_deadline",
+            Error::Internal(_) => "internal",
+        }
+    }
+
     /// Whose fault this failure is.
     pub fn kind(&self) -> FailureSource {
         match self {

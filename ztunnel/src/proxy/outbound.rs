@@ -16,7 +16,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::connect_request::{TraceIds, connect_request};
 use super::connection::{ConnectionRecord, Opening, Peer};
-use super::copy::{TcpChunkReader, Transferred, copy_bidirectional};
+use super::copy::{Transferred, copy_bidirectional, tcp_halves};
 use super::route::{Route, Transport, plan_outbound};
 use super::socket::Dialer;
 use super::{Error, PoolKey, ProxyInputs};
@@ -174,12 +174,10 @@ pub(crate) fn tls_error(peer: SocketAddr, e: std::io::Error) -> Error {
 
 /// Copies between the client and the dialled upstream until both directions end.
 pub async fn proxy_to(client: TcpStream, upstream: Upstream, transferred: Arc<Transferred>) -> Result<(), Error> {
-    let (cr, cw) = client.into_split();
-    let client = (TcpChunkReader::new(cr), cw);
+    let client = tcp_halves(client);
     match upstream {
         Upstream::Tcp(tcp) => {
-            let (ur, uw) = tcp.into_split();
-            copy_bidirectional(client, (TcpChunkReader::new(ur), uw), transferred).await?;
+            copy_bidirectional(client, tcp_halves(tcp), transferred).await?;
         }
         Upstream::Hbone(tunnel) => {
             copy_bidirectional(client, tunnel.split(), transferred).await?;

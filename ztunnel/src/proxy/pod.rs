@@ -23,7 +23,7 @@ use tracing::debug;
 use super::accept::accept_until_drained;
 use super::authorize::{InboundFacts, authorize};
 use super::connection::{ConnectionRecord, Opening, Peer};
-use super::copy::{TcpChunkReader, copy_bidirectional};
+use super::copy::{copy_bidirectional, tcp_halves};
 use super::outbound::{Outbound, proxy_to};
 use super::socket::{Dialer, SocketFactory};
 use super::{Error, ProxyInputs, inbound};
@@ -195,14 +195,11 @@ pub(super) async fn handle_inbound_plain(
     // Boxed so the dial's state is freed once connected instead of sizing the connection's task.
     let result = match Box::pin(to_app.connect_as(target, peer.ip())).await {
         Ok(app) => {
-            let (cr, cw) = stream.into_split();
-            let (ar, aw) = app.into_split();
             let transferred = record.transferred.clone();
             // Built in the call: a copy future held in a local would be stored twice in this task.
             admission
                 .enforce(&inputs.force_close, async move {
-                    let (client, app) = ((TcpChunkReader::new(cr), cw), (TcpChunkReader::new(ar), aw));
-                    copy_bidirectional(client, app, transferred).await.map_err(Error::from)
+                    copy_bidirectional(tcp_halves(stream), tcp_halves(app), transferred).await.map_err(Error::from)
                 })
                 .await
         }
