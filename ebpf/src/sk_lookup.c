@@ -6,10 +6,12 @@
  * it was sent to (inbound_sockets); getsockname() on the accepted socket still returns the
  * original destination. Passed to the normal lookup: non-TCP, connections to ztunnel's own
  * ports (15001, 15006, 15008), and connections from loopback sources (the pod talking to
- * itself, and ztunnel delivering to the application from 127.0.0.6). Dropped when there is no
- * 15006 listener for the address: capture fails closed.
+ * itself, and ztunnel delivering to the application from 127.0.0.6), and the pod's excluded
+ * inbound ports (pod_inbound_exclusions; every port with bypass-inbound-capture). Dropped
+ * when there is no 15006 listener for the address: capture fails closed.
  */
 #include "common.h"
+#include "exclusions.h"
 
 SEC("sk_lookup")
 int ztunnel_sk_lookup(struct bpf_sk_lookup *ctx)
@@ -46,6 +48,8 @@ int ztunnel_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	}
 	key.family = family;
+	if (inbound_excluded(key.ip, (__u16)family, (__u16)ctx->local_port))
+		return SK_PASS;
 
 	struct bpf_sock *sk = bpf_map_lookup_elem(&inbound_sockets, &key);
 	if (!sk)

@@ -5,17 +5,24 @@
 //! restarted ztunnel sees the same pod table. Each pod's links are pinned under
 //! `<pin dir>/links/<pod key>/<program>`: they keep the programs attached while ztunnel is
 //! down (capture then fails closed), and removing the pins detaches them.
+//!
+//! Every load writes the configured socket mark into the pinned `ztunnel_config` map before
+//! any pod is attached: the programs read the mark from there, so programs that stayed
+//! attached across a restart follow a changed `--socket-mark` at once.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
+use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps};
 use aya::{Ebpf, EbpfLoader};
 
-use super::maps::{IpKey, OrigDst, PeerKey, PodConfig};
+use tracing::info;
+
+use super::exclusions::ExclusionMaps;
+use super::maps::{IpKey, OrigDst, PeerKey, PodConfig, ZtunnelConfig};
 use super::programs;
 
 /// Failures loading or attaching programs, or touching maps.
@@ -53,6 +60,7 @@ pub struct Loaded {
     pub pod_config: Mutex<BpfHashMap<MapData, u64, PodConfig>>,
     pub orig_dst: Mutex<BpfHashMap<MapData, PeerKey, OrigDst>>,
     pub inbound_sockets: Mutex<SockHash<MapData, IpKey>>,
+    pub exclusions: Mutex<ExclusionMaps>,
     links_dir: PathBuf,
 }
 
@@ -61,8 +69,9 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 }
 
 impl Loaded {
-    /// Loads the object (re-adopting maps pinned under `pin_dir/maps`) and every program.
-    pub fn load(pin_dir: &Path) -> Result<Loaded, LoadError> {
+    /// Loads the object (re-adopting maps pinned under `pin_dir/maps`) and every program, and
+    /// tells the programs ztunnel's `socket_mark` (`None`: ztunnel marks nothing).
+    pub fn load(pin_dir: &Path, socket_mark: Option<u32>) -> Result<Loaded, LoadError> {
         let maps_dir = pin_dir.join("maps");
         let links_dir = pin_dir.join("links");
         for dir in [&maps_dir, &links_dir] {
@@ -88,11 +97,34 @@ impl Loaded {
             BpfHashMap::try_from(take(&mut ebpf, programs::MAP_ORIG_DST)?).map_err(map_err(programs::MAP_ORIG_DST))?;
         let inbound_sockets = SockHash::try_from(take(&mut ebpf, programs::MAP_INBOUND_SOCKETS)?)
             .map_err(map_err(programs::MAP_INBOUND_SOCKETS))?;
+        let mut config: Array<MapData, ZtunnelConfig> = Array::try_from(take(&mut ebpf, programs::MAP_ZTUNNEL_CONFIG)?)
+            .map_err(map_err(programs::MAP_ZTUNNEL_CONFIG))?;
+        let wanted = ZtunnelConfig { socket_mark: socket_mark.unwrap_or(0) };
+        let previous = config.get(&0, 0).map_err(map_err(programs::MAP_ZTUNNEL_CONFIG))?;
+        if previous != wanted && previous != ZtunnelConfig::default() {
+            info!(
+                old = format_args!("{:#x}", previous.socket_mark),
+                new = format_args!("{:#x}", wanted.socket_mark),
+                "socket mark changed since the last start; attached programs use the new one"
+            );
+        }
+        config.set(0, wanted, 0).map_err(map_err(programs::MAP_ZTUNNEL_CONFIG))?;
+        let exclusions = ExclusionMaps {
+            ports: BpfHashMap::try_from(take(&mut ebpf, programs::MAP_POD_EXCLUDED_PORTS)?)
+                .map_err(map_err(programs::MAP_POD_EXCLUDED_PORTS))?,
+            cidrs4: LpmTrie::try_from(take(&mut ebpf, programs::MAP_POD_EXCLUDED_CIDRS4)?)
+                .map_err(map_err(programs::MAP_POD_EXCLUDED_CIDRS4))?,
+            cidrs6: LpmTrie::try_from(take(&mut ebpf, programs::MAP_POD_EXCLUDED_CIDRS6)?)
+                .map_err(map_err(programs::MAP_POD_EXCLUDED_CIDRS6))?,
+            inbound: BpfHashMap::try_from(take(&mut ebpf, programs::MAP_POD_INBOUND_EXCLUSIONS)?)
+                .map_err(map_err(programs::MAP_POD_INBOUND_EXCLUSIONS))?,
+        };
         Ok(Loaded {
             ebpf: Mutex::new(ebpf),
             pod_config: Mutex::new(pod_config),
             orig_dst: Mutex::new(orig_dst),
             inbound_sockets: Mutex::new(inbound_sockets),
+            exclusions: Mutex::new(exclusions),
             links_dir,
         })
     }
