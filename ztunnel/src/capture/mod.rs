@@ -7,6 +7,9 @@
 //! bpf filesystem, so capture outlives a ztunnel restart (failing closed meanwhile) and
 //! [`Capture::start`] re-adopts what the previous process enrolled. Enrollment sources (local
 //! config, the control socket, later Kubernetes) all go through `enroll`/`unenroll`.
+//! `start` first checks the kernel ([`requirements`]) and fails naming every missing feature;
+//! a pod's exclusions (Istio's annotations, [`crate::state::CaptureExclusions`]) go into the
+//! per-pod exclusion maps ([`exclusions`]) when it is enrolled and when the config changes them.
 
 pub mod control;
 pub mod exclusions;

@@ -107,7 +107,11 @@ pub struct MissingFeatures(pub Vec<Missing>);
 
 impl fmt::Display for MissingFeatures {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "this kernel cannot run eBPF capture (it needs Linux {MINIMUM_KERNEL} or later); missing: ")?;
+        write!(
+            f,
+            "eBPF capture cannot run on this kernel (it needs Linux {MINIMUM_KERNEL} or later, probed as root or \
+             with CAP_BPF, CAP_NET_ADMIN and CAP_SYS_ADMIN); missing: "
+        )?;
         for (i, m) in self.0.iter().enumerate() {
             if i > 0 {
                 f.write_str("; ")?;

@@ -156,6 +156,36 @@ mod tests {
         assert!(!parse(&[(BYPASS_INBOUND_CAPTURE, "False")]).unwrap().bypass_inbound);
     }
 
+    const CAPTURED_WORKLOAD: &str = "workloads:\n- uid: cluster1//v1/Pod/shop/web-1\n  name: web-1\n  namespace: shop\n  \
+        workloadIps: [\"10.0.0.1\"]\n  node: node-a\n  capture:\n    netns: /var/run/netns/web\n    \
+        cgroup: /sys/fs/cgroup/web\n    annotations:\n";
+
+    #[test]
+    fn the_local_config_capture_block_takes_the_annotations() {
+        let yaml = format!(
+            "{CAPTURED_WORKLOAD}      traffic.sidecar.istio.io/excludeInboundPorts: \"9090\"\n      \
+             ambient.istio.io/bypass-inbound-capture: \"false\"\n      example.com/other: x\n"
+        );
+        let config = crate::state::parse_local_config(yaml.as_bytes(), "/etc/ztunnel/local.yaml", "cluster.local")
+            .unwrap_or_else(|e| panic!("a capture block with annotations must parse: {e}"));
+        let exclusions = &config.captures()[0].exclusions;
+        assert_eq!(exclusions.inbound_ports, BTreeSet::from([9090]));
+        assert!(!exclusions.bypass_inbound && exclusions.outbound_ports.is_empty());
+    }
+
+    #[test]
+    fn a_malformed_annotation_rejects_the_local_config_naming_the_entry() {
+        let yaml = format!("{CAPTURED_WORKLOAD}      traffic.sidecar.istio.io/excludeOutboundIPRanges: \"10.0.0.0\"\n");
+        let err = crate::state::parse_local_config(yaml.as_bytes(), "/etc/ztunnel/local.yaml", "cluster.local")
+            .expect_err("a network without a prefix length must be refused")
+            .to_string();
+        for part in
+            ["workloads[0]", "capture.annotations", "pod shop/web-1", EXCLUDE_OUTBOUND_IP_RANGES, "no prefix length"]
+        {
+            assert!(err.contains(part), "the error must name {part:?}: {err}");
+        }
+    }
+
     #[test]
     fn malformed_values_name_the_pod_and_the_annotation() {
         let cases = [
