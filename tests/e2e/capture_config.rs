@@ -149,6 +149,20 @@ fn exclusion_annotations_and_a_custom_socket_mark_work_end_to_end() {
     let hbone =
         [("reporter", "destination"), ("source_workload", "client"), ("connection_security_policy", "mutual_tls")];
     wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &hbone, 1);
+
+    // A config change to the annotations applies to the enrolled pod: without its port
+    // exclusion, the client's connections to 9090 are captured again.
+    let client_entry = mesh.pods.iter_mut().find(|p| p.pod.name() == "client").expect("client pod");
+    client_entry.annotations.retain(|(key, _)| key != "traffic.sidecar.istio.io/excludeOutboundPorts");
+    mesh.write_config();
+    let before = opened(&mesh);
+    let captured_again = (0..25).any(|_| {
+        let report = connect_from(&client, at(outside.ip(), 9090), 4096, 10);
+        assert!(report.echoed_intact, "client -> outside:9090 after the reload:\n{}", report.raw);
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        opened(&mesh) > before
+    });
+    assert!(captured_again, "removing the annotation must capture port 9090 again:\n{}", mesh.metrics("node-a"));
 }
 
 #[test]
