@@ -54,6 +54,9 @@ const CGROUP_PROGRAMS: [&str; 6] = [
     programs::BIND6,
 ];
 
+/// Maps earlier versions pinned and this one no longer defines.
+const RETIRED_MAPS: [&str; 3] = ["excluded_ports", "excluded_cidrs4", "excluded_cidrs6"];
+
 /// The loaded programs and their maps.
 pub struct Loaded {
     ebpf: Mutex<Ebpf>,
@@ -77,6 +80,11 @@ impl Loaded {
         for dir in [&maps_dir, &links_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
+        }
+        // Global exclusion maps of earlier versions, replaced by the per-pod ones; no program
+        // reads them any more, so their pins are only clutter.
+        for retired in RETIRED_MAPS {
+            let _ = std::fs::remove_file(maps_dir.join(retired));
         }
         let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(programs::OBJECT)?;
         for name in CGROUP_PROGRAMS {
