@@ -24,7 +24,9 @@
 
 #include <linux/types.h>
 
-/* SO_MARK carried by every socket ztunnel opens; the programs never touch marked sockets. */
+/* The default SO_MARK of ztunnel's sockets (`--socket-mark`). The programs do not use this
+ * constant: they read the configured mark from the `ztunnel_config` map (ztunnel_mark() in
+ * src/common.h), so the flag and the programs always agree. */
 #define ZTUNNEL_MARK 0x539
 
 /* ztunnel's ports inside every pod's network namespace (host order). */
@@ -103,33 +105,67 @@ struct ip_key {
 };                     /* size 20, align 4 */
 
 /*
- * Map `excluded_ports`: BPF_MAP_TYPE_HASH, max 1024 entries.
- *   key:   __u16 destination port, HOST order.
- *   value: __u8, ignored (write 1).
- * Outbound connects to these ports are not captured (any destination address).
+ * Map `ztunnel_config`: BPF_MAP_TYPE_ARRAY, 1 entry.
+ *   key:   __u32 0.
+ *   value: struct ztunnel_config.
+ * Written by ztunnel every time it loads the programs, before any pod is attached or
+ * re-adopted. Because the map is pinned and shared, programs that stayed attached across a
+ * restart (pinned links) read the new values too.
  */
+struct ztunnel_config {
+	__u32 socket_mark; /* offset 0: SO_MARK of ztunnel's sockets, host order; 0 = none */
+};                         /* size 4, align 4 */
 
 /*
- * Map `excluded_cidrs4`: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), max 1024 entries.
- *   key:   struct cidr4_key.
- *   value: __u8, ignored (write 1).
- * Outbound IPv4 connects to these networks are not captured. Look-ups use prefixlen 32.
+ * Per-pod capture exclusions (Istio's `traffic.sidecar.istio.io/excludeOutboundPorts`,
+ * `excludeOutboundIPRanges`, `excludeInboundPorts` and `ambient.istio.io/bypass-inbound-capture`).
+ * Values are __u8, ignored (write 1).
+ *
+ * Map `pod_excluded_ports`: BPF_MAP_TYPE_HASH, max 65536 entries.
+ *   key:   struct pod_port_key. Outbound connects of the pod in netns `netns` to `port` (any
+ *          destination address) are not captured.
  */
-struct cidr4_key {
-	__u32 prefixlen; /* offset 0: prefix length in bits, 0..=32, host order */
-	__u32 addr;      /* offset 4: network address, network order */
-};                       /* size 8, align 4 */
+struct pod_port_key {
+	__u64 netns;   /* offset 0: the pod's netns cookie, host order */
+	__u16 port;    /* offset 8: destination port, HOST order */
+	__u16 pad[3];  /* offset 10: zero */
+};                     /* size 16, align 8 */
 
 /*
- * Map `excluded_cidrs6`: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), max 1024 entries.
- *   key:   struct cidr6_key.
- *   value: __u8, ignored (write 1).
- * Outbound IPv6 connects to these networks are not captured. Look-ups use prefixlen 128.
+ * Map `pod_excluded_cidrs4`: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), max 65536 entries.
+ *   key:   struct pod_cidr4_key; prefixlen = 64 + the network's prefix length, so the netns
+ *          cookie always matches exactly. Look-ups use 96.
+ * Outbound IPv4 connects of that pod to these networks are not captured (IPv4-mapped IPv6
+ * destinations are looked up here too).
  */
-struct cidr6_key {
-	__u32 prefixlen; /* offset 0: prefix length in bits, 0..=128, host order */
-	__u8 addr[16];   /* offset 4: network address, network order */
-};                       /* size 20, align 4 */
+struct pod_cidr4_key {
+	__u32 prefixlen; /* offset 0: 64 + prefix bits, host order */
+	__u8 netns[8];   /* offset 4: the pod's netns cookie, host byte order */
+	__u8 addr[4];    /* offset 12: network address, network order */
+};                       /* size 16, align 4 */
+
+/*
+ * Map `pod_excluded_cidrs6`: BPF_MAP_TYPE_LPM_TRIE (BPF_F_NO_PREALLOC), max 65536 entries.
+ *   key:   struct pod_cidr6_key; prefixlen = 64 + prefix bits. Look-ups use 192.
+ */
+struct pod_cidr6_key {
+	__u32 prefixlen; /* offset 0: 64 + prefix bits, host order */
+	__u8 netns[8];   /* offset 4: the pod's netns cookie, host byte order */
+	__u8 addr[16];   /* offset 12: network address, network order */
+};                       /* size 28, align 4 */
+
+/*
+ * Map `pod_inbound_exclusions`: BPF_MAP_TYPE_HASH, max 65536 entries.
+ *   key:   struct ip_port_key: a pod address and a local port (host order); port 0 means every
+ *          port (bypass-inbound-capture). Inbound TCP to that address and port is not sent to
+ *          15006 by sk_lookup: it reaches the application directly. Keyed by the pod's address
+ *          because sk_lookup has no netns cookie helper.
+ */
+struct ip_port_key {
+	__u8 ip[16];   /* offset 0: the pod's address, network order (IPv4: first 4 bytes) */
+	__u16 port;    /* offset 16: local port, HOST order; 0 = every port */
+	__u16 family;  /* offset 18: ZT_AF_INET or ZT_AF_INET6, host order */
+};                     /* size 20, align 2 */
 
 /*
  * Map `host_netns`: BPF_MAP_TYPE_ARRAY, 1 entry.
@@ -205,30 +241,46 @@ struct {
 } inbound_sockets SEC(".maps");
 
 struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct ztunnel_config);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} ztunnel_config SEC(".maps");
+
+struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 1024);
-	__type(key, __u16);
+	__uint(max_entries, 65536);
+	__type(key, struct pod_port_key);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} excluded_ports SEC(".maps");
+} pod_excluded_ports SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct cidr4_key);
+	__type(key, struct pod_cidr4_key);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} excluded_cidrs4 SEC(".maps");
+} pod_excluded_cidrs4 SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 1024);
+	__uint(max_entries, 65536);
 	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct cidr6_key);
+	__type(key, struct pod_cidr6_key);
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
-} excluded_cidrs6 SEC(".maps");
+} pod_excluded_cidrs6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct ip_port_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} pod_inbound_exclusions SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);

@@ -43,6 +43,21 @@ static __always_inline int is_v4_mapped6(const __u32 ip[4])
 	return ip[0] == 0 && ip[1] == 0 && ip[2] == bpf_htonl(0xffff);
 }
 
+/* The SO_MARK of ztunnel's sockets as configured at load (`ztunnel_config`); 0 = none. */
+static __always_inline __u32 ztunnel_mark(void)
+{
+	__u32 zero = 0;
+	struct ztunnel_config *config = bpf_map_lookup_elem(&ztunnel_config, &zero);
+	return config ? config->socket_mark : 0;
+}
+
+/* True for a socket ztunnel opened (it carries the configured mark). */
+static __always_inline int is_ztunnel_socket(__u32 mark)
+{
+	__u32 wanted = ztunnel_mark();
+	return wanted != 0 && mark == wanted;
+}
+
 /*
  * Reads one 32-bit context field as exactly one 4-byte load. Without it clang may merge two
  * neighbouring u32 loads (e.g. local_ip6[0] and [1]) into one 8-byte load, which the verifier

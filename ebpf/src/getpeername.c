@@ -4,6 +4,8 @@
  *
  * One job: a captured socket is really connected to ztunnel on <pod IP>:15001; getpeername()
  * reports the original destination instead, so the application sees the peer it asked for.
+ * An AF_INET6 socket whose original destination is IPv4 (it dialled ::ffff:a.b.c.d, see
+ * connect.c) gets the mapped form back, exactly what it dialled.
  */
 #include "common.h"
 
@@ -27,11 +29,20 @@ int ztunnel_getpeername6(struct bpf_sock_addr *ctx)
 {
 	__u64 cookie = bpf_get_socket_cookie(ctx);
 	struct orig_dst *orig = bpf_map_lookup_elem(&orig_dst_by_cookie, &cookie);
-	if (!orig || orig->family != ZT_AF_INET6)
+	if (!orig)
 		return 1;
 
 	__u32 ip[4];
-	__builtin_memcpy(ip, orig->ip, sizeof(ip));
+	if (orig->family == ZT_AF_INET) {
+		ip[0] = 0;
+		ip[1] = 0;
+		ip[2] = bpf_htonl(0xffff);
+		__builtin_memcpy(&ip[3], orig->ip, sizeof(ip[3]));
+	} else if (orig->family == ZT_AF_INET6) {
+		__builtin_memcpy(ip, orig->ip, sizeof(ip));
+	} else {
+		return 1;
+	}
 	ctx->user_ip6[0] = ip[0];
 	ctx->user_ip6[1] = ip[1];
 	ctx->user_ip6[2] = ip[2];

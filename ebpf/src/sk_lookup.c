@@ -7,11 +7,14 @@
  * original destination. Passed to the normal lookup: non-TCP, connections to ztunnel's own
  * ports (15001, 15006, 15008), connections from loopback sources (the pod talking to itself,
  * and ztunnel delivering to the application from 127.0.0.6 where it cannot use the client's
- * address), ztunnel's own deliveries from the client's address (inbound_dials, one entry per
- * handshake in progress), and connections the host's kubelet opened (host_probes, recorded by
- * host_sockops). Dropped when there is no 15006 listener for the address: capture fails closed.
+ * address), the pod's excluded inbound ports (pod_inbound_exclusions; every port with
+ * bypass-inbound-capture), ztunnel's own deliveries from the client's address (inbound_dials,
+ * one entry per handshake in progress), and connections the host's kubelet opened
+ * (host_probes, recorded by host_sockops). Dropped when there is no 15006 listener for the
+ * address: capture fails closed.
  */
 #include "common.h"
+#include "exclusions.h"
 
 SEC("sk_lookup")
 int ztunnel_sk_lookup(struct bpf_sk_lookup *ctx)
@@ -54,6 +57,8 @@ int ztunnel_sk_lookup(struct bpf_sk_lookup *ctx)
 		return SK_PASS;
 	}
 	key.family = family;
+	if (inbound_excluded(key.ip, (__u16)family, (__u16)ctx->local_port))
+		return SK_PASS;
 
 	conn.src_port = bpf_ntohs(ctx->remote_port);
 	conn.dst_port = (__u16)ctx->local_port;

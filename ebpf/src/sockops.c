@@ -6,7 +6,8 @@
  * no callback flags needed), its local address and port are known; copy its original
  * destination from orig_dst_by_cookie into orig_dst keyed by that address, which is what
  * ztunnel sees as the peer of the connection it accepts on 15001. The cookie entry stays:
- * getpeername needs it for the socket's lifetime.
+ * getpeername needs it for the socket's lifetime. An IPv4-mapped local address (an AF_INET6
+ * socket on an IPv4 connection) is keyed as the IPv4 address ztunnel sees.
  */
 #include "common.h"
 
@@ -34,7 +35,14 @@ int ztunnel_sockops(struct bpf_sock_ops *skops)
 			CTX_U32(skops->local_ip6[2]),
 			CTX_U32(skops->local_ip6[3]),
 		};
-		__builtin_memcpy(key.ip, ip, sizeof(ip));
+		if (is_v4_mapped6(ip)) {
+			/* An IPv4 connection of an AF_INET6 socket: ztunnel accepts it on its IPv4
+			 * listener and sees a plain IPv4 peer, so key it as IPv4. */
+			family = ZT_AF_INET;
+			__builtin_memcpy(key.ip, &ip[3], sizeof(ip[3]));
+		} else {
+			__builtin_memcpy(key.ip, ip, sizeof(ip));
+		}
 	} else {
 		return 1;
 	}
@@ -68,7 +76,7 @@ int ztunnel_host_sockops(struct bpf_sock_ops *skops)
 	if (!host || *host == 0 || bpf_get_netns_cookie(skops) != *host)
 		return 1;
 	struct bpf_sock *sk = skops->sk;
-	if (!sk || sk->mark == ZTUNNEL_MARK)
+	if (!sk || is_ztunnel_socket(sk->mark))
 		return 1;
 
 	struct conn_key key = {};

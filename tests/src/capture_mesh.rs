@@ -31,6 +31,8 @@ pub struct MeshPod {
     pub membership: Membership,
     /// `("ns/hostname", port, target)` services this pod serves.
     pub services: Vec<(String, u16, u16)>,
+    /// Pod annotations given in its capture block (capture exclusions).
+    pub annotations: Vec<(String, String)>,
 }
 
 impl MeshPod {
@@ -94,8 +96,15 @@ impl CaptureMesh {
             service_account: service_account.into(),
             membership,
             services: Vec::new(),
+            annotations: Vec::new(),
         });
         pod
+    }
+
+    /// Gives the pod named `pod` the annotation `key: value` in its capture block.
+    pub fn annotate(&mut self, pod: &str, key: &str, value: &str) {
+        let p = self.pods.iter_mut().find(|p| p.pod.name() == pod).unwrap_or_else(|| panic!("no pod {pod}"));
+        p.annotations.push((key.into(), value.into()));
     }
 
     /// Adds a service with `vip` served by the named pods.
@@ -133,6 +142,12 @@ impl CaptureMesh {
                     p.pod.netns_path().display(),
                     p.pod.cgroup_path().display()
                 );
+                if !p.annotations.is_empty() {
+                    y.push_str("    annotations:\n");
+                    for (key, value) in &p.annotations {
+                        let _ = writeln!(y, "      {key:?}: {value:?}");
+                    }
+                }
             }
             if !p.services.is_empty() {
                 y.push_str("  services:\n");
@@ -176,6 +191,11 @@ impl CaptureMesh {
 
     /// Like [`CaptureMesh::start_ztunnel`], running the given `ztunnel` binary.
     pub fn start_ztunnel_with(&self, node: &str, binary: &std::path::Path) -> ProcGuard {
+        self.start_ztunnel_with_args(node, binary, &[])
+    }
+
+    /// Like [`CaptureMesh::start_ztunnel_with`], adding `extra` to the command line.
+    pub fn start_ztunnel_with_args(&self, node: &str, binary: &std::path::Path, extra: &[&str]) -> ProcGuard {
         let n = self.node(node);
         let state_dir = self.dir.path().join(format!("state-{node}"));
         let ca = self.dir.path().join("ca");
@@ -215,6 +235,7 @@ impl CaptureMesh {
         if let Some(cgroup) = &self.kubelet_cgroup {
             args.extend(["--kubelet-cgroup".into(), cgroup.display().to_string()]);
         }
+        args.extend(extra.iter().map(|a| a.to_string()));
         self.topo.register_bpf_dir(self.pin_dir(node));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut proc = n.spawn(&argv);

@@ -6,17 +6,24 @@
 //! `<pin dir>/links/<pod key>/<program>`: they keep the programs attached while ztunnel is
 //! down (capture then fails closed), and removing the pins detaches them. The host program that
 //! records the kubelet's connections is pinned as `<pin dir>/host/<program>`.
+//!
+//! Every load writes the configured socket mark into the pinned `ztunnel_config` map before
+//! any pod is attached: the programs read the mark from there, so programs that stayed
+//! attached across a restart follow a changed `--socket-mark` at once.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{Array, HashMap as BpfHashMap, MapData, SockHash};
+use aya::maps::{Array, HashMap as BpfHashMap, LpmTrie, MapData, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps};
 use aya::{Ebpf, EbpfLoader};
 
-use super::maps::{ConnKey, IpKey, OrigDst, PeerKey, PodConfig};
+use tracing::info;
+
+use super::exclusions::ExclusionMaps;
+use super::maps::{ConnKey, IpKey, OrigDst, PeerKey, PodConfig, ZtunnelConfig};
 use super::programs;
 
 /// Failures loading or attaching programs, or touching maps.
@@ -48,6 +55,9 @@ const CGROUP_PROGRAMS: [&str; 6] = [
     programs::BIND6,
 ];
 
+/// Maps earlier versions pinned and this one no longer defines.
+const RETIRED_MAPS: [&str; 3] = ["excluded_ports", "excluded_cidrs4", "excluded_cidrs6"];
+
 /// The loaded programs and their maps.
 pub struct Loaded {
     ebpf: Mutex<Ebpf>,
@@ -58,6 +68,7 @@ pub struct Loaded {
     pub inbound_dials: Mutex<BpfHashMap<MapData, ConnKey, u8>>,
     /// Index 0: the host network namespace's cookie, for `host_sockops`.
     host_netns: Mutex<Array<MapData, u64>>,
+    pub exclusions: Mutex<ExclusionMaps>,
     links_dir: PathBuf,
     host_dir: PathBuf,
 }
@@ -67,14 +78,20 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 }
 
 impl Loaded {
-    /// Loads the object (re-adopting maps pinned under `pin_dir/maps`) and every program.
-    pub fn load(pin_dir: &Path) -> Result<Loaded, LoadError> {
+    /// Loads the object (re-adopting maps pinned under `pin_dir/maps`) and every program, and
+    /// tells the programs ztunnel's `socket_mark` (`None`: ztunnel marks nothing).
+    pub fn load(pin_dir: &Path, socket_mark: Option<u32>) -> Result<Loaded, LoadError> {
         let maps_dir = pin_dir.join("maps");
         let links_dir = pin_dir.join("links");
         let host_dir = pin_dir.join("host");
         for dir in [&maps_dir, &links_dir, &host_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
+        }
+        // Global exclusion maps of earlier versions, replaced by the per-pod ones; no program
+        // reads them any more, so their pins are only clutter.
+        for retired in RETIRED_MAPS {
+            let _ = std::fs::remove_file(maps_dir.join(retired));
         }
         let mut ebpf = EbpfLoader::new().default_map_pin_directory(&maps_dir).load(programs::OBJECT)?;
         for name in CGROUP_PROGRAMS {
@@ -101,6 +118,28 @@ impl Loaded {
             Array::try_from(take(&mut ebpf, programs::MAP_HOST_NETNS)?).map_err(map_err(programs::MAP_HOST_NETNS))?;
         let inbound_dials = BpfHashMap::try_from(take(&mut ebpf, programs::MAP_INBOUND_DIALS)?)
             .map_err(map_err(programs::MAP_INBOUND_DIALS))?;
+        let mut config: Array<MapData, ZtunnelConfig> = Array::try_from(take(&mut ebpf, programs::MAP_ZTUNNEL_CONFIG)?)
+            .map_err(map_err(programs::MAP_ZTUNNEL_CONFIG))?;
+        let wanted = ZtunnelConfig { socket_mark: socket_mark.unwrap_or(0) };
+        let previous = config.get(&0, 0).map_err(map_err(programs::MAP_ZTUNNEL_CONFIG))?;
+        if previous != wanted && previous != ZtunnelConfig::default() {
+            info!(
+                old = format_args!("{:#x}", previous.socket_mark),
+                new = format_args!("{:#x}", wanted.socket_mark),
+                "socket mark changed since the last start; attached programs use the new one"
+            );
+        }
+        config.set(0, wanted, 0).map_err(map_err(programs::MAP_ZTUNNEL_CONFIG))?;
+        let exclusions = ExclusionMaps {
+            ports: BpfHashMap::try_from(take(&mut ebpf, programs::MAP_POD_EXCLUDED_PORTS)?)
+                .map_err(map_err(programs::MAP_POD_EXCLUDED_PORTS))?,
+            cidrs4: LpmTrie::try_from(take(&mut ebpf, programs::MAP_POD_EXCLUDED_CIDRS4)?)
+                .map_err(map_err(programs::MAP_POD_EXCLUDED_CIDRS4))?,
+            cidrs6: LpmTrie::try_from(take(&mut ebpf, programs::MAP_POD_EXCLUDED_CIDRS6)?)
+                .map_err(map_err(programs::MAP_POD_EXCLUDED_CIDRS6))?,
+            inbound: BpfHashMap::try_from(take(&mut ebpf, programs::MAP_POD_INBOUND_EXCLUSIONS)?)
+                .map_err(map_err(programs::MAP_POD_INBOUND_EXCLUSIONS))?,
+        };
         Ok(Loaded {
             ebpf: Mutex::new(ebpf),
             pod_config: Mutex::new(pod_config),
@@ -108,6 +147,7 @@ impl Loaded {
             inbound_sockets: Mutex::new(inbound_sockets),
             host_netns: Mutex::new(host_netns),
             inbound_dials: Mutex::new(inbound_dials),
+            exclusions: Mutex::new(exclusions),
             links_dir,
             host_dir,
         })

@@ -15,7 +15,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
-/// `SO_MARK` on every socket ztunnel opens; the programs never capture marked sockets.
+/// The default `SO_MARK` of ztunnel's sockets (`--socket-mark`); the programs read the
+/// configured one from `ztunnel_config` ([`ZtunnelConfig`]).
 pub const ZTUNNEL_MARK: u32 = 0x539;
 /// Outbound capture listener port, inside every pod's netns.
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -33,9 +34,7 @@ pub const FAMILY_V6: u16 = 10;
 pub type NetnsCookie = u64;
 /// Key of `orig_dst_by_cookie`: a socket's cookie (`SO_COOKIE`).
 pub type SocketCookie = u64;
-/// Key of `excluded_ports`: a destination port in host order.
-pub type PortKey = u16;
-/// Value of `excluded_ports`, `excluded_cidrs4` and `excluded_cidrs6` (ignored; write 1).
+/// Value of the exclusion maps (ignored; write 1).
 pub type Present = u8;
 
 /// Value of `pod_config` (C `struct pod_config`): one enrolled pod's addresses and state.
@@ -104,7 +103,7 @@ impl PodConfig {
 /// An IP address as the programs store it: 16 bytes in network order (IPv4 in the first 4,
 /// the rest zero) and a family. IPv4-mapped IPv6 addresses count as IPv4, because that is how
 /// the kernel hands IPv4 connections to IPv6 sockets while the programs see plain IPv4.
-fn encode_ip(ip: IpAddr) -> ([u8; 16], u16) {
+pub(crate) fn encode_ip(ip: IpAddr) -> ([u8; 16], u16) {
     match ip {
         IpAddr::V4(v4) => (v4_bytes(v4), FAMILY_V4),
         IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
@@ -256,75 +255,6 @@ impl ConnKey {
     }
 }
 
-/// A prefix length longer than the address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("prefix length {prefix} is longer than {max} bits")]
-pub struct InvalidPrefix {
-    pub prefix: u8,
-    pub max: u8,
-}
-
-/// Key of `excluded_cidrs4` (C `struct cidr4_key`), an LPM-trie key. With aya use
-/// `LpmTrie<_, [u8; 4], Present>` and [`Cidr4Key::to_lpm`]: aya's `lpm_trie::Key<[u8; 4]>`
-/// has this exact layout.
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr4Key {
-    /// Bits, host order.
-    prefixlen: u32,
-    /// Network address, network order; bits past the prefix are zero.
-    addr: [u8; 4],
-}
-
-impl Cidr4Key {
-    /// `net/prefix`; bits past the prefix are cleared so that equal networks are equal keys.
-    pub fn new(net: Ipv4Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
-        if prefix > 32 {
-            return Err(InvalidPrefix { prefix, max: 32 });
-        }
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        Ok(Self { prefixlen: u32::from(prefix), addr: (u32::from(net) & mask).to_be_bytes() })
-    }
-
-    pub fn network(&self) -> (Ipv4Addr, u8) {
-        (Ipv4Addr::from(self.addr), self.prefixlen as u8)
-    }
-
-    pub fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 4]> {
-        aya::maps::lpm_trie::Key::new(self.prefixlen, self.addr)
-    }
-}
-
-/// Key of `excluded_cidrs6` (C `struct cidr6_key`), an LPM-trie key. With aya use
-/// `LpmTrie<_, [u8; 16], Present>` and [`Cidr6Key::to_lpm`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Cidr6Key {
-    /// Bits, host order.
-    prefixlen: u32,
-    /// Network address, network order; bits past the prefix are zero.
-    addr: [u8; 16],
-}
-
-impl Cidr6Key {
-    /// `net/prefix`; bits past the prefix are cleared so that equal networks are equal keys.
-    pub fn new(net: Ipv6Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
-        if prefix > 128 {
-            return Err(InvalidPrefix { prefix, max: 128 });
-        }
-        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-        Ok(Self { prefixlen: u32::from(prefix), addr: (u128::from(net) & mask).to_be_bytes() })
-    }
-
-    pub fn network(&self) -> (Ipv6Addr, u8) {
-        (Ipv6Addr::from(self.addr), self.prefixlen as u8)
-    }
-
-    pub fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 16]> {
-        aya::maps::lpm_trie::Key::new(self.prefixlen, self.addr)
-    }
-}
-
 // SAFETY: #[repr(C)] of u8 arrays and u32s laid out without padding (4 + 16 + 4 = 24, align 4;
 // checked against the C struct by the tests); every bit pattern is a valid value.
 unsafe impl aya::Pod for PodConfig {}
@@ -337,14 +267,12 @@ unsafe impl aya::Pod for PeerKey {}
 // SAFETY: #[repr(C)] of a u8 array and a u32 without padding (16 + 4 = 20, align 4); every bit
 // pattern is a valid value.
 unsafe impl aya::Pod for IpKey {}
-// SAFETY: #[repr(C)] of a u32 and a u8 array without padding (4 + 4 = 8, align 4); every bit
-// pattern is a valid value.
-unsafe impl aya::Pod for Cidr4Key {}
-// SAFETY: #[repr(C)] of a u32 and a u8 array without padding (4 + 16 = 20, align 4); every bit
-// pattern is a valid value.
-unsafe impl aya::Pod for Cidr6Key {}
-// SAFETY: as above.
+// SAFETY: #[repr(C)] of two u8 arrays, two u16s and a u32 without padding
+// (16 + 16 + 2 + 2 + 4 = 40, align 4); every bit pattern is a valid value.
 unsafe impl aya::Pod for ConnKey {}
+
+mod exclusion_keys;
+pub use exclusion_keys::{InvalidPrefix, IpPortKey, PodCidr4Key, PodCidr6Key, PodPortKey, ZtunnelConfig};
 
 #[cfg(test)]
 mod tests;

@@ -9,9 +9,13 @@
 //! config, the control socket, later Kubernetes) all go through `enroll`/`unenroll`.
 //! Enrolling also installs the pod's reply routing ([`reply_routing`]) so apps are dialled from
 //! their clients' addresses, and [`Capture::start`] attaches the kubelet probe exemption when
-//! `kubelet_cgroup` is set.
+//! `kubelet_cgroup` is set. `start` first checks the kernel ([`requirements`]) and fails naming
+//! every missing feature; a pod's exclusions (Istio's annotations,
+//! [`crate::state::CaptureExclusions`]) go into the per-pod exclusion maps ([`exclusions`]) when
+//! it is enrolled and when the config changes them.
 
 pub mod control;
+pub mod exclusions;
 pub mod loader;
 pub mod maps;
 pub mod mounts;
@@ -19,6 +23,7 @@ pub mod netns;
 pub mod programs;
 pub mod records;
 pub mod reply_routing;
+pub mod requirements;
 mod sockets;
 pub mod sys;
 
@@ -33,7 +38,7 @@ use tracing::{info, warn};
 
 use crate::proxy::ProxyInputs;
 use crate::proxy::pod::{PodContext, PodProxy};
-use crate::state::PodCapture;
+use crate::state::{CaptureExclusions, PodCapture};
 use loader::{LoadError, Loaded};
 use maps::{IpKey, PodConfig};
 use netns::{NetnsError, NetnsWorker};
@@ -55,6 +60,8 @@ pub struct CaptureSettings {
 /// Failures of capture setup and enrollment; each names the pod or object involved.
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
+    #[error(transparent)]
+    Kernel(#[from] requirements::MissingFeatures),
     #[error(transparent)]
     Load(#[from] LoadError),
     #[error(transparent)]
@@ -96,6 +103,9 @@ struct EnrolledPod {
     record: EnrollRecord,
     /// Runs jobs in the pod's namespace (removing its reply routing at unenroll).
     worker: Arc<NetnsWorker>,
+    /// The exclusions in the maps; `None` after a restart until the config says (they stayed
+    /// in the pinned maps meanwhile).
+    exclusions: Option<CaptureExclusions>,
     _proxy: PodProxy,
 }
 
@@ -113,9 +123,10 @@ impl Capture {
     /// cleans up the pods an earlier process enrolled.
     pub async fn start(settings: CaptureSettings, inputs: ProxyInputs) -> Result<Arc<Capture>, CaptureError> {
         mounts::ensure_bpffs(&settings.pin_dir).map_err(io_err("mounting bpffs for", &settings.pin_dir))?;
+        requirements::check(&requirements::KernelProbe)?;
         let cgroup_root =
             mounts::cgroup2_root().map_err(io_err("finding cgroup2 in", Path::new("/proc/self/mountinfo")))?;
-        let loaded = Arc::new(Loaded::load(&settings.pin_dir)?);
+        let loaded = Arc::new(Loaded::load(&settings.pin_dir, inputs.settings.socket_mark)?);
         let records = Records::open(&settings.records_dir)
             .map_err(io_err("opening enrollment records", &settings.records_dir))?;
         let capture = Arc::new(Capture { loaded, records, inputs, cgroup_root, pods: Default::default() });
@@ -137,13 +148,25 @@ impl Capture {
         cgroup: &Path,
         source: EnrollSource,
     ) -> Result<(), CaptureError> {
+        self.enroll_excluding(uid, netns, cgroup, source, &CaptureExclusions::default()).await
+    }
+
+    /// [`Capture::enroll`], keeping `exclusions` out of capture.
+    pub async fn enroll_excluding(
+        &self,
+        uid: &str,
+        netns: &Path,
+        cgroup: &Path,
+        source: EnrollSource,
+        exclusions: &CaptureExclusions,
+    ) -> Result<(), CaptureError> {
         let mut pods = self.pods.lock().await;
         if pods.contains_key(uid) {
             return Err(CaptureError::AlreadyEnrolled { uid: uid.into() });
         }
         let cgroup = self.resolve_cgroup(cgroup)?;
         let record = EnrollRecord { uid: uid.into(), netns: netns.into(), cgroup, source, netns_cookie: 0 };
-        let pod = self.bring_up(record, true).await?;
+        let pod = self.bring_up(record, true, Some(exclusions)).await?;
         info!(uid, netns = %netns.display(), "pod enrolled in capture");
         pods.insert(uid.into(), pod);
         Ok(())
@@ -174,9 +197,12 @@ impl Capture {
         }
         for w in wanted {
             if current.iter().any(|r| r.uid == *w.uid && r.netns == w.netns) {
+                self.update_exclusions(&w.uid, &w.exclusions).await;
                 continue;
             }
-            if let Err(e) = self.enroll(&w.uid, &w.netns, &w.cgroup, EnrollSource::Config).await {
+            if let Err(e) =
+                self.enroll_excluding(&w.uid, &w.netns, &w.cgroup, EnrollSource::Config, &w.exclusions).await
+            {
                 warn!(uid = %w.uid, error = %e, "cannot enroll pod from config");
             }
         }
@@ -205,6 +231,32 @@ impl Capture {
         Ok(())
     }
 
+    /// Rewrites an enrolled pod's exclusions when they differ from what the maps hold.
+    async fn update_exclusions(&self, uid: &str, exclusions: &CaptureExclusions) {
+        let mut pods = self.pods.lock().await;
+        let Some(pod) = pods.get_mut(uid) else { return };
+        if pod.exclusions.as_ref() == Some(exclusions) {
+            return;
+        }
+        let ips = self.pod_ips(uid);
+        let applied = self.loaded.exclusions.lock().unwrap_or_else(|e| e.into_inner()).apply(
+            pod.record.netns_cookie,
+            &ips,
+            exclusions,
+        );
+        match applied {
+            Ok(()) => {
+                info!(uid, ?exclusions, "capture exclusions updated");
+                pod.exclusions = Some(exclusions.clone());
+            }
+            Err(e) => warn!(uid, error = %e, "cannot update capture exclusions"),
+        }
+    }
+
+    fn pod_ips(&self, uid: &str) -> Vec<IpAddr> {
+        self.inputs.state.read().workload_by_uid(uid).map(|w| w.workload_ips.clone()).unwrap_or_default()
+    }
+
     /// A cgroup path relative to the cgroup2 root, or an absolute one inside it.
     fn resolve_cgroup(&self, cgroup: &Path) -> Result<PathBuf, CaptureError> {
         let path = if cgroup.is_absolute() { cgroup.to_path_buf() } else { self.cgroup_root.join(cgroup) };
@@ -223,7 +275,12 @@ impl Capture {
 
     /// Creates listeners, fills maps, attaches programs (unless re-adopting pinned links) and
     /// starts the pod proxy. Undoes its own steps when one fails.
-    async fn bring_up(&self, mut record: EnrollRecord, attach: bool) -> Result<EnrolledPod, CaptureError> {
+    async fn bring_up(
+        &self,
+        mut record: EnrollRecord,
+        attach: bool,
+        exclusions: Option<&CaptureExclusions>,
+    ) -> Result<EnrolledPod, CaptureError> {
         let uid = record.uid.clone();
         let workload = self
             .inputs
@@ -273,6 +330,17 @@ impl Capture {
                 return Err(map_err(format!("registering the 15006 socket for {ip}: {e}")));
             }
         }
+        if let Some(exclusions) = exclusions {
+            let applied = self.loaded.exclusions.lock().unwrap_or_else(|e| e.into_inner()).apply(
+                record.netns_cookie,
+                &addrs,
+                exclusions,
+            );
+            if let Err(e) = applied {
+                self.forget_maps(&record, &addrs);
+                return Err(map_err(e.to_string()));
+            }
+        }
         let config = PodConfig::new(ip4, ip6).with_ready(true);
         if let Err(e) =
             self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).insert(record.netns_cookie, config, 0)
@@ -316,7 +384,7 @@ impl Capture {
             orig_dst: Arc::new(MapOrigDst(self.loaded.clone())),
         };
         let proxy = PodProxy::start(self.inputs.clone(), listeners, ctx);
-        Ok(EnrolledPod { record, worker, _proxy: proxy })
+        Ok(EnrolledPod { record, worker, exclusions: exclusions.cloned(), _proxy: proxy })
     }
 
     fn forget_maps(&self, record: &EnrollRecord, addrs: &[IpAddr]) {
@@ -324,6 +392,11 @@ impl Capture {
         let mut sockets = self.loaded.inbound_sockets.lock().unwrap_or_else(|e| e.into_inner());
         for ip in addrs {
             let _ = sockets.remove(&IpKey::from(*ip));
+        }
+        let cleared =
+            self.loaded.exclusions.lock().unwrap_or_else(|e| e.into_inner()).clear(record.netns_cookie, addrs);
+        if let Err(e) = cleared {
+            warn!(uid = record.uid, error = %e, "cannot remove the pod's capture exclusions");
         }
     }
 
@@ -348,7 +421,7 @@ impl Capture {
             let alive = record.netns.exists() && record.cgroup.exists();
             if alive {
                 let attach = !self.loaded.pod_links_dir(&pod_key(&record.uid)).exists();
-                match self.bring_up(record.clone(), attach).await {
+                match self.bring_up(record.clone(), attach, None).await {
                     Ok(pod) => {
                         info!(uid = record.uid, "re-adopted captured pod");
                         pods.insert(record.uid.clone(), pod);

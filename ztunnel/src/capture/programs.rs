@@ -43,12 +43,16 @@ pub const MAP_ORIG_DST_BY_COOKIE: &str = "orig_dst_by_cookie";
 pub const MAP_ORIG_DST: &str = "orig_dst";
 /// `SOCKHASH` [`super::maps::IpKey`] -> the pod's 15006 listening socket.
 pub const MAP_INBOUND_SOCKETS: &str = "inbound_sockets";
-/// `HASH` port (host order) -> [`super::maps::Present`].
-pub const MAP_EXCLUDED_PORTS: &str = "excluded_ports";
-/// `LPM_TRIE` [`super::maps::Cidr4Key`] -> [`super::maps::Present`].
-pub const MAP_EXCLUDED_CIDRS4: &str = "excluded_cidrs4";
-/// `LPM_TRIE` [`super::maps::Cidr6Key`] -> [`super::maps::Present`].
-pub const MAP_EXCLUDED_CIDRS6: &str = "excluded_cidrs6";
+/// `ARRAY` of one [`super::maps::ZtunnelConfig`]: the socket mark, written at every load.
+pub const MAP_ZTUNNEL_CONFIG: &str = "ztunnel_config";
+/// `HASH` [`super::maps::PodPortKey`] -> [`super::maps::Present`]: a pod's excluded outbound ports.
+pub const MAP_POD_EXCLUDED_PORTS: &str = "pod_excluded_ports";
+/// `LPM_TRIE` [`super::maps::PodCidr4Key`] -> [`super::maps::Present`].
+pub const MAP_POD_EXCLUDED_CIDRS4: &str = "pod_excluded_cidrs4";
+/// `LPM_TRIE` [`super::maps::PodCidr6Key`] -> [`super::maps::Present`].
+pub const MAP_POD_EXCLUDED_CIDRS6: &str = "pod_excluded_cidrs6";
+/// `HASH` [`super::maps::IpPortKey`] -> [`super::maps::Present`]: inbound that bypasses 15006.
+pub const MAP_POD_INBOUND_EXCLUSIONS: &str = "pod_inbound_exclusions";
 
 /// `ARRAY` of one: the host network namespace's cookie (`u64`), read by `host_sockops`.
 pub const MAP_HOST_NETNS: &str = "host_netns";
@@ -61,14 +65,16 @@ pub const MAP_INBOUND_DIALS: &str = "inbound_dials";
 
 /// Every map in the object. All are pinned by name (`LIBBPF_PIN_BY_NAME`): aya pins each as
 /// `<default_map_pin_directory>/<name>` and re-uses an existing pin on the next load.
-pub const MAPS: [&str; 10] = [
+pub const MAPS: [&str; 12] = [
     MAP_POD_CONFIG,
     MAP_ORIG_DST_BY_COOKIE,
     MAP_ORIG_DST,
     MAP_INBOUND_SOCKETS,
-    MAP_EXCLUDED_PORTS,
-    MAP_EXCLUDED_CIDRS4,
-    MAP_EXCLUDED_CIDRS6,
+    MAP_ZTUNNEL_CONFIG,
+    MAP_POD_EXCLUDED_PORTS,
+    MAP_POD_EXCLUDED_CIDRS4,
+    MAP_POD_EXCLUDED_CIDRS6,
+    MAP_POD_INBOUND_EXCLUSIONS,
     MAP_HOST_NETNS,
     MAP_HOST_PROBES,
     MAP_INBOUND_DIALS,

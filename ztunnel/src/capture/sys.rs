@@ -1,5 +1,7 @@
 //! The privileged system calls capture needs, in one place: entering a network namespace,
-//! reading a namespace's cookie, mounting bpffs and one socket option for in-pod dials. Everything `unsafe` in capture outside the map mirrors is here.
+//! reading a namespace's cookie, mounting bpffs, one socket option for in-pod dials and a
+//! kernel feature probe (a trivial program load). Everything `unsafe` in capture outside the
+//! map mirrors is here.
 #![allow(unsafe_code)]
 
 use std::io;
@@ -66,4 +68,66 @@ pub fn mount_bpffs(target: &std::path::Path) -> io::Result<()> {
     // argument is passed.
     let rc = unsafe { libc::mount(fstype.as_ptr(), target.as_ptr(), fstype.as_ptr(), 0, std::ptr::null()) };
     if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
+/// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` (linux/bpf.h `enum bpf_prog_type`).
+pub const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+/// `BPF_CGROUP_INET4_GETPEERNAME` (linux/bpf.h `enum bpf_attach_type`, Linux 5.8).
+pub const ATTACH_INET4_GETPEERNAME: u32 = 29;
+/// `BPF_CGROUP_INET6_GETPEERNAME`.
+pub const ATTACH_INET6_GETPEERNAME: u32 = 30;
+
+/// The leading fields of `union bpf_attr` used by `BPF_PROG_LOAD`, up to
+/// `expected_attach_type`; the kernel treats the fields after a shorter attr as zero.
+#[repr(C)]
+#[derive(Default)]
+struct ProgLoadAttr {
+    prog_type: u32,
+    insn_cnt: u32,
+    insns: u64,
+    license: u64,
+    log_level: u32,
+    log_size: u32,
+    log_buf: u64,
+    kern_version: u32,
+    prog_flags: u32,
+    prog_name: [u8; 16],
+    prog_ifindex: u32,
+    expected_attach_type: u32,
+}
+
+/// Whether the kernel loads a trivial program (`r0 = 1; exit`) of `prog_type` for
+/// `expected_attach_type`: `Ok(false)` when it rejects the pair as invalid (EINVAL, what an
+/// older kernel answers for an attach type it does not know).
+pub fn loads_trivial_program(prog_type: u32, expected_attach_type: u32) -> io::Result<bool> {
+    // mov64 r0, 1 (BPF_ALU64 | BPF_MOV | BPF_K); exit (BPF_JMP | BPF_EXIT).
+    let insns: [u64; 2] =
+        [u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];
+    let license = c"Apache-2.0";
+    let attr = ProgLoadAttr {
+        prog_type,
+        insn_cnt: insns.len() as u32,
+        insns: insns.as_ptr() as u64,
+        license: license.as_ptr() as u64,
+        expected_attach_type,
+        ..ProgLoadAttr::default()
+    };
+    const BPF_PROG_LOAD: libc::c_long = 5;
+    // SAFETY: `attr` is a live, fully initialised BPF_PROG_LOAD attr of the size passed; the
+    // pointers in it (instructions, license) outlive the call and no log buffer is given.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_PROG_LOAD,
+            &attr as *const ProgLoadAttr,
+            std::mem::size_of::<ProgLoadAttr>() as libc::c_uint,
+        )
+    };
+    if fd >= 0 {
+        // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+        unsafe { libc::close(fd as libc::c_int) };
+        return Ok(true);
+    }
+    let err = io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EINVAL) { Ok(false) } else { Err(err) }
 }

@@ -2,10 +2,13 @@
 //! network namespace and cgroup in the local config (an extension of Istio's format, which
 //! has no such fields; on Kubernetes the node agent finds them instead).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+
+use super::capture_exclusions::CaptureExclusions;
 
 /// Where a workload's pod lives on this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -19,6 +22,8 @@ pub struct PodCapture {
     pub netns: PathBuf,
     /// The pod's cgroup v2 directory.
     pub cgroup: PathBuf,
+    /// Traffic kept out of capture, from the block's `annotations` (Istio's pod annotations).
+    pub exclusions: CaptureExclusions,
 }
 
 /// The `capture` block of a workload entry.
@@ -29,4 +34,8 @@ pub(super) struct CaptureEntry {
     pub netns: String,
     #[serde(default)]
     pub cgroup: String,
+    /// The pod's annotations, as Kubernetes would give them; the capture exclusion ones
+    /// (`traffic.sidecar.istio.io/exclude*`, `ambient.istio.io/bypass-inbound-capture`) apply.
+    #[serde(default)]
+    pub annotations: BTreeMap<String, String>,
 }

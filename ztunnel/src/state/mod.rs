@@ -17,6 +17,7 @@
 mod address;
 mod arc_list;
 mod capture;
+pub mod capture_exclusions;
 mod checks;
 mod endpoints;
 mod ip_index;
@@ -49,6 +50,7 @@ use tokio::sync::watch as channel;
 
 pub use address::{NamespacedHostname, NetworkAddress};
 pub use capture::PodCapture;
+pub use capture_exclusions::{AnnotationError, CaptureExclusions};
 pub(crate) use checks::{Rejection, Spelling, check_port_map, check_service, check_workload};
 pub use endpoints::Endpoints;
 pub use local::{LocalConfig, LocalConfigError, Location, apply, load_local_config, parse_local_config};

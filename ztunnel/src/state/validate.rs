@@ -13,6 +13,7 @@ use std::sync::Arc;
 
 use super::address::NamespacedHostname;
 use super::capture::PodCapture;
+use super::capture_exclusions::CaptureExclusions;
 pub(super) use super::checks::Rejection;
 use super::checks::{Spelling, check_port_map, check_service, check_workload, no_slash, reject};
 use super::endpoints::Endpoints;
@@ -82,11 +83,15 @@ fn check_captures(entries: &[WorkloadEntry]) -> Result<Vec<PodCapture>, Rejectio
         if w.node.is_empty() {
             return Err(reject(&label, "node", "a workload with a capture block must name its node"));
         }
+        let pod = format!("{}/{}", w.namespace.as_deref().unwrap_or_default(), w.name.as_deref().unwrap_or_default());
+        let exclusions = CaptureExclusions::from_annotations(&pod, &capture.annotations)
+            .map_err(|e| reject(&label, "capture.annotations", e.to_string()))?;
         out.push(PodCapture {
             uid: w.uid.as_deref().unwrap_or_default().into(),
             node: w.node.as_str().into(),
             netns: capture.netns.clone().into(),
             cgroup: capture.cgroup.clone().into(),
+            exclusions,
         });
     }
     Ok(out)

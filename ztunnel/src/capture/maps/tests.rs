@@ -125,12 +125,10 @@ fn mirrors_match_the_c_layouts_in_the_committed_object() {
     assert_layout!(structs, "orig_dst", OrigDst, { ip, port, family });
     assert_layout!(structs, "peer_key", PeerKey, { ip, port, family });
     assert_layout!(structs, "ip_key", IpKey, { ip, family });
-    assert_layout!(structs, "cidr4_key", Cidr4Key, { prefixlen, addr });
-    assert_layout!(structs, "cidr6_key", Cidr6Key, { prefixlen, addr });
     assert_layout!(structs, "conn_key", ConnKey, { src, dst, src_port, dst_port, family });
-    // aya's LPM key type is what actually goes to the kernel.
-    assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>(), size_of::<Cidr4Key>());
-    assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 16]>>(), size_of::<Cidr6Key>());
+    assert_layout!(structs, "ztunnel_config", ZtunnelConfig, { socket_mark });
+    // Private fields are checked through their own module's layout test.
+    exclusion_keys::tests::assert_layouts(&|name| structs.get(name).map(|s| (s.size, s.members.clone())));
 }
 
 #[test]
@@ -194,18 +192,18 @@ fn pod_config_flags() {
 }
 
 #[test]
-fn cidr_keys_clear_host_bits_and_reject_long_prefixes() {
-    let key = Cidr4Key::new("10.1.2.3".parse().unwrap(), 16).unwrap();
+fn pod_cidr_keys_clear_host_bits_and_reject_long_prefixes() {
+    let key = PodCidr4Key::new(7, "10.1.2.3".parse().unwrap(), 16).unwrap();
     assert_eq!(key.network(), ("10.1.0.0".parse().unwrap(), 16));
-    assert_eq!(key.addr, [10, 1, 0, 0]);
-    assert_eq!(Cidr4Key::new(Ipv4Addr::UNSPECIFIED, 0).unwrap().addr, [0; 4]);
-    assert_eq!(Cidr4Key::new(Ipv4Addr::BROADCAST, 32).unwrap().addr, [255; 4]);
-    assert_eq!(Cidr4Key::new(Ipv4Addr::UNSPECIFIED, 33), Err(InvalidPrefix { prefix: 33, max: 32 }));
+    assert_eq!(key.netns(), 7);
+    assert_eq!(PodCidr4Key::new(7, Ipv4Addr::UNSPECIFIED, 33), Err(InvalidPrefix { prefix: 33, max: 32 }));
+    let lpm = PodCidr4Key::new(7, "192.168.7.9".parse().unwrap(), 24).unwrap().to_lpm();
+    assert_eq!(lpm.prefix_len(), 64 + 24, "the netns cookie is part of the prefix");
+    assert_eq!(&lpm.data()[8..], &[192, 168, 7, 0]);
+    assert_eq!(PodCidr4Key::from_lpm(&lpm).network(), ("192.168.7.0".parse().unwrap(), 24));
 
-    let key = Cidr6Key::new("fd00:1:2::9".parse().unwrap(), 32).unwrap();
-    assert_eq!(key.network(), ("fd00:1::".parse().unwrap(), 32));
-    assert_eq!(Cidr6Key::new(Ipv6Addr::UNSPECIFIED, 129), Err(InvalidPrefix { prefix: 129, max: 128 }));
-
-    let lpm = Cidr4Key::new("192.168.7.0".parse().unwrap(), 24).unwrap().to_lpm();
-    assert_eq!((lpm.prefix_len(), lpm.data()), (24, [192, 168, 7, 0]));
+    let key = PodCidr6Key::new(9, "fd00:1:2::9".parse().unwrap(), 32).unwrap();
+    assert_eq!((key.network(), key.netns()), (("fd00:1::".parse().unwrap(), 32), 9));
+    assert_eq!(PodCidr6Key::new(9, Ipv6Addr::UNSPECIFIED, 129), Err(InvalidPrefix { prefix: 129, max: 128 }));
+    assert_eq!(key.to_lpm().prefix_len(), 64 + 32);
 }

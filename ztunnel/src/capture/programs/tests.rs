@@ -7,13 +7,15 @@ mod end_to_end;
 mod fixture;
 mod sys;
 
-use aya::maps::{HashMap, LpmTrie, MapData, SockHash};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, SockHash};
 use aya::programs::Program;
 use aya::{Ebpf, EbpfLoader};
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::capture::maps::{IpKey, NetnsCookie, OrigDst, PeerKey, PodConfig, PortKey, Present, SocketCookie};
+use crate::capture::maps::{
+    IpKey, IpPortKey, NetnsCookie, OrigDst, PeerKey, PodConfig, PodPortKey, Present, SocketCookie, ZtunnelConfig,
+};
 use fixture::{Bpffs, running_as_root};
 
 /// Loads the object with maps pinned in `bpffs`, then loads every program (the verifier runs).
@@ -67,9 +69,11 @@ fn object_verifies_and_its_maps_pin_by_name_and_are_readopted() {
     HashMap::<MapData, SocketCookie, OrigDst>::try_from(take_map(&mut first, MAP_ORIG_DST_BY_COOKIE)).unwrap();
     HashMap::<MapData, PeerKey, OrigDst>::try_from(take_map(&mut first, MAP_ORIG_DST)).unwrap();
     SockHash::<MapData, IpKey>::try_from(take_map(&mut first, MAP_INBOUND_SOCKETS)).unwrap();
-    HashMap::<MapData, PortKey, Present>::try_from(take_map(&mut first, MAP_EXCLUDED_PORTS)).unwrap();
-    LpmTrie::<MapData, [u8; 4], Present>::try_from(take_map(&mut first, MAP_EXCLUDED_CIDRS4)).unwrap();
-    LpmTrie::<MapData, [u8; 16], Present>::try_from(take_map(&mut first, MAP_EXCLUDED_CIDRS6)).unwrap();
+    Array::<MapData, ZtunnelConfig>::try_from(take_map(&mut first, MAP_ZTUNNEL_CONFIG)).unwrap();
+    HashMap::<MapData, PodPortKey, Present>::try_from(take_map(&mut first, MAP_POD_EXCLUDED_PORTS)).unwrap();
+    LpmTrie::<MapData, [u8; 12], Present>::try_from(take_map(&mut first, MAP_POD_EXCLUDED_CIDRS4)).unwrap();
+    LpmTrie::<MapData, [u8; 24], Present>::try_from(take_map(&mut first, MAP_POD_EXCLUDED_CIDRS6)).unwrap();
+    HashMap::<MapData, IpPortKey, Present>::try_from(take_map(&mut first, MAP_POD_INBOUND_EXCLUSIONS)).unwrap();
 
     // A restarted loader finds the pinned maps and their contents.
     let config = PodConfig::new(Some(Ipv4Addr::new(10, 89, 0, 2)), None).with_ready(true);
@@ -79,4 +83,29 @@ fn object_verifies_and_its_maps_pin_by_name_and_are_readopted() {
     let mut second = load(&bpffs);
     let pods = HashMap::<MapData, NetnsCookie, PodConfig>::try_from(take_map(&mut second, MAP_POD_CONFIG)).unwrap();
     assert_eq!(pods.get(&42, 0).ok(), Some(config), "a second load must re-adopt the pinned pod_config");
+}
+
+/// ztunnel's loader writes `--socket-mark` into the pinned `ztunnel_config` at every load, so a
+/// restart with another mark reaches the programs that stayed attached (they share the map).
+#[test]
+fn every_load_writes_the_socket_mark_for_attached_programs() {
+    if !running_as_root("every_load_writes_the_socket_mark_for_attached_programs") {
+        return;
+    }
+    let bpffs = Bpffs::mount().expect("cannot mount a test bpffs");
+    let pinned = bpffs.path().join("maps").join(MAP_ZTUNNEL_CONFIG);
+    let read_mark = || {
+        let data = MapData::from_pin(&pinned).unwrap_or_else(|e| panic!("{} is not pinned: {e}", pinned.display()));
+        let config = Array::<MapData, ZtunnelConfig>::try_from(aya::maps::Map::Array(data)).unwrap();
+        config.get(&0, 0).unwrap().socket_mark
+    };
+    let first = crate::capture::loader::Loaded::load(bpffs.path(), Some(0x539)).expect("first load");
+    assert_eq!(read_mark(), 0x539);
+    // A restarted ztunnel with another --socket-mark; the first process's programs (still
+    // loaded here, as pinned links would keep them) read the same pinned map.
+    let second = crate::capture::loader::Loaded::load(bpffs.path(), Some(0x2a)).expect("second load");
+    assert_eq!(read_mark(), 0x2a, "the second load must replace the mark");
+    let third = crate::capture::loader::Loaded::load(bpffs.path(), None).expect("load without a mark");
+    assert_eq!(read_mark(), 0, "no --socket-mark: no socket is exempt by mark");
+    drop((first, second, third));
 }

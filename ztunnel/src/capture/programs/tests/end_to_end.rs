@@ -12,16 +12,18 @@ use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::time::Duration;
 
 use aya::Ebpf;
-use aya::maps::{HashMap, LpmTrie, MapData, MapError, SockHash};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, SockHash};
 use aya::programs::{CgroupAttachMode, Program};
 use socket2::{Domain, Socket};
 
 use super::fixture::{Bpffs, Cgroup, Netns, accept_within, running_as_root};
 use super::{load, sys, take_map};
 use crate::capture::maps::{
-    Cidr4Key, Cidr6Key, HBONE_PORT, INBOUND_PORT, IpKey, NetnsCookie, OUTBOUND_PORT, OrigDst, PeerKey, PodConfig,
-    PortKey, Present, SocketCookie, ZTUNNEL_MARK,
+    HBONE_PORT, INBOUND_PORT, IpKey, IpPortKey, NetnsCookie, OUTBOUND_PORT, OrigDst, PeerKey, PodCidr4Key, PodCidr6Key,
+    PodConfig, PodPortKey, Present, SocketCookie, ZTUNNEL_MARK, ZtunnelConfig,
 };
+
+mod dual_stack_and_config;
 use crate::capture::programs::*;
 
 const POD_V4: Ipv4Addr = Ipv4Addr::new(10, 89, 0, 2);
@@ -90,8 +92,11 @@ fn run_scenarios(family: Family) {
     marked_sockets_are_not_captured(t);
     loopback_is_not_captured(t);
     excluded_ports_and_cidrs_are_not_captured(t);
+    dual_stack_and_config::exclusions_belong_to_their_pod(t);
+    dual_stack_and_config::excluded_inbound_ports_reach_the_application(t);
+    dual_stack_and_config::the_configured_mark_is_the_one_exempt(t);
     if family.domain == Domain::IPV6 {
-        ipv4_mapped_destinations_are_not_captured(t);
+        dual_stack_and_config::ipv4_mapped_destinations_are_captured_as_ipv4(t);
     }
     apps_cannot_bind_ztunnel_ports(t);
     inbound_goes_to_15006_except_ztunnel_ports_and_loopback(t);
@@ -115,9 +120,11 @@ struct Maps {
     by_cookie: HashMap<MapData, SocketCookie, OrigDst>,
     orig_dst: HashMap<MapData, PeerKey, OrigDst>,
     inbound_sockets: SockHash<MapData, IpKey>,
-    excluded_ports: HashMap<MapData, PortKey, Present>,
-    excluded_cidrs4: LpmTrie<MapData, [u8; 4], Present>,
-    excluded_cidrs6: LpmTrie<MapData, [u8; 16], Present>,
+    config: Array<MapData, ZtunnelConfig>,
+    excluded_ports: HashMap<MapData, PodPortKey, Present>,
+    excluded_cidrs4: LpmTrie<MapData, [u8; 12], Present>,
+    excluded_cidrs6: LpmTrie<MapData, [u8; 24], Present>,
+    inbound_exclusions: HashMap<MapData, IpPortKey, Present>,
 }
 
 impl Maps {
@@ -127,9 +134,11 @@ impl Maps {
             by_cookie: HashMap::try_from(take_map(ebpf, MAP_ORIG_DST_BY_COOKIE)).unwrap(),
             orig_dst: HashMap::try_from(take_map(ebpf, MAP_ORIG_DST)).unwrap(),
             inbound_sockets: SockHash::try_from(take_map(ebpf, MAP_INBOUND_SOCKETS)).unwrap(),
-            excluded_ports: HashMap::try_from(take_map(ebpf, MAP_EXCLUDED_PORTS)).unwrap(),
-            excluded_cidrs4: LpmTrie::try_from(take_map(ebpf, MAP_EXCLUDED_CIDRS4)).unwrap(),
-            excluded_cidrs6: LpmTrie::try_from(take_map(ebpf, MAP_EXCLUDED_CIDRS6)).unwrap(),
+            config: Array::try_from(take_map(ebpf, MAP_ZTUNNEL_CONFIG)).unwrap(),
+            excluded_ports: HashMap::try_from(take_map(ebpf, MAP_POD_EXCLUDED_PORTS)).unwrap(),
+            excluded_cidrs4: LpmTrie::try_from(take_map(ebpf, MAP_POD_EXCLUDED_CIDRS4)).unwrap(),
+            excluded_cidrs6: LpmTrie::try_from(take_map(ebpf, MAP_POD_EXCLUDED_CIDRS6)).unwrap(),
+            inbound_exclusions: HashMap::try_from(take_map(ebpf, MAP_POD_INBOUND_EXCLUSIONS)).unwrap(),
         }
     }
 
@@ -139,15 +148,20 @@ impl Maps {
         self.inbound_sockets.keys().any(|k| k.ok() == Some(key))
     }
 
-    /// Adds (`true`) or removes `ip/32` or `ip/128` in the excluded CIDRs.
-    fn exclude_host(&mut self, ip: IpAddr, excluded: bool) {
+    /// What the programs take as ztunnel's socket mark.
+    fn set_mark(&mut self, mark: u32) {
+        self.config.set(0, ZtunnelConfig { socket_mark: mark }, 0).expect("cannot write ztunnel_config");
+    }
+
+    /// Adds (`true`) or removes `ip/32` or `ip/128` in the pod `netns`'s excluded CIDRs.
+    fn exclude_host(&mut self, netns: NetnsCookie, ip: IpAddr, excluded: bool) {
         let result = match ip {
             IpAddr::V4(v4) => {
-                let key = Cidr4Key::new(v4, 32).unwrap().to_lpm();
+                let key = PodCidr4Key::new(netns, v4, 32).unwrap().to_lpm();
                 if excluded { self.excluded_cidrs4.insert(&key, 1, 0) } else { self.excluded_cidrs4.remove(&key) }
             }
             IpAddr::V6(v6) => {
-                let key = Cidr6Key::new(v6, 128).unwrap().to_lpm();
+                let key = PodCidr6Key::new(netns, v6, 128).unwrap().to_lpm();
                 if excluded { self.excluded_cidrs6.insert(&key, 1, 0) } else { self.excluded_cidrs6.remove(&key) }
             }
         };
@@ -165,6 +179,10 @@ struct Listeners {
     peer: TcpListener,
     peer_excluded: TcpListener,
     peer_v4_for_mapped: TcpListener,
+    /// The pod's IPv4 15001 listener in the IPv6 run, for IPv4-mapped connects.
+    outbound_v4_for_mapped: Option<TcpListener>,
+    /// The pod's IPv4 loopback in the IPv6 run, for IPv4-mapped loopback connects.
+    pod_loopback_v4: Option<TcpListener>,
 }
 
 /// What the scenarios share.
@@ -219,10 +237,16 @@ impl Env {
             peer: peer.listen(at(family.peer, PEER_PORT)),
             peer_excluded: peer.listen(at(family.peer, EXCLUDED_PORT)),
             peer_v4_for_mapped: peer.listen(at(IpAddr::V4(PEER_V4), MAPPED_PORT)),
+            outbound_v4_for_mapped: (family.domain == Domain::IPV6)
+                .then(|| pod.listen(at(IpAddr::V4(POD_V4), OUTBOUND_PORT))),
+            pod_loopback_v4: (family.domain == Domain::IPV6)
+                .then(|| pod.listen(at(IpAddr::V4(Ipv4Addr::LOCALHOST), LOOPBACK_PORT))),
         };
+        // What ztunnel does at every load.
+        maps.set_mark(ZTUNNEL_MARK);
         let inbound_fd = listen.inbound.as_ref().unwrap().as_raw_fd();
         maps.inbound_sockets.insert(IpKey::from(family.pod), inbound_fd, 0).expect("cannot insert the 15006 socket");
-        let app = pod.app_sockets(&cgroup, family.domain, 12).expect("cannot make sockets inside the pod's cgroup");
+        let app = pod.app_sockets(&cgroup, family.domain, 24).expect("cannot make sockets inside the pod's cgroup");
 
         let pod = Pod { family, pod, peer, cookie, config, app, maps, listen };
         Self { pod, _cgroup: cgroup, _ebpf: ebpf, _bpffs: bpffs }
@@ -355,20 +379,16 @@ fn loopback_is_not_captured(t: &mut Pod) {
 }
 
 fn excluded_ports_and_cidrs_are_not_captured(t: &mut Pod) {
-    t.maps.excluded_ports.insert(EXCLUDED_PORT, 1, 0).unwrap();
+    let port_key = PodPortKey::new(t.cookie, EXCLUDED_PORT);
+    t.maps.excluded_ports.insert(port_key, 1, 0).unwrap();
     let dst = t.at(t.family.peer, EXCLUDED_PORT);
     t.assert_direct(dst, |l| &l.peer_excluded, "an excluded port must not be captured");
-    t.maps.excluded_ports.remove(&EXCLUDED_PORT).unwrap();
+    t.maps.excluded_ports.remove(&port_key).unwrap();
 
-    t.maps.exclude_host(t.family.peer, true);
+    t.maps.exclude_host(t.cookie, t.family.peer, true);
     let dst = t.at(t.family.peer, PEER_PORT);
     t.assert_direct(dst, |l| &l.peer, "an excluded CIDR must not be captured");
-    t.maps.exclude_host(t.family.peer, false);
-}
-
-fn ipv4_mapped_destinations_are_not_captured(t: &mut Pod) {
-    let dst = t.at(IpAddr::V6(PEER_V4.to_ipv6_mapped()), MAPPED_PORT);
-    t.assert_direct(dst, |l| &l.peer_v4_for_mapped, "an IPv4-mapped destination must not be captured");
+    t.maps.exclude_host(t.cookie, t.family.peer, false);
 }
 
 fn apps_cannot_bind_ztunnel_ports(t: &mut Pod) {
