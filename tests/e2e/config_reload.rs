@@ -119,10 +119,10 @@ async fn nested_brackets_are_refused_quickly_while_traffic_keeps_flowing() {
             break;
         }
     }
+    let cpu = cpu_time(node.child.pid()).saturating_sub(cpu_before);
+    println!("{:?}: {cpu:?} of CPU; {sent} requests, {} failed", started.elapsed(), failed.len());
     let status = wait_reload(node.admin, "the nested file to be refused", |s| s["rejected"] == 1).await;
     let refused_after = started.elapsed();
-    let cpu = cpu_time(node.child.pid()).saturating_sub(cpu_before);
-    println!("refused after {refused_after:?}; {cpu:?} of CPU meanwhile; {sent} requests, {} failed", failed.len());
     let error = status["lastError"].as_str().unwrap_or_default();
     assert!(
         error.contains("config.yaml") && error.contains("nest deeper than 32 levels") && error.contains("line 1"),

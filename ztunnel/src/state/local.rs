@@ -6,8 +6,9 @@
 //!
 //! Parsing is bounded before the YAML parser runs: the file must be a regular file of at most
 //! [`MAX_CONFIG_BYTES`](super::MAX_CONFIG_BYTES) (`local_file`) and its flow collections may
-//! nest at most [`MAX_FLOW_NESTING`](super::MAX_FLOW_NESTING) deep (`yaml_depth`). Loading and parsing are blocking work: async callers
-//! run them on a blocking thread (`spawn_blocking`), never on a runtime worker.
+//! nest at most [`MAX_FLOW_NESTING`](super::MAX_FLOW_NESTING) deep (`yaml_depth`). Loading and
+//! parsing are blocking work: async callers run them on a blocking thread (`spawn_blocking`),
+//! never on a runtime worker.
 //!
 //! Nothing here watches files (that is `watch`) or answers lookups (that is `store`).
 
@@ -202,10 +203,9 @@ pub fn apply(state: &SharedState, cfg: LocalConfig) -> u64 {
 /// config enrolled is released from capture. That is never silent.
 fn warn_removed_workloads(current: &ProxyState, next: &LocalConfig) {
     let kept: HashSet<&str> = next.workloads.iter().map(|w| &*w.uid).collect();
-    let kept_captures: HashSet<&str> = next.captures.iter().map(|c| &*c.uid).collect();
     for workload in current.workloads().filter(|w| !kept.contains(&*w.uid)) {
-        let captured =
-            current.captures.iter().any(|c| c.uid == workload.uid) && !kept_captures.contains(&*workload.uid);
+        // Its capture block went with it, so capture of a config-enrolled pod ends too.
+        let captured = current.captures.iter().any(|c| c.uid == workload.uid);
         warn!(
             uid = %workload.uid,
             pod = %format_args!("{}/{}", workload.namespace, workload.name),

@@ -6,8 +6,9 @@
 //! the bounded reading of the config file (`local_file`, `yaml_depth`),
 //! the indexed snapshot (`store`) and its incremental changes (`store_update`, built on
 //! `snapshot_map`, `ip_index` and `arc_list`), the pool of shared texts (`string_pool`), the
-//! shared handle with change notification ([`SharedState`]) and the file watcher (`watch`). Policies use the [`crate::policy`] model; this module decides which
-//! policies exist and which a workload lists, while evaluating them is `policy`'s job. It must
+//! shared handle with change notification ([`SharedState`]) and the file watcher (`watch`).
+//! Policies use the [`crate::policy`] model; this module decides which policies exist and which
+//! a workload lists, while evaluating them is `policy`'s job. It must
 //! not do network IO or certificates, and nothing outside it sees the file format types.
 //!
 //! Readers take a cheap snapshot (`Arc<ProxyState>`) and never hold a lock while working;
