@@ -252,7 +252,11 @@ async fn start_capture(
     ready: &Ready,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), AppError> {
-    let settings = CaptureSettings { pin_dir: config.pin_dir.clone(), records_dir: config.records_dir.clone() };
+    let settings = CaptureSettings {
+        pin_dir: config.pin_dir.clone(),
+        records_dir: config.records_dir.clone(),
+        kubelet_cgroup: config.kubelet_cgroup.clone(),
+    };
     let capture = Capture::start(settings, inputs.clone()).await?;
     let listener = crate::capture::control::bind(&config.control_socket)?;
     tasks.spawn(crate::capture::control::serve(listener, capture.clone(), inputs.drain.clone()));

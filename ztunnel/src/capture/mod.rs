@@ -7,6 +7,9 @@
 //! bpf filesystem, so capture outlives a ztunnel restart (failing closed meanwhile) and
 //! [`Capture::start`] re-adopts what the previous process enrolled. Enrollment sources (local
 //! config, the control socket, later Kubernetes) all go through `enroll`/`unenroll`.
+//! Enrolling also installs the pod's reply routing ([`reply_routing`]) so apps are dialled from
+//! their clients' addresses, and [`Capture::start`] attaches the kubelet probe exemption when
+//! `kubelet_cgroup` is set.
 
 pub mod control;
 pub mod loader;
@@ -15,6 +18,7 @@ pub mod mounts;
 pub mod netns;
 pub mod programs;
 pub mod records;
+pub mod reply_routing;
 mod sockets;
 pub mod sys;
 
@@ -43,6 +47,9 @@ pub struct CaptureSettings {
     pub pin_dir: PathBuf,
     /// Directory for enrollment records (survives restarts).
     pub records_dir: PathBuf,
+    /// The kubelet's cgroup: connections its processes open from the host network namespace
+    /// reach enrolled pods' applications directly (probes). `None`: nothing is exempt.
+    pub kubelet_cgroup: Option<PathBuf>,
 }
 
 /// Failures of capture setup and enrollment; each names the pod or object involved.
@@ -71,6 +78,15 @@ pub enum CaptureError {
     Map { uid: String, reason: String },
 }
 
+/// Reported once per process: without the pod's reply routing its applications see ztunnel's
+/// address (127.0.0.6) instead of their clients'.
+fn warn_no_reply_routing(uid: &str, error: &dyn std::fmt::Display) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        warn!(uid, %error, "cannot route answers to ztunnel inside the pod; its apps see 127.0.0.6 instead of the client's address");
+    }
+}
+
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + use<> {
     let path = path.display().to_string();
     move |source| CaptureError::Io { what, path, source }
@@ -78,6 +94,8 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Cap
 
 struct EnrolledPod {
     record: EnrollRecord,
+    /// Runs jobs in the pod's namespace (removing its reply routing at unenroll).
+    worker: Arc<NetnsWorker>,
     _proxy: PodProxy,
 }
 
@@ -101,6 +119,7 @@ impl Capture {
         let records = Records::open(&settings.records_dir)
             .map_err(io_err("opening enrollment records", &settings.records_dir))?;
         let capture = Arc::new(Capture { loaded, records, inputs, cgroup_root, pods: Default::default() });
+        capture.exempt_kubelet(settings.kubelet_cgroup.as_deref())?;
         capture.readopt().await;
         Ok(capture)
     }
@@ -133,6 +152,11 @@ impl Capture {
     /// Removes a pod from capture: its traffic flows directly again.
     pub async fn unenroll(&self, uid: &str) -> Result<(), CaptureError> {
         let pod = self.pods.lock().await.remove(uid).ok_or_else(|| CaptureError::NotEnrolled { uid: uid.into() })?;
+        match pod.worker.run(reply_routing::remove).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+            Err(e) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+        }
         self.tear_down(&pod.record)?;
         info!(uid, "pod unenrolled from capture");
         Ok(())
@@ -156,6 +180,29 @@ impl Capture {
                 warn!(uid = %w.uid, error = %e, "cannot enroll pod from config");
             }
         }
+    }
+
+    /// Attaches the program that records the kubelet's connections from this (the host's)
+    /// network namespace, so that they bypass inbound capture, or removes it (`None`).
+    fn exempt_kubelet(&self, cgroup: Option<&Path>) -> Result<(), CaptureError> {
+        let Some(cgroup) = cgroup else {
+            self.loaded.set_host_probes(0, None)?;
+            return Ok(());
+        };
+        let inside_root = if cgroup.starts_with(&self.cgroup_root) {
+            cgroup.to_path_buf()
+        } else {
+            self.cgroup_root.join(cgroup.strip_prefix("/").unwrap_or(cgroup))
+        };
+        let path = self.resolve_cgroup(&inside_root)?;
+        let dir = File::open(&path).map_err(io_err("opening the kubelet cgroup", &path))?;
+        let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map_err(io_err("creating a socket in the host network namespace for", &path))?;
+        let host_netns = sys::netns_cookie(std::os::fd::AsFd::as_fd(&probe))
+            .map_err(io_err("reading the host network namespace cookie for", &path))?;
+        self.loaded.set_host_probes(host_netns, Some(&dir))?;
+        info!(cgroup = %path.display(), "host connections from the kubelet cgroup bypass inbound capture");
+        Ok(())
     }
 
     /// A cgroup path relative to the cgroup2 root, or an absolute one inside it.
@@ -252,13 +299,24 @@ impl Capture {
             .map(PodListenerSet::into_tokio)
             .collect::<Result<Vec<_>, _>>()
             .map_err(io_err("registering listeners of", &record.netns))?;
+        let reply_routing = match worker.run(reply_routing::install).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                warn_no_reply_routing(&uid, &e);
+                false
+            }
+            Err(e) => {
+                warn_no_reply_routing(&uid, &e);
+                false
+            }
+        };
         let ctx = PodContext {
             workload_uid: workload.uid.clone(),
-            sockets: Arc::new(PodSockets::new(worker)),
+            sockets: Arc::new(PodSockets::new(worker.clone(), reply_routing.then(|| self.loaded.clone()))),
             orig_dst: Arc::new(MapOrigDst(self.loaded.clone())),
         };
         let proxy = PodProxy::start(self.inputs.clone(), listeners, ctx);
-        Ok(EnrolledPod { record, _proxy: proxy })
+        Ok(EnrolledPod { record, worker, _proxy: proxy })
     }
 
     fn forget_maps(&self, record: &EnrollRecord, addrs: &[IpAddr]) {

@@ -13,7 +13,7 @@ use tokio::time::Instant;
 
 use super::connection_labels::{ConnectionMetricsCache, SeriesKey};
 use super::copy::Transferred;
-use super::{Error, ErrorKind};
+use super::{Error, FailureSource};
 use crate::identity::Identity;
 use crate::metrics::{ConnectionMetrics, Reporter, ResponseFlags};
 use crate::policy::{Decision, PolicyKey, Reason};
@@ -122,7 +122,7 @@ impl ConnectionRecord {
         // not be established; failures after the bytes started flowing carry none.
         let flags = match result {
             Ok(()) | Err(Error::Copy(_)) => ResponseFlags::None,
-            Err(e) if e.kind() == ErrorKind::Policy => ResponseFlags::Denied,
+            Err(e) if e.kind() == FailureSource::Policy => ResponseFlags::Denied,
             Err(_) => ResponseFlags::ConnectionFailure,
         };
         if flags == ResponseFlags::None {

@@ -7,7 +7,7 @@
 //! that workload (else 400). The client is the connection's peer, never what the request claims
 //! ([`super::client_address`]); then the stream is authorized ([`super::authorize`]) and answered
 //! 401 if policy denies it, without ever dialling the app; otherwise the app is dialled at that
-//! address and the stream answered 200, or 503 when the app cannot be reached. Admitted
+//! address, from the client's address where the pod allows it, and the stream answered 200, or 503 when the app cannot be reached. Admitted
 //! streams are closed early if a policy change denies them.
 
 use std::net::SocketAddr;
@@ -201,7 +201,7 @@ pub(super) async fn handle_stream(
         return;
     };
     // Boxed so the dial's state is freed once connected instead of sizing the stream's task.
-    let app = match Box::pin(app_dialer.connect(target)).await {
+    let app = match Box::pin(app_dialer.connect_as(target, client_addr.ip())).await {
         Ok(app) => app,
         Err(e) => {
             incoming.reject(StatusCode::SERVICE_UNAVAILABLE);

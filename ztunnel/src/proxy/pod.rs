@@ -8,8 +8,10 @@
 //!   identity (so STRICT mTLS refuses them) before the app is dialled; a refused one is reset.
 //! - 15008 terminates inbound HBONE as the pod's identity.
 //!
-//! Outbound dials are made from inside the pod's namespace; the app is reached inside the pod
-//! from 127.0.0.6, a loopback source the capture programs never redirect.
+//! Outbound dials are made from inside the pod's namespace. The app is reached inside the pod
+//! from the client's own address (a transparent socket; `sk_lookup` never redirects what
+//! arrives on the loopback device, and the pod's reply routing brings the answers back), or,
+//! where the pod's namespace does not allow that, from 127.0.0.6 (`::1` for IPv6).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -27,7 +29,8 @@ use super::socket::{Dialer, SocketFactory};
 use super::{Error, ProxyInputs, inbound};
 use crate::telemetry::Direction;
 
-/// Source address of ztunnel's connections to apps inside their pod.
+/// Source address of ztunnel's connections to apps inside their pod when the client's own
+/// address cannot be used.
 pub const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
 /// Bound on dialling an app inside its own pod.
 const APP_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -190,7 +193,7 @@ pub(super) async fn handle_inbound_plain(
         }
     };
     // Boxed so the dial's state is freed once connected instead of sizing the connection's task.
-    let result = match Box::pin(to_app.connect(target)).await {
+    let result = match Box::pin(to_app.connect_as(target, peer.ip())).await {
         Ok(app) => {
             let (cr, cw) = stream.into_split();
             let (ar, aw) = app.into_split();
