@@ -105,7 +105,7 @@ impl Drop for ChildGuard {
 /// and readiness (15021) listeners on `ip` and `extra` arguments, and waits (bounded, 10 s)
 /// until it answers readiness.
 pub async fn spawn_ready_node(mesh: &crate::Mesh, node: &str, ip: std::net::IpAddr, extra: &[&str]) -> ChildGuard {
-    spawn_node(mesh, node, ip, extra, None).await
+    spawn_ready(node_command(mesh, node, ip, extra), std::net::SocketAddr::new(ip, 15021), node).await
 }
 
 /// Like [`spawn_ready_node`], with the binary's output (its log) written to `log`.
@@ -116,33 +116,32 @@ pub async fn spawn_ready_node_logged(
     extra: &[&str],
     log: &std::path::Path,
 ) -> ChildGuard {
-    spawn_node(mesh, node, ip, extra, Some(log)).await
+    let mut cmd = node_command(mesh, node, ip, extra);
+    let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("create log file {}: {e}", log.display()));
+    cmd.stdout(file);
+    spawn_ready(cmd, std::net::SocketAddr::new(ip, 15021), node).await
 }
 
-async fn spawn_node(
-    mesh: &crate::Mesh,
-    node: &str,
-    ip: std::net::IpAddr,
-    extra: &[&str],
-    log: Option<&std::path::Path>,
-) -> ChildGuard {
+/// The command [`spawn_ready_node`] runs, for callers that set more on it (such as where its
+/// log goes).
+pub fn node_command(mesh: &crate::Mesh, node: &str, ip: std::net::IpAddr, extra: &[&str]) -> Command {
     let addr = |port: u16| std::net::SocketAddr::new(ip, port).to_string();
     let mut cmd = Command::new(ztunnel_binary());
     cmd.args(["proxy", "--config"]).arg(mesh.config_path());
     cmd.args(["--node", node, "--state-dir"]).arg(mesh.ca_dir());
     cmd.args(["--admin-addr", &addr(15000), "--metrics-addr", &addr(15020), "--readiness-addr", &addr(15021)]);
     cmd.args(["--log-level", "warn"]).args(extra);
-    if let Some(log) = log {
-        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("create log file {}: {e}", log.display()));
-        cmd.stdout(file);
-    }
+    cmd
+}
+
+/// Starts `cmd` and waits (bounded, 10 s) until `readiness` answers `/healthz/ready` with 200.
+pub async fn spawn_ready(cmd: Command, readiness: std::net::SocketAddr, what: &str) -> ChildGuard {
     let child = ChildGuard::spawn(cmd);
-    let readiness = std::net::SocketAddr::new(ip, 15021);
-    for _ in 0..200 {
-        if let Ok((200, _)) = crate::http_get(readiness, "/healthz/ready").await {
-            return child;
-        }
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
-    panic!("ztunnel binary for {node} did not become ready within 10 s");
+    crate::wait::eventually(
+        &format!("the ztunnel binary for {what} is ready"),
+        std::time::Duration::from_secs(10),
+        || async { matches!(crate::http_get(readiness, "/healthz/ready").await, Ok((200, _))) },
+    )
+    .await;
+    child
 }

@@ -36,6 +36,8 @@ pub enum AppError {
     Ca(#[from] crate::identity::CaError),
     #[error(transparent)]
     Config(#[from] state::LocalConfigError),
+    #[error("loading the local config stopped: {0}")]
+    ConfigLoad(String),
     #[error("eBPF capture: {0}")]
     Capture(#[from] crate::capture::CaptureError),
     #[error(transparent)]
@@ -119,8 +121,13 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
 
     let state = SharedState::new(&config.network);
     if let Some(file) = &config.config_file {
-        let initial = state::load_local_config(file, &config.trust_domain)?;
-        state::apply(&state, initial);
+        // Reading and parsing block: keep them off the runtime's workers.
+        let (file, trust_domain, target) = (file.clone(), config.trust_domain.clone(), state.clone());
+        tokio::task::spawn_blocking(move || {
+            state::load_local_config(&file, &trust_domain).map(|initial| state::apply(&target, initial))
+        })
+        .await
+        .map_err(|e| AppError::ConfigLoad(e.to_string()))??;
     }
 
     let ready = Ready::new();
@@ -199,6 +206,7 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
                     state.clone(),
                     config.trust_domain.clone(),
                     config.config_poll_interval,
+                    state::CONFIG_SETTLE,
                     stop_on(watch.clone()),
                 ));
             }

@@ -1,11 +1,12 @@
 //! Sockets ztunnel opens: TCP dials with `SO_MARK` (so eBPF capture skips ztunnel's own
 //! traffic), `TCP_NODELAY` and a dial timeout, never in the descriptors reserved for health
-//! and control (see [`crate::descriptors`]), and listeners. Dials to a pod's application may
-//! come from the client's own address ([`Dialer::connect_as`]) when the pod's socket factory
-//! can make transparent sockets; otherwise, and when the kernel refuses, from the fixed source.
+//! and control (see [`crate::descriptors`]), and listeners (the IPv6 wildcard dual-stack).
+//! Dials to a pod's application may come from the client's own address
+//! ([`Dialer::connect_as`]) when the pod's socket factory can make transparent sockets;
+//! otherwise, and when the kernel refuses, from the fixed source.
 
 use std::future::Future;
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -131,16 +132,38 @@ fn apply_mark(socket: &TcpSocket, mark: u32) {
 }
 
 /// Binds a listener with `SO_REUSEADDR` (fast restarts) and a deep accept backlog.
+///
+/// The IPv6 wildcard `[::]` listens dual-stack: it accepts IPv4 connections too (as IPv4-mapped
+/// addresses), whatever `net.ipv6.bindv6only` says, so probes and scrapes reach the readiness
+/// and metrics ports over either family, as with Istio's ztunnel. Where the kernel has no IPv6
+/// at all it falls back to the IPv4 wildcard. Any other address listens on that address only.
 pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    match bind_listener(addr) {
+        Err(e) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && ipv6_unavailable(&e) => {
+            let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());
+            warn!(%addr, fallback = %v4, error = %e, "IPv6 is not available; listening on IPv4 only");
+            bind_listener(v4)
+        }
+        bound => bound,
+    }
+}
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(true)?;
+        socket.set_only_v6(!addr.ip().is_unspecified())?;
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+/// Errors that mean this host cannot use IPv6 sockets (booted with `ipv6.disable=1`, or
+/// built without IPv6).
+fn ipv6_unavailable(e: &std::io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EAFNOSUPPORT | libc::EPROTONOSUPPORT | libc::EADDRNOTAVAIL))
 }
 
 #[cfg(test)]
@@ -183,5 +206,45 @@ mod tests {
             let (_, peer) = app.accept().await.unwrap();
             assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 6]), "refuse={refuse}: the app sees the fixed source");
         }
+    }
+
+    /// Connects to `addr` and reads what the accepted side writes.
+    async fn round_trip(listener: &TcpListener, addr: SocketAddr) -> std::io::Result<()> {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let connect = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr));
+        let mut client = connect.await.map_err(|_| std::io::Error::other("connect timed out"))??;
+        let (mut server, _) = listener.accept().await?;
+        server.write_all(b"ok").await?;
+        let mut buf = [0u8; 2];
+        client.read_exact(&mut buf).await?;
+        assert_eq!(&buf, b"ok");
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn the_ipv6_wildcard_accepts_both_families() {
+        let listener = listen("[::]:0".parse().unwrap()).expect("listen on [::]:0");
+        let port = listener.local_addr().unwrap().port();
+        for client in ["127.0.0.1", "::1"] {
+            let addr = SocketAddr::new(client.parse().unwrap(), port);
+            round_trip(&listener, addr).await.unwrap_or_else(|e| panic!("[::]:{port} refused {addr}: {e}"));
+        }
+    }
+
+    #[tokio::test]
+    async fn a_specific_address_listens_on_that_address_only() {
+        let listener = listen("[::1]:0".parse().unwrap()).expect("listen on [::1]:0");
+        let port = listener.local_addr().unwrap().port();
+        round_trip(&listener, SocketAddr::new("::1".parse().unwrap(), port)).await.unwrap();
+        let v4 = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
+        assert!(TcpStream::connect(v4).await.is_err(), "[::1]:{port} must not accept {v4}");
+    }
+
+    #[test]
+    fn missing_ipv6_support_is_recognised() {
+        for errno in [libc::EAFNOSUPPORT, libc::EPROTONOSUPPORT, libc::EADDRNOTAVAIL] {
+            assert!(ipv6_unavailable(&std::io::Error::from_raw_os_error(errno)), "errno {errno}");
+        }
+        assert!(!ipv6_unavailable(&std::io::Error::from_raw_os_error(libc::EADDRINUSE)));
     }
 }

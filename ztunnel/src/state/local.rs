@@ -1,22 +1,34 @@
 //! Reads Istio ztunnel's local config file (YAML, the `LOCAL_XDS_PATH` format) and validates
 //! it into a [`LocalConfig`], or explains the first problem: file, entry
 //! (`workloads[1] (uid "…")`), field (`workloadIps[0]`), and line/column where the YAML parser
-//! knows them. [`apply`] swaps a validated config into the shared state.
+//! knows them. [`apply`] swaps a validated config into the shared state, and logs a warning
+//! for every workload the new config drops (its traffic leaves the mesh).
+//!
+//! Parsing is bounded before the YAML parser runs: the file must be a regular file of at most
+//! [`MAX_CONFIG_BYTES`](super::MAX_CONFIG_BYTES) (`local_file`) and its flow collections may
+//! nest at most [`MAX_FLOW_NESTING`](super::MAX_FLOW_NESTING) deep (`yaml_depth`). Loading and
+//! parsing are blocking work: async callers run them on a blocking thread (`spawn_blocking`),
+//! never on a runtime worker.
 //!
 //! Nothing here watches files (that is `watch`) or answers lookups (that is `store`).
 
+use std::collections::HashSet;
 use std::fmt;
 use std::path::Path;
 use std::sync::Arc;
 
+use tracing::warn;
+
 use super::SharedState;
 use super::capture::PodCapture;
+use super::local_file::read_config_file;
 use super::local_format::LocalConfigFile;
 use super::service::Service;
 use super::store::ProxyState;
 use super::validate::{Rejection, service_label, validate, workload_label};
 use super::validate_policy::{namespace_label, policy_label};
 use super::workload::Workload;
+use super::yaml_depth::{MAX_FLOW_NESTING, check_flow_nesting};
 use crate::policy::Authorization;
 
 /// A parsed and validated local config, ready to [`apply`].
@@ -75,6 +87,10 @@ pub enum LocalConfigError {
         #[source]
         source: std::io::Error,
     },
+    #[error("local config {file} is {kind}, not a regular file: only a regular file (or a symlink to one) is read")]
+    NotRegularFile { file: String, kind: &'static str },
+    #[error("local config {file} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge { file: String, size: u64, limit: u64 },
     #[error("local config {file} contains no YAML document (expected workloads, services, policies)")]
     Empty { file: String },
     #[error("local config {file}: {}", describe(.entry, .field, .reason, .location))]
@@ -108,10 +124,9 @@ fn describe(entry: &Option<String>, field: &Option<String>, reason: &str, locati
 }
 
 /// Reads and validates the local config at `path`. `default_trust_domain` fills in workloads
-/// that do not set `trustDomain`.
+/// that do not set `trustDomain`. Blocking: from async code, call it in `spawn_blocking`.
 pub fn load_local_config(path: &Path, default_trust_domain: &str) -> Result<LocalConfig, LocalConfigError> {
-    let bytes =
-        std::fs::read(path).map_err(|source| LocalConfigError::Read { file: path.display().to_string(), source })?;
+    let bytes = read_config_file(path)?;
     parse_local_config(&bytes, &path.display().to_string(), default_trust_domain)
 }
 
@@ -128,6 +143,11 @@ pub fn parse_local_config(
         reason,
         location,
     };
+    // The YAML scanner's cost grows with the square of the nesting: refuse deep nesting first.
+    check_flow_nesting(bytes, MAX_FLOW_NESTING).map_err(|at| {
+        let reason = format!("collections ([ ] and {{ }}) nest deeper than {MAX_FLOW_NESTING} levels");
+        invalid(None, None, reason, Some(at))
+    })?;
     // A first, untyped pass finds syntax errors and gives names (uids) for the typed errors.
     let doc: serde_yaml::Value = serde_yaml::from_slice(bytes).map_err(|e| from_yaml_error(file, e, None))?;
     match &doc {
@@ -168,13 +188,34 @@ pub fn parse_local_config(
 }
 
 /// Atomically replaces the shared state with `cfg`; returns the new generation. The config's
-/// warnings are logged.
+/// warnings are logged, and so is every workload of the current state that `cfg` drops.
 pub fn apply(state: &SharedState, cfg: LocalConfig) -> u64 {
     for warning in &cfg.warnings {
-        tracing::warn!(warning = %warning, "local config");
+        warn!(warning = %warning, "local config");
     }
+    warn_removed_workloads(&state.read(), &cfg);
     let next = ProxyState::build(cfg, state.local_network());
     state.replace(next)
+}
+
+/// A workload that leaves the config leaves the mesh: connections to its addresses are then
+/// routed as unknown destinations (plaintext passthrough, no mTLS, no policy), and a pod the
+/// config enrolled is released from capture. That is never silent.
+fn warn_removed_workloads(current: &ProxyState, next: &LocalConfig) {
+    let kept: HashSet<&str> = next.workloads.iter().map(|w| &*w.uid).collect();
+    for workload in current.workloads().filter(|w| !kept.contains(&*w.uid)) {
+        // Its capture block went with it, so capture of a config-enrolled pod ends too.
+        let captured = current.captures.iter().any(|c| c.uid == workload.uid);
+        warn!(
+            uid = %workload.uid,
+            pod = %format_args!("{}/{}", workload.namespace, workload.name),
+            addresses = ?workload.workload_ips,
+            node = %workload.node,
+            released_from_capture = captured,
+            "workload removed from the local config: connections to its addresses now pass through \
+             as plaintext, without mTLS or policy"
+        );
+    }
 }
 
 /// Turns a serde_yaml error into one naming the entry and field. serde_yaml reports the path

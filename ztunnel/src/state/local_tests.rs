@@ -153,3 +153,43 @@ fn missing_file_names_the_path() {
     let err = load_local_config(std::path::Path::new("/nonexistent/ztunnel.yaml"), "td").unwrap_err();
     assert!(err.to_string().starts_with("cannot read local config /nonexistent/ztunnel.yaml"), "{err}");
 }
+
+/// Collects what a log subscriber writes.
+#[derive(Clone, Default)]
+struct LogCapture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for LogCapture {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[test]
+fn removing_a_workload_is_logged_with_its_name_and_addresses() {
+    let both = format!("workloads:\n{}{}", workload("uid-a", "10.0.0.1"), workload("uid-b", "10.0.0.2"));
+    let only_a = format!("workloads:\n{}", workload("uid-a", "10.0.0.1"));
+    let state = SharedState::new("");
+    let capture = LogCapture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).with_ansi(false).finish();
+    tracing::subscriber::with_default(subscriber, || {
+        apply(&state, parse(&both).unwrap());
+        apply(&state, parse(&only_a).unwrap());
+    });
+    let logs = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let removed: Vec<&str> = logs.lines().filter(|l| l.contains("removed from the local config")).collect();
+    assert_eq!(removed.len(), 1, "one warning for the one removed workload; logs:\n{logs}");
+    let line = removed[0];
+    assert!(
+        line.contains("WARN")
+            && line.contains("uid-b")
+            && line.contains("ns/uid-b")
+            && line.contains("10.0.0.2")
+            && line.contains("plaintext"),
+        "the warning names the workload, its pod and addresses, and what happens to its traffic: {line}"
+    );
+}

@@ -3,10 +3,12 @@
 //!
 //! Owns the data model (`workload`, `service`, `endpoints`, `port_map`, `address`), the local
 //! config format and its validation (`local_format`, `validate`, `validate_policy`, `local`),
+//! the bounded reading of the config file (`local_file`, `yaml_depth`),
 //! the indexed snapshot (`store`) and its incremental changes (`store_update`, built on
 //! `snapshot_map`, `ip_index` and `arc_list`), the pool of shared texts (`string_pool`), the
-//! shared handle with change notification ([`SharedState`]) and the file watcher (`watch`). Policies use the [`crate::policy`] model; this module decides which
-//! policies exist and which a workload lists, while evaluating them is `policy`'s job. It must
+//! shared handle with change notification ([`SharedState`]) and the file watcher (`watch`).
+//! Policies use the [`crate::policy`] model; this module decides which policies exist and which
+//! a workload lists, while evaluating them is `policy`'s job. It must
 //! not do network IO or certificates, and nothing outside it sees the file format types.
 //!
 //! Readers take a cheap snapshot (`Arc<ProxyState>`) and never hold a lock while working;
@@ -22,6 +24,7 @@ mod checks;
 mod endpoints;
 mod ip_index;
 mod local;
+mod local_file;
 mod local_format;
 mod port_map;
 mod service;
@@ -33,6 +36,7 @@ mod validate;
 mod validate_policy;
 mod watch;
 mod workload;
+mod yaml_depth;
 
 #[cfg(test)]
 mod local_cases;
@@ -42,6 +46,8 @@ mod local_tests;
 mod policy_tests;
 #[cfg(test)]
 mod store_tests;
+#[cfg(test)]
+mod watch_tests;
 
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -54,6 +60,7 @@ pub use capture_exclusions::{AnnotationError, CaptureExclusions};
 pub(crate) use checks::{Rejection, Spelling, check_port_map, check_service, check_workload};
 pub use endpoints::Endpoints;
 pub use local::{LocalConfig, LocalConfigError, Location, apply, load_local_config, parse_local_config};
+pub use local_file::MAX_CONFIG_BYTES;
 pub use port_map::PortMap;
 pub use service::{
     Endpoint, IpFamily, LoadBalancer, LoadBalancerHealthPolicy, LoadBalancerMode, LoadBalancerScope, Service,
@@ -61,11 +68,12 @@ pub use service::{
 pub use store::ProxyState;
 pub(crate) use string_pool::StringPool;
 pub(crate) use validate::{service_account_or_default, trust_domain_or};
-pub use watch::watch_local_config;
+pub use watch::{CONFIG_SETTLE, watch_local_config};
 pub use workload::{
     ApplicationTunnel, GatewayAddress, GatewayDestination, HealthStatus, Locality, NetworkMode, Protocol,
     TunnelProtocol, Workload,
 };
+pub use yaml_depth::MAX_FLOW_NESTING;
 
 /// Outcome of the local config watcher's reload attempts, for tests and `/config_dump`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
