@@ -206,10 +206,11 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         }
     };
     let listeners_ready = ready.register("workload certificates and listeners");
+    let capture_synced = synced.clone();
     tasks.spawn(proxy::listeners::run(inputs.clone(), listeners_ready, config.capture.is_none(), synced));
     tasks.spawn(proxy::admitted::reevaluate_on_change(state.clone(), inputs.admitted.clone(), metrics.clone()));
     if let Some(capture_config) = &config.capture {
-        start_capture(capture_config, &inputs, &config.node, &ready, &mut tasks).await?;
+        start_capture(capture_config, &inputs, &config.node, &ready, capture_synced, &mut tasks).await?;
     }
     if let Some(listener) = socks5 {
         let own = [addrs.socks5, Some(addrs.admin), Some(addrs.metrics), Some(addrs.readiness)];
@@ -235,17 +236,21 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
     Ok(Running { addrs, state, ready, pool, drain, force_close, tasks, deadline: config.drain_deadline, quit })
 }
 
-/// Starts eBPF capture, its control socket, and the loop that keeps config-enrolled pods in
-/// step with the config file.
+/// Starts eBPF capture, its control socket, the keeper that serves captured pods once the
+/// config source has synced (`synced`), and the loop that keeps config-enrolled pods in step
+/// with the config file.
 async fn start_capture(
     config: &crate::config::CaptureConfig,
     inputs: &ProxyInputs,
     node: &str,
     ready: &Ready,
+    mut synced: tokio::sync::watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), AppError> {
     let settings = CaptureSettings { pin_dir: config.pin_dir.clone(), records_dir: config.records_dir.clone() };
-    let capture = Capture::start(settings, inputs.clone()).await?;
+    // Re-adopted pods stay captured and refusing until the keeper serves them.
+    let capture = Capture::start(settings, inputs.clone(), ready).await?;
+    tasks.spawn(capture.clone().keep_serving(synced.clone(), inputs.drain.clone()));
     let listener = crate::capture::control::bind(&config.control_socket)?;
     tasks.spawn(crate::capture::control::serve(listener, capture.clone(), inputs.drain.clone()));
     let guard = ready.register("capture of configured pods");
@@ -253,6 +258,12 @@ async fn start_capture(
     tasks.spawn(async move {
         let mut generations = state.subscribe();
         let mut guard = Some(guard);
+        // The config's capture blocks are only complete once the source has synced: before
+        // that, an empty state must not unenroll anything.
+        tokio::select! {
+            _ = synced.wait_for(|s| *s) => {}
+            _ = drain.signaled() => return,
+        }
         loop {
             let wanted = state.read().captures_on_node(&node);
             capture.reconcile_config(&wanted).await;
