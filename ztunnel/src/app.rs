@@ -4,7 +4,9 @@
 //! Startup order: CA and certificate manager (local CA, or istiod's CA client), config source
 //! (a local file: a bad file stops startup with the error, then a watcher; or istiod's xDS
 //! client), listeners and servers. Readiness turns green once the config is applied (for xDS:
-//! the first response of each type) and the certificates of this node's workloads are issued.
+//! the first response of each type), the certificates of this node's workloads are issued and
+//! every listener the config needs is up (captured pods' listeners included). With capture, pods
+//! an earlier process enrolled stay captured and refusing until the config source has synced.
 
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -1,8 +1,9 @@
-//! Capture recovers without failing open: a ztunnel restarted while istiod is slow keeps its
+//! Recovery without failing open: a ztunnel restarted while istiod is slow keeps its captured
 //! pods captured and refusing until xDS has synced (no connection escapes capture meanwhile),
 //! then serves them again and releases a pod whose namespace went away; a pod whose listener
-//! port is taken is held, refusing, with readiness down, and is served once the port frees.
-//! Runs as root; skips otherwise.
+//! port is taken is held, refusing, with readiness down, and is served once the port frees;
+//! the same for a host-mode HBONE listener whose address is taken. The capture tests run as
+//! root and skip otherwise.
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
@@ -10,11 +11,13 @@ use std::time::{Duration, Instant};
 
 use ztunnel::capture::netns::NetnsWorker;
 use ztunnel::capture::records::pod_key;
+use ztunnel::telemetry::LogHandle;
 use ztunnel::xds::testing::{FakeIstiod, FakeWorkload};
 use ztunnel_tests::capture_mesh::{CaptureMesh, Membership, accepted_peers, connect_from, serve_in};
 use ztunnel_tests::mesh::metric_sum;
 use ztunnel_tests::netns::{Node, Pod, require_root};
 use ztunnel_tests::process::ztunnel_binary;
+use ztunnel_tests::{Mesh, MeshNode, echo_server, http_get};
 
 const NODE: &str = "node-a";
 
@@ -202,4 +205,29 @@ fn a_pod_whose_port_is_taken_is_held_until_the_port_frees() {
     let report = connect_from(&client, to_server, 64 * 1024, 10);
     assert!(report.echoed_intact, "client -> server once the port is free:\n{}\n{}", report.raw, z.stdout());
     assert_eq!(accepted_peers(&app).len(), 1, "the app got exactly the meshed connection");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_taken_hbone_address_is_retried_while_readiness_stays_down() {
+    let mut mesh = Mesh::new();
+    let client = mesh.workload("client", "default", "sleep", 1, "node-a", true);
+    let server = mesh.workload("server", "default", "echo", 2, "node-b", true);
+    let app = echo_server(SocketAddr::new(server, 8080)).await;
+    mesh.write_config();
+    let squatter = std::net::TcpListener::bind(SocketAddr::new(server, 15008)).expect("take the server's 15008");
+    let a = mesh.start_node("node-a").await;
+    let log = LogHandle::detached("info").expect("log handle");
+    let b = ztunnel::app::start(mesh.node_config("node-b"), log).await.expect("node-b starts");
+    let readiness = b.addrs.readiness;
+    for round in 0..4 {
+        let (status, body) = http_get(readiness, "/healthz/ready").await.expect("readiness answers");
+        assert_eq!(status, 503, "round {round}: the server's hbone listener is missing, so not ready: {body}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    drop(squatter);
+    let b = MeshNode { running: Some(b) };
+    b.wait_ready().await;
+    a.echo(client, app).await.expect("client -> server once its hbone address is free");
+    b.shutdown().await;
+    a.shutdown().await;
 }
