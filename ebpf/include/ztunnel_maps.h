@@ -131,6 +131,39 @@ struct cidr6_key {
 	__u8 addr[16];   /* offset 4: network address, network order */
 };                       /* size 20, align 4 */
 
+/*
+ * Map `host_netns`: BPF_MAP_TYPE_ARRAY, 1 entry.
+ *   key:   __u32, always 0.
+ *   value: __u64, the cookie of the node's (host's) network namespace, host order; 0 = unset,
+ *          and then host_sockops records nothing.
+ * Written by ztunnel at start (the cookie of its own namespace; ztunnel runs on the host
+ * network); read by host_sockops.
+ *
+ * Map `host_probes`: BPF_MAP_TYPE_LRU_HASH, max 16384 entries.
+ *   key:   struct conn_key, one TCP connection as its SYN shows it.
+ *   value: __u8, ignored (1).
+ * Written by host_sockops when a socket of the host network namespace (in the cgroup it is
+ * attached to: the kubelet's, see README) sends a SYN; read by sk_lookup, which lets exactly
+ * that connection reach the pod's application without ztunnel. host_sockops removes the entry
+ * when the handshake completes; entries of handshakes that failed age out (LRU).
+ *
+ * Map `inbound_dials`: BPF_MAP_TYPE_LRU_HASH, max 65536 entries.
+ *   key:   struct conn_key, one of ztunnel's own connections to a pod's application, made
+ *          from the client's address with a transparent socket.
+ *   value: __u8, ignored (1).
+ * Written by ztunnel after binding such a socket and before its connect(); removed by ztunnel
+ * once the connect is done (so only the handshake of that one connection is let through; the
+ * kernel sends ztunnel's SYN through the loopback device but reports the pod's interface as its
+ * ingress, so sk_lookup cannot tell it apart otherwise). Read by sk_lookup.
+ */
+struct conn_key {
+	__u8 src[16];    /* offset 0: source address (the connecting socket's), network order */
+	__u8 dst[16];    /* offset 16: destination address (the pod's), network order */
+	__u16 src_port;  /* offset 32: source port, HOST order */
+	__u16 dst_port;  /* offset 34: destination port, HOST order */
+	__u32 family;    /* offset 36: ZT_AF_INET or ZT_AF_INET6, host order */
+};                       /* size 40, align 4 */
+
 #if defined(__bpf__)
 #include <bpf/bpf_helpers.h>
 
@@ -196,6 +229,30 @@ struct {
 	__type(value, __u8);
 	__uint(pinning, LIBBPF_PIN_BY_NAME);
 } excluded_cidrs6 SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, __u64);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} host_netns SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 16384);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} host_probes SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, struct conn_key);
+	__type(value, __u8);
+	__uint(pinning, LIBBPF_PIN_BY_NAME);
+} inbound_dials SEC(".maps");
 
 #endif /* __bpf__ */
 

@@ -9,8 +9,6 @@ use ztunnel_tests::capture_mesh::{CaptureMesh, Membership, accepted_peers, conne
 use ztunnel_tests::mesh::metric_sum;
 use ztunnel_tests::netns::require_root;
 
-/// Where ztunnel dials apps from inside their pod.
-const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
 const MIB: usize = 1024 * 1024;
 
 fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
@@ -50,7 +48,8 @@ fn captured_pods_reach_each_other_through_hbone() {
     let zb = mesh.start_ztunnel("node-b");
     let logs = || format!("node-a ztunnel:\n{}\nnode-b ztunnel:\n{}", za.stdout(), zb.stdout());
 
-    // Same node and across nodes, by pod IP: bytes intact, the app sees its original peer.
+    // Same node and across nodes, by pod IP: bytes intact, the client sees its original peer
+    // and the app sees the client's own address.
     for (server, dst) in [(&near_server, at(near.ip(), 8080)), (&far_server, at(far.ip(), 8080))] {
         let report = connect_from(&client, dst, MIB, 10);
         assert!(report.echoed_intact, "client -> {dst} through the mesh:\n{}", report.raw);
@@ -63,8 +62,8 @@ fn captured_pods_reach_each_other_through_hbone() {
         let peers = accepted_peers(server);
         assert_eq!(
             peers.last().map(|p| p.ip()),
-            Some(INBOUND_SOURCE),
-            "the app is reached by ztunnel inside its pod: {peers:?}"
+            Some(IpAddr::V4(client.ip())),
+            "the app sees the client's address: {peers:?}"
         );
     }
     // IPv6 pod addresses are captured the same way.
@@ -72,7 +71,7 @@ fn captured_pods_reach_each_other_through_hbone() {
     let report = connect_from(&client, far6, MIB, 10);
     assert!(report.echoed_intact, "client -> {far6} through the mesh:\n{}\n{}", report.raw, logs());
     assert_eq!(report.peer, Some(far6), "getpeername over IPv6:\n{}", report.raw);
-    assert_eq!(accepted_peers(&far_server).last().map(|p| p.ip()), Some(IpAddr::V6(std::net::Ipv6Addr::LOCALHOST)));
+    assert_eq!(accepted_peers(&far_server).last().map(|p| p.ip()), Some(IpAddr::V6(client.ip6())));
     let hbone_out =
         [("reporter", "source"), ("source_workload", "client"), ("connection_security_policy", "mutual_tls")];
     wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &hbone_out, 3);
@@ -131,6 +130,11 @@ fn capture_fails_closed_is_readopted_and_unenroll_restores_direct_traffic() {
     let report = connect_from(&plain, dst, 4096, 10);
     assert!(report.echoed_intact, "plain pod -> captured server:\n{}", report.raw);
     assert_eq!(report.peer, Some(dst));
+    assert_eq!(
+        accepted_peers(&app).last().map(|p| p.ip()),
+        Some(IpAddr::V4(plain.ip())),
+        "captured plaintext keeps its source"
+    );
     let plaintext_in =
         [("reporter", "destination"), ("connection_security_policy", "unknown"), ("destination_workload", "server")];
     wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &plaintext_in, 1);
@@ -169,6 +173,11 @@ fn capture_fails_closed_is_readopted_and_unenroll_restores_direct_traffic() {
     assert!(out.status.success(), "unenroll: {}", String::from_utf8_lossy(&out.stderr));
     let out = mesh.ztunnel_cli("node-b", &["unenroll", "--uid", "cluster1//v1/Pod/default/server"]);
     assert!(out.status.success(), "unenroll server: {}", String::from_utf8_lossy(&out.stderr));
+    for family in ["-4", "-6"] {
+        let rules = server.run(&["ip", family, "rule"]);
+        let rules = String::from_utf8_lossy(&rules.stdout);
+        assert!(!rules.contains("0x111"), "unenroll removes the pod's reply rule ({family}):\n{rules}");
+    }
     let report = connect_from(&client, dst, 4096, 10);
     assert!(report.echoed_intact, "direct after unenroll:\n{}", report.raw);
     assert_eq!(
@@ -183,4 +192,51 @@ fn capture_fails_closed_is_readopted_and_unenroll_restores_direct_traffic() {
         String::from_utf8_lossy(&pods.stdout)
     );
     let _ = &mut za;
+}
+
+#[test]
+fn apps_see_the_real_client_address_over_hbone_and_captured_plaintext() {
+    if !require_root("apps_see_the_real_client_address_over_hbone_and_captured_plaintext") {
+        return;
+    }
+    let mut mesh = CaptureMesh::new("capture-source", &["node-a", "node-b"]);
+    let client = mesh.pod("node-a", "client", "sleep", Membership::Captured);
+    let outside = mesh.pod("node-a", "outside", "none", Membership::Outside);
+    let server = mesh.pod("node-b", "server", "echo", Membership::Captured);
+    mesh.write_config();
+    // Dual-stack, so IPv4 and IPv6 clients reach the same app (IPv4 ones as mapped addresses).
+    let app = serve_in(&server, SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 8080));
+    let za = mesh.start_ztunnel("node-a");
+    let zb = mesh.start_ztunnel("node-b");
+    let logs = || format!("node-a ztunnel:\n{}\nnode-b ztunnel:\n{}", za.stdout(), zb.stdout());
+
+    let cases = [
+        ("HBONE over IPv4", &client, SocketAddr::new(IpAddr::V4(server.ip()), 8080), IpAddr::V4(client.ip())),
+        ("HBONE over IPv6", &client, SocketAddr::new(IpAddr::V6(server.ip6()), 8080), IpAddr::V6(client.ip6())),
+        ("plaintext over IPv4", &outside, SocketAddr::new(IpAddr::V4(server.ip()), 8080), IpAddr::V4(outside.ip())),
+        ("plaintext over IPv6", &outside, SocketAddr::new(IpAddr::V6(server.ip6()), 8080), IpAddr::V6(outside.ip6())),
+    ];
+    for (what, from, dst, want) in cases {
+        // A megabyte both ways: the app's answers find their way back to ztunnel.
+        let report = connect_from(from, dst, MIB, 10);
+        assert!(report.echoed_intact, "{what}: {} -> {dst}:\n{}\n{}", from.name(), report.raw, logs());
+        let peers = accepted_peers(&app);
+        assert_eq!(
+            peers.last().map(|p| p.ip()),
+            Some(want),
+            "{what}: the app must see the client's address: {peers:?}"
+        );
+    }
+    let hbone_in = [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", "server")];
+    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &hbone_in, 2);
+    let plain_in = [("reporter", "destination"), ("connection_security_policy", "unknown")];
+    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &plain_in, 2);
+
+    // A connection the app refuses still fails at once (the reset comes back to ztunnel too).
+    for dst in [SocketAddr::new(IpAddr::V4(server.ip()), 8099), SocketAddr::new(IpAddr::V6(server.ip6()), 8099)] {
+        let started = std::time::Instant::now();
+        let report = connect_from(&outside, dst, 1024, 10);
+        assert!(!report.echoed_intact, "nothing listens on {dst}:\n{}", report.raw);
+        assert!(started.elapsed() < std::time::Duration::from_secs(5), "refusal to {dst} took {:?}", started.elapsed());
+    }
 }

@@ -64,3 +64,69 @@ fn strict_resets_plaintext_and_permissive_lets_it_through() {
     }
     assert!(report.is_some(), "PERMISSIVE must accept plaintext after the reload:\n{}", logs());
 }
+
+/// Starts `testapp http` on `addr` in `pod` and waits until it listens.
+fn http_in(pod: &ztunnel_tests::netns::Pod, addr: SocketAddr) -> ztunnel_tests::netns::ProcGuard {
+    let app = ztunnel_tests::netns::testapp_binary();
+    let mut proc = pod.spawn(&[app.to_str().expect("utf-8 path"), "http", &addr.to_string()]);
+    proc.wait_for_stdout("listening", Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("http server in {} did not start: {e}", pod.name()));
+    proc
+}
+
+#[test]
+fn kubelet_probes_reach_a_strict_pod_and_nothing_else_from_outside_does() {
+    if !require_root("kubelet_probes_reach_a_strict_pod_and_nothing_else_from_outside_does") {
+        return;
+    }
+    let mut mesh = CaptureMesh::new("policy-probes", &["node-a", "node-b"]);
+    let outside = mesh.pod("node-a", "outside", "none", Membership::Outside);
+    let server = mesh.pod("node-b", "server", "web", Membership::Captured);
+    mesh.extra_config = "namespaces:\n- {name: default, mtls: STRICT}\n".into();
+    // A test cgroup stands in for the kubelet's (never the machine's root cgroup).
+    let kubelet = mesh.topo.add_cgroup("kubelet");
+    mesh.kubelet_cgroup = Some(kubelet.clone());
+    mesh.write_config();
+    let echo = serve_in(&server, at(Ipv4Addr::UNSPECIFIED, 8080));
+    let web = http_in(&server, SocketAddr::new(IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED), 8081));
+    let za = mesh.start_ztunnel("node-a");
+    let zb = mesh.start_ztunnel("node-b");
+    let logs = || format!("node-a:\n{}\nnode-b:\n{}", za.stdout(), zb.stdout());
+    let (node_a, node_b) = (mesh.node("node-a").clone(), mesh.node("node-b").clone());
+    let app = ztunnel_tests::netns::testapp_binary();
+    let app = app.to_str().expect("utf-8 path");
+
+    // The kubelet's TCP probe (any port) and HTTP probes over IPv4 and IPv6 reach the app.
+    let tcp = node_b.run_in_cgroup(
+        &kubelet,
+        &[app, "connect", &at(server.ip(), 8080).to_string(), "--bytes", "4096", "--timeout", "5"],
+    );
+    assert!(
+        tcp.status.success(),
+        "a TCP probe from the server's node must reach the app:\n{}{}\n{}",
+        String::from_utf8_lossy(&tcp.stdout),
+        String::from_utf8_lossy(&tcp.stderr),
+        logs()
+    );
+    for addr in [at(server.ip(), 8081), SocketAddr::new(IpAddr::V6(server.ip6()), 8081)] {
+        let got = node_b.http_get_in_cgroup(&kubelet, addr, "/healthz");
+        let (status, body) =
+            got.unwrap_or_else(|e| panic!("HTTP probe to {addr} from the node failed: {e:#}\n{}", logs()));
+        assert_eq!(status, 200, "HTTP probe to {addr}: {body}");
+        let node_source = if addr.is_ipv4() { IpAddr::V4(node_b.gateway()) } else { IpAddr::V6(node_b.gateway6()) };
+        assert!(body.contains(&node_source.to_string()), "the app sees the node's address {node_source}: {body}");
+    }
+    assert_eq!(accepted_peers(&echo).len(), 1, "the TCP probe reached the echo app");
+    assert_eq!(accepted_peers(&web).len(), 2, "both HTTP probes reached the web app");
+
+    // Nothing else is exempt: the same node outside the kubelet's cgroup, another node's
+    // kubelet, and another pod are still plaintext under STRICT, refused before the app.
+    let not_kubelet = node_b.http_get(at(server.ip(), 8081), "/healthz");
+    assert!(not_kubelet.is_err(), "a node process outside the kubelet cgroup must be refused: {not_kubelet:?}");
+    let other_node = node_a.http_get_in_cgroup(&kubelet, at(server.ip(), 8081), "/healthz");
+    assert!(other_node.is_err(), "another node's kubelet must be refused: {other_node:?}");
+    let plain = connect_from(&outside, at(server.ip(), 8080), 4096, 5);
+    assert!(!plain.echoed_intact && plain.error.is_some(), "STRICT must refuse a pod's plaintext:\n{}", plain.raw);
+    assert_eq!(accepted_peers(&echo).len(), 1, "no refused connection reached the echo app");
+    assert_eq!(accepted_peers(&web).len(), 2, "no refused connection reached the web app");
+}

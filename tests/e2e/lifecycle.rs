@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ztunnel_tests::mesh::{metric_sum, write_atomically};
 use ztunnel_tests::process::{ChildGuard, ztunnel_binary};
+use ztunnel_tests::wait::eventually;
 use ztunnel_tests::{Mesh, echo_server, http_get, socks5_connect};
 
 async fn round_trip(socks: SocketAddr, client: std::net::IpAddr, dst: SocketAddr) -> anyhow::Result<Vec<u8>> {
@@ -45,8 +46,13 @@ async fn config_reload_applies_good_files_and_keeps_serving_through_bad_ones() {
     let _b = mesh.start_node("node-b").await;
     let vip = SocketAddr::new(mesh.subnet.ip(100), 80);
 
-    // Before the reload the VIP is unknown: passthrough to an address nobody serves.
-    assert!(round_trip(a.socks5(), client, vip).await.is_err(), "an unknown VIP must not be served");
+    // Before the reload the VIP is unknown: an address of this host that is no mesh workload,
+    // which SOCKS5 refuses (reply 2, not allowed) instead of passing it through.
+    let unserved = round_trip(a.socks5(), client, vip).await.expect_err("an unknown VIP must not be served");
+    assert!(
+        unserved.to_string().contains("socks5 reply code 2"),
+        "expected a refused host-local destination, got: {unserved:#}"
+    );
 
     // A good change adds the service; it applies without a restart.
     mesh.service("web", "default", 100, &[(80, 8080)]);
@@ -91,23 +97,26 @@ async fn sigterm_lets_a_live_transfer_finish_then_exits() {
     cmd.args(["--readiness-addr", &addr(15021), "--drain-deadline", "20s", "--log-level", "warn"]);
     let mut node_a = ChildGuard::spawn(cmd);
     let readiness = SocketAddr::new(ip, 15021);
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok((200, _)) = http_get(readiness, "/healthz/ready").await {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "ztunnel binary did not become ready");
+    eventually("the ztunnel binary is ready", Duration::from_secs(10), || async {
+        matches!(http_get(readiness, "/healthz/ready").await, Ok((200, _)))
+    })
+    .await;
     let socks = SocketAddr::new(ip, 15080);
 
     let mut live = socks5_connect(socks, client, server).await.expect("live connection");
     live.write_all(b"before ").await.unwrap();
     node_a.terminate();
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    // Draining: new connections are refused, the live one keeps working.
-    assert!(socks5_connect(socks, client, server).await.is_err(), "a draining ztunnel must not accept new connections");
+    // Draining: new connections are refused (the SOCKS5 listener is closed), the live one
+    // keeps working.
+    eventually("the draining ztunnel refuses new connections", Duration::from_secs(5), || async {
+        socks5_connect(socks, client, server).await.is_err_and(|e| {
+            e.chain().any(|c| {
+                c.downcast_ref::<std::io::Error>().map(std::io::Error::kind)
+                    == Some(std::io::ErrorKind::ConnectionRefused)
+            })
+        })
+    })
+    .await;
     assert!(node_a.wait_timeout(Duration::from_millis(10)).is_none(), "ztunnel must wait for the live connection");
     live.write_all(b"and after SIGTERM").await.unwrap();
     live.shutdown().await.unwrap();

@@ -13,6 +13,7 @@ use ztunnel::telemetry::LogHandle;
 use ztunnel::xds::ADDRESS_TYPE;
 use ztunnel::xds::testing::{CaBehavior, FakeIstiod, FakeResource, FakeService, FakeWorkload};
 use ztunnel_tests::counting::CountingServer;
+use ztunnel_tests::wait::eventually;
 use ztunnel_tests::{Mesh, MeshNode, echo_server, http_get, socks5_connect};
 
 fn workload(name: &str, sa: &str, ip: IpAddr, node: &str) -> FakeWorkload {
@@ -60,16 +61,6 @@ async fn serial(node: &MeshNode, identity: &str) -> Option<String> {
         .iter()
         .find(|c| c["identity"] == identity)
         .and_then(|c| c["certChain"].as_array()?.first()?["serialNumber"].as_str().map(str::to_string))
-}
-
-async fn eventually<F: std::future::Future<Output = bool>>(what: &str, secs: u64, f: impl Fn() -> F) {
-    for _ in 0..secs * 10 {
-        if f().await {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("timed out after {secs} s waiting until {what}");
 }
 
 struct TwoNodes {
@@ -150,18 +141,28 @@ async fn removed_workload_stops_receiving_new_connections() {
         }
     };
     connect(20).await;
-    eventually("both endpoints got connections", 10, || async { app1.accepted() > 0 && app2.accepted() > 0 }).await;
+    eventually("both endpoints got connections", Duration::from_secs(10), || async {
+        app1.accepted() > 0 && app2.accepted() > 0
+    })
+    .await;
 
     let nonces = istiod.remove(ADDRESS_TYPE, &[&w2.uid]);
     istiod.wait_request("node-a ACKs the removal", |r| r.is_ack_of(&nonces[0]) && r.stream == 1).await;
     istiod.wait_request("node-b ACKs the removal", |r| r.is_ack_of(&nonces[0]) && r.stream == 2).await;
-    let before = app2.accepted();
+    let (before1, before2) = (app1.accepted(), app2.accepted());
     connect(20).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(app2.accepted(), before, "the removed workload must get no new connections");
-    assert!(app1.accepted() >= 20, "the remaining endpoint takes them: {}", app1.accepted());
+    // All 20 reach the remaining endpoint; only then is "none went to the removed one" known.
+    eventually("the remaining endpoint took all 20", Duration::from_secs(10), || async {
+        app1.accepted() >= before1 + 20
+    })
+    .await;
+    assert_eq!(app2.accepted(), before2, "the removed workload must get no new connections");
     let refused = tokio::net::TcpStream::connect(SocketAddr::new(s2, 15008)).await;
-    assert!(refused.is_err(), "node-b must stop the removed workload's HBONE listener");
+    assert_eq!(
+        refused.as_ref().map_err(std::io::Error::kind).err(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "node-b must stop the removed workload's HBONE listener: {refused:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -176,7 +177,7 @@ async fn malformed_resource_is_nacked_naming_it_while_others_apply() {
         detail.contains("Address \"Kubernetes//Pod/default/broken\"") && detail.contains("workload.addresses[0]"),
         "the NACK must name the resource and field: {detail}"
     );
-    eventually("the good resource of the same push applies", 10, || async {
+    eventually("the good resource of the same push applies", Duration::from_secs(10), || async {
         let dump = t.a.config_dump().await;
         dump["workloads"].as_array().is_some_and(|w| w.iter().any(|w| w["name"] == "late"))
     })
@@ -190,8 +191,10 @@ async fn malformed_resource_is_nacked_naming_it_while_others_apply() {
 async fn xds_restart_keeps_config_then_resyncs_with_initial_resource_versions() {
     let t = two_nodes().await;
     t.istiod.stop_xds().await;
-    eventually("node-a notices istiod is gone", 10, || async { t.a.config_dump().await["xds"]["connected"] == false })
-        .await;
+    eventually("node-a notices istiod is gone", Duration::from_secs(10), || async {
+        t.a.config_dump().await["xds"]["connected"] == false
+    })
+    .await;
     round_trip(&t.a, t.client, t.server, b"while istiod is down").await.expect("last config keeps serving");
 
     let late = workload("late", "late", t.mesh.subnet.ip(30), "node-b");
@@ -207,7 +210,7 @@ async fn xds_restart_keeps_config_then_resyncs_with_initial_resource_versions() 
         "initial_resource_versions must name what the client holds: {:?}",
         resync.initial_resource_versions
     );
-    eventually("the change made while down arrives", 15, || async {
+    eventually("the change made while down arrives", Duration::from_secs(15), || async {
         let dump = t.a.config_dump().await;
         dump["workloads"].as_array().is_some_and(|w| w.iter().any(|w| w["name"] == "late"))
     })
@@ -240,13 +243,15 @@ async fn ca_outage_past_a_refresh_keeps_the_old_certificate_until_the_ca_returns
 
     istiod.set_ca(CaBehavior::Unavailable);
     let asked = istiod.ca_requests().len();
-    eventually("a refresh is attempted while the CA is down", 20, || async { istiod.ca_requests().len() > asked + 1 })
-        .await;
+    eventually("a refresh is attempted while the CA is down", Duration::from_secs(20), || async {
+        istiod.ca_requests().len() > asked + 1
+    })
+    .await;
     round_trip(&a, client, server, b"during the outage").await.expect("the old certificate keeps serving");
     assert_eq!(serial(&b, echo_id).await.as_deref(), Some(first.as_str()), "still the first certificate");
 
     istiod.set_ca(CaBehavior::Normal);
-    eventually("a new certificate once the CA is back", 30, || async {
+    eventually("a new certificate once the CA is back", Duration::from_secs(30), || async {
         serial(&b, echo_id).await.is_some_and(|s| s != first)
     })
     .await;
@@ -266,7 +271,7 @@ async fn ca_answers_with_the_wrong_san_or_chain_are_rejected() {
         istiod.set_ca(behavior);
         let running = start_unready(node_config(&istiod, "node-b")).await;
         let node = MeshNode { running: Some(running) };
-        eventually(&format!("the {behavior:?} answer is reported"), 15, || async {
+        eventually(&format!("the {behavior:?} answer is reported"), Duration::from_secs(15), || async {
             node.config_dump().await["certificates"].to_string().contains(expected)
         })
         .await;

@@ -69,8 +69,10 @@ async fn deny_on_service_accounts_from_istiod_denies_that_account_only() {
     push_policy(&t, &FakePolicy::new(policy("deny-sleep", Action::Deny, service_account("sleep")))).await;
 
     assert_refused(&t, t.client, "default/sleep is denied by serviceAccounts").await;
-    eventually("node-a knows the other client", 15, || async { t.a.state().read().workload_by_ip(other).is_some() })
-        .await;
+    eventually("node-a knows the other client", Duration::from_secs(15), || async {
+        t.a.state().read().workload_by_ip(other).is_some()
+    })
+    .await;
     round_trip(&t.a, other, t.server, b"another account").await.expect("default/other is not denied");
     let denied = [("policy", "default/deny-sleep"), ("reason", "explicitly_denied")];
     assert_eq!(t.b.wait_metric(DENIED, &denied, 1).await, 1, "{}", t.b.metrics().await);

@@ -48,6 +48,9 @@ pub struct CaptureMesh {
     pub services: Vec<MeshService>,
     /// YAML appended to the rendered config as is (top-level `policies`, `namespaces`).
     pub extra_config: String,
+    /// Passed as `--kubelet-cgroup` to every ztunnel (a cgroup of this topology, never the
+    /// machine's root); `None` passes nothing, so no host connection is exempt.
+    pub kubelet_cgroup: Option<PathBuf>,
 }
 
 /// A service of the mesh: a VIP with port -> target port.
@@ -67,7 +70,15 @@ impl CaptureMesh {
         let dir = tempfile::tempdir().expect("temp dir");
         ztunnel::tls::install_crypto_provider();
         ztunnel::identity::LocalCa::load_or_generate(&dir.path().join("ca"), "cluster.local").expect("test CA");
-        CaptureMesh { topo, dir, nodes, pods: Vec::new(), services: Vec::new(), extra_config: String::new() }
+        CaptureMesh {
+            topo,
+            dir,
+            nodes,
+            pods: Vec::new(),
+            services: Vec::new(),
+            extra_config: String::new(),
+            kubelet_cgroup: None,
+        }
     }
 
     pub fn node(&self, name: &str) -> &Node {
@@ -215,6 +226,9 @@ impl CaptureMesh {
             "--log-level".into(),
             std::env::var("ZTUNNEL_TEST_LOG").unwrap_or_else(|_| "info".into()),
         ]);
+        if let Some(cgroup) = &self.kubelet_cgroup {
+            args.extend(["--kubelet-cgroup".into(), cgroup.display().to_string()]);
+        }
         self.topo.register_bpf_dir(self.pin_dir(node));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
         n.spawn(&argv)

@@ -14,6 +14,7 @@ pub mod net;
 pub mod netns;
 pub mod policies;
 pub mod process;
+pub mod wait;
 
 pub use mesh::{Mesh, MeshNode, ServiceSpec, WorkloadSpec};
 pub use net::{Subnet, echo_server, http_get, sha256_hex, socks5_connect};

@@ -105,12 +105,37 @@ impl Drop for ChildGuard {
 /// and readiness (15021) listeners on `ip` and `extra` arguments, and waits (bounded, 10 s)
 /// until it answers readiness.
 pub async fn spawn_ready_node(mesh: &crate::Mesh, node: &str, ip: std::net::IpAddr, extra: &[&str]) -> ChildGuard {
+    spawn_node(mesh, node, ip, extra, None).await
+}
+
+/// Like [`spawn_ready_node`], with the binary's output (its log) written to `log`.
+pub async fn spawn_ready_node_logged(
+    mesh: &crate::Mesh,
+    node: &str,
+    ip: std::net::IpAddr,
+    extra: &[&str],
+    log: &std::path::Path,
+) -> ChildGuard {
+    spawn_node(mesh, node, ip, extra, Some(log)).await
+}
+
+async fn spawn_node(
+    mesh: &crate::Mesh,
+    node: &str,
+    ip: std::net::IpAddr,
+    extra: &[&str],
+    log: Option<&std::path::Path>,
+) -> ChildGuard {
     let addr = |port: u16| std::net::SocketAddr::new(ip, port).to_string();
     let mut cmd = Command::new(ztunnel_binary());
     cmd.args(["proxy", "--config"]).arg(mesh.config_path());
     cmd.args(["--node", node, "--state-dir"]).arg(mesh.ca_dir());
     cmd.args(["--admin-addr", &addr(15000), "--metrics-addr", &addr(15020), "--readiness-addr", &addr(15021)]);
     cmd.args(["--log-level", "warn"]).args(extra);
+    if let Some(log) = log {
+        let file = std::fs::File::create(log).unwrap_or_else(|e| panic!("create log file {}: {e}", log.display()));
+        cmd.stdout(file);
+    }
     let child = ChildGuard::spawn(cmd);
     let readiness = std::net::SocketAddr::new(ip, 15021);
     for _ in 0..200 {

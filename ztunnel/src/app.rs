@@ -249,7 +249,11 @@ async fn start_capture(
     mut synced: tokio::sync::watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), AppError> {
-    let settings = CaptureSettings { pin_dir: config.pin_dir.clone(), records_dir: config.records_dir.clone() };
+    let settings = CaptureSettings {
+        pin_dir: config.pin_dir.clone(),
+        records_dir: config.records_dir.clone(),
+        kubelet_cgroup: config.kubelet_cgroup.clone(),
+    };
     // Re-adopted pods stay captured and refusing until the keeper serves them.
     let capture = Capture::start(settings, inputs.clone(), ready).await?;
     tasks.spawn(capture.clone().keep_serving(synced.clone(), inputs.drain.clone()));

@@ -168,6 +168,14 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "/sys/fs/bpf/ztunnel")]
     pub bpf_pin_dir: PathBuf,
 
+    /// With --capture: the cgroup (v2) of the node's kubelet, whose connections from the host
+    /// network namespace reach enrolled pods' applications without ztunnel, so health probes
+    /// work under STRICT mTLS (Istio's probe exemption). A path under the cgroup2 mount, or
+    /// relative to it; `/` covers every process of the host namespace, as Istio does. Unset:
+    /// no exemption.
+    #[arg(long, env = "ZTUNNEL_KUBELET_CGROUP")]
+    pub kubelet_cgroup: Option<PathBuf>,
+
     /// Unix socket for `ztunnel enroll` / `unenroll` (with --capture).
     #[arg(long, default_value = DEFAULT_CONTROL_SOCKET)]
     pub control_socket: PathBuf,
@@ -282,6 +290,8 @@ pub struct CaptureConfig {
     pub pin_dir: PathBuf,
     pub records_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// The kubelet's cgroup, whose host connections bypass inbound capture (probes).
+    pub kubelet_cgroup: Option<PathBuf>,
 }
 
 /// Where workload certificates come from.
@@ -303,6 +313,7 @@ impl TryFrom<ProxyArgs> for ProxyConfig {
             pin_dir: a.bpf_pin_dir.clone(),
             records_dir: a.state_dir.join("capture"),
             control_socket: a.control_socket.clone(),
+            kubelet_cgroup: a.kubelet_cgroup.clone(),
         });
         let xds = a.istiod.xds();
         match (&a.config, &xds) {

@@ -1,6 +1,7 @@
 //! ztunnel: a per-node Layer-4 proxy for ambient service meshes.
 //!
-//! Modules form layers (see DESIGN.md section 2); a module imports only from lower layers.
+//! Modules form layers (see ARCHITECTURE.md at the repository root); a module imports only
+//! from lower layers.
 //!
 //! 0. [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`], [`descriptors`]
 //! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification), [`policy`] (pure
@@ -27,6 +28,9 @@ pub mod proxy;
 pub mod readiness;
 pub mod state;
 pub mod telemetry;
+/// How tests that cannot run here say so (the `testing` feature; never in the binary).
+#[cfg(any(test, feature = "testing"))]
+pub mod test_skip;
 pub mod tls;
 pub mod types;
 pub mod xds;

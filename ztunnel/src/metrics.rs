@@ -4,7 +4,8 @@
 //! read: `istio_tcp_connections_opened_total`, `istio_tcp_connections_closed_total`,
 //! `istio_tcp_received_bytes_total`, `istio_tcp_sent_bytes_total`, all labelled with
 //! [`ConnectionLabels`], plus `istio_build{component="ztunnel",tag=...}`, and ztunnel's own
-//! authorization counters ([`AuthorizationMetrics`]). Empty label values
+//! authorization counters ([`AuthorizationMetrics`]) and failure counter ([`FailureMetrics`]).
+//! Empty label values
 //! are exported as `unknown`, as Istio's ztunnel does.
 //!
 //! Recording is cheap: the caller builds labels once per connection and either calls the
@@ -21,11 +22,13 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 mod authorization;
+mod failures;
 mod labels;
 #[cfg(test)]
 pub(crate) mod tests;
 
 pub use authorization::{AuthorizationLabels, AuthorizationMetrics};
+pub use failures::{FailureLabels, FailureMetrics};
 use labels::LabelText;
 pub use labels::{ConnectionLabels, Reporter, RequestProtocol, ResponseFlags, SecurityPolicy};
 
@@ -62,6 +65,8 @@ pub struct Metrics {
     sent_bytes: ConnectionFamily,
     /// Decisions of authorization policy.
     pub authorization: AuthorizationMetrics,
+    /// Connections that failed or ended abnormally, by reason.
+    pub failures: FailureMetrics,
 }
 
 /// The four counters of one connection's label set, resolved once; updates are atomic adds.
@@ -106,7 +111,8 @@ impl Metrics {
         build.get_or_create(&BuildLabels { component: "ztunnel", tag: env!("CARGO_PKG_VERSION") }).set(1);
 
         let authorization = AuthorizationMetrics::register(&mut registry);
-        Metrics { registry, opened, closed, received_bytes, sent_bytes, authorization }
+        let failures = FailureMetrics::register(&mut registry);
+        Metrics { registry, opened, closed, received_bytes, sent_bytes, authorization, failures }
     }
 
     /// The `istio_`-prefixed registry, for other components to add their metrics at startup

@@ -5,6 +5,9 @@
 //!   listening local=<addr>
 //!   accepted peer=<peer> local=<local>             (one per connection)
 //!   closed peer=<peer> bytes=<n>
+//! testapp http <ip:port>                           HTTP/1.1 server answering 200 "peer=<peer>"
+//!   listening local=<addr>
+//!   accepted peer=<peer> local=<local>             (one per connection)
 //! testapp connect <ip:port> [--bytes N] [--timeout SECS]
 //!   connected local=<local> peer=<getpeername>
 //!   echo bytes=<n> sha256=<hex> sent_sha256=<hex> elapsed_us=<connect to last echo byte>
@@ -31,10 +34,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("serve") => parse_addr(&args, 1).and_then(|addr| serve(addr).map_err(Failure::Error)),
+        Some("http") => parse_addr(&args, 1).and_then(|addr| serve_http(addr).map_err(Failure::Error)),
         Some("connect") => ConnectArgs::parse(&args).and_then(|a| connect(&a).map_err(Failure::Error)),
         Some("rtt") => ConnectArgs::parse(&args).and_then(|a| rtt(&a).map_err(Failure::Error)),
         Some("bind") => parse_addr(&args, 1).and_then(|addr| bind(addr).map_err(Failure::Error)),
-        _ => Err(Failure::Usage("expected serve, connect, rtt or bind".into())),
+        _ => Err(Failure::Usage("expected serve, http, connect, rtt or bind".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -78,6 +82,35 @@ fn serve(addr: SocketAddr) -> Result<(), String> {
         say(&format!("accepted peer={peer} local={local}"));
         std::thread::spawn(move || echo(stream, peer));
     }
+}
+
+fn serve_http(addr: SocketAddr) -> Result<(), String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| format!("local address: {e}"))?;
+    say(&format!("listening local={local}"));
+    loop {
+        let (stream, peer) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        let local = stream.local_addr().map_or_else(|e| format!("?({e})"), |a| a.to_string());
+        say(&format!("accepted peer={peer} local={local}"));
+        std::thread::spawn(move || answer_http(stream, peer));
+    }
+}
+
+/// Reads one request head (bounded, 5 s) and answers `200` with the peer's address.
+fn answer_http(mut stream: TcpStream, peer: SocketAddr) {
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(5)));
+    let mut head = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 16 * 1024 {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    let body = format!("peer={peer}\n");
+    let answer = format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}", body.len());
+    let _ = stream.write_all(answer.as_bytes());
+    let _ = stream.shutdown(Shutdown::Write);
 }
 
 /// Echoes until the peer half-closes, then half-closes too.

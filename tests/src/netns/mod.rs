@@ -46,16 +46,10 @@ pub fn netns_path(name: &str) -> PathBuf {
     PathBuf::from("/var/run/netns").join(name)
 }
 
-/// True when running as root; otherwise prints `skipping <test>: needs root` and returns false.
+/// True when running as root; otherwise records the test as skipped (a failure under CI, see
+/// [`ztunnel::test_skip`]) and returns false.
 pub fn require_root(test: &str) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    // `Uid: <real> <effective> <saved> <fs>`
-    let euid = status.lines().find_map(|l| l.strip_prefix("Uid:")).and_then(|ids| ids.split_whitespace().nth(1));
-    if euid == Some("0") {
-        return true;
-    }
-    eprintln!("skipping {test}: needs root");
-    false
+    ztunnel::test_skip::require_root(test, "network namespaces, cgroups, eBPF")
 }
 
 /// The `testapp` binary of this crate (built by cargo before integration tests run; from

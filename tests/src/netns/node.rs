@@ -130,6 +130,26 @@ impl Node {
         Placement { label: format!("node {}", self.netns), netns: self.netns_path(), cgroup: None }
     }
 
+    /// Runs `cmd` in the node's namespace inside the cgroup `cgroup` (one made with
+    /// [`super::Topology::add_cgroup`], e.g. standing in for the kubelet's), to completion.
+    pub fn run_in_cgroup(&self, cgroup: &std::path::Path, cmd: &[&str]) -> Output {
+        let placement =
+            Placement { label: format!("node {}", self.netns), netns: self.netns_path(), cgroup: Some(cgroup) };
+        placement.run(&self.shared, cmd, RUN_TIMEOUT)
+    }
+
+    /// `GET http://<addr><path>` with curl from the node's namespace inside `cgroup`.
+    pub fn http_get_in_cgroup(
+        &self,
+        cgroup: &std::path::Path,
+        addr: SocketAddr,
+        path: &str,
+    ) -> anyhow::Result<(u16, String)> {
+        let placement =
+            Placement { label: format!("node {}", self.netns), netns: self.netns_path(), cgroup: Some(cgroup) };
+        placement.http_get(&self.shared, addr, path)
+    }
+
     /// Starts `cmd` in the node's namespace (in the test's own cgroup, not a pod's).
     pub fn spawn(&self, cmd: &[&str]) -> ProcGuard {
         self.placement().spawn(&self.shared, cmd)

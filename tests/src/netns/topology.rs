@@ -102,6 +102,15 @@ impl Topology {
         &self.shared.bpf_dir
     }
 
+    /// Creates `<cgroup_dir>/<name>`, a cgroup of this topology that is no pod's (for example
+    /// one standing in for a node's kubelet); removed with the topology.
+    pub fn add_cgroup(&self, name: &str) -> PathBuf {
+        check_name("cgroup", name).unwrap_or_else(|e| panic!("topology {}: {e}", self.shared.id));
+        let dir = self.shared.cgroup_dir.join(name);
+        cgroup::create_dir_all(&dir).unwrap_or_else(|e| panic!("topology {}: {e:#}", self.shared.id));
+        dir
+    }
+
     /// Removes `path` (recursively) when the topology drops.
     pub fn register_bpf_dir(&self, path: impl Into<PathBuf>) {
         self.shared.registry().bpf_dirs.push(path.into());

@@ -10,8 +10,10 @@
 //! unenrolling in between), so a change in the machine's load during the run weighs on both
 //! alike. Latency percentiles pool every round's samples; throughput is the median round.
 //!
-//! Each upload checks which path it took: the sink sees ztunnel (dialling from inside the
-//! pod, 127.0.0.6) through the mesh, and `sleep`'s own address when direct. This is a
+//! Each upload checks which path it took: through the mesh, `data`'s ztunnel counts an mTLS
+//! connection from `sleep` (and the sink sees `sleep`'s address, which ztunnel keeps, or
+//! 127.0.0.6 where the pod does not allow that); direct, no ztunnel counts it and the sink
+//! sees `sleep`'s own address. This is a
 //! benchmark, not a test: numbers vary with the machine and its load, and only a failed
 //! measurement fails the demo.
 
@@ -22,11 +24,13 @@ use anyhow::{Context, bail};
 
 use super::blocking::blocking;
 use super::cluster::{Cluster, DemoPod, Role, app_name};
-use super::flows::last_peer;
 use super::layout::{App, DATA, SLEEP};
 use super::probe::{LatencyStats, field, parse_fields};
+use super::server_log::last_peer;
+use super::units::human_bytes;
+use super::{evidence, metrics};
 
-/// Where ztunnel dials apps from inside their pod.
+/// Where ztunnel dials apps from inside their pod when it cannot use the client's address.
 const ZTUNNEL_INBOUND_SOURCE: &str = "127.0.0.6";
 
 /// How the two pods talk during one phase.
@@ -97,7 +101,7 @@ pub(crate) async fn run(cluster: &Cluster, plan: BenchPlan) -> anyhow::Result<[M
         "    {rounds} rounds; per path and round: {} connect cycles to {echo} after {} warm-up, one {} upload to {sink}",
         plan.cycles / rounds,
         plan.warmup,
-        super::report::human_bytes(plan.upload_bytes)
+        human_bytes(plan.upload_bytes)
     );
 
     let mut samples: [Vec<Duration>; 2] = Default::default();
@@ -182,7 +186,11 @@ async fn phase_once(
         .map(str::to_string)
         .collect();
     let limit = Duration::from_secs(60 + plan.upload_bytes / (4 * 1024 * 1024));
+    let before = metrics::parse(&cluster.metrics_text(DATA.node).await?);
     let upload = probe(from, upload_argv, "upload", limit).await.context("upload")?;
+    let after = metrics::parse(&cluster.metrics_text(DATA.node).await?);
+    let tunnelled = evidence::side(&evidence::changes(&before, &after), "destination", SLEEP.name)
+        .is_some_and(|c| c.opened > 0 && c.mutual_tls());
     let micros: u64 = field(&upload, "micros").context("upload: no micros")?;
     let rate = plan.upload_bytes as f64 / (1024.0 * 1024.0) / (micros.max(1) as f64 / 1e6);
     let saw =
@@ -190,7 +198,11 @@ async fn phase_once(
     let via_ztunnel = saw.starts_with(&format!("{ZTUNNEL_INBOUND_SOURCE}:"));
     let from_client = saw.starts_with(&format!("{}:", from.ip()));
     match path {
-        Path::Captured if !via_ztunnel => bail!("the captured upload reached the sink from {saw:?}, not via ztunnel"),
+        Path::Captured if !tunnelled => bail!("the captured upload was not counted by {}'s ztunnel", DATA.node),
+        Path::Captured if !(via_ztunnel || from_client) => {
+            bail!("the captured upload reached the sink from {saw:?}, not from {} or ztunnel", from.ip())
+        }
+        Path::Direct if tunnelled => bail!("the direct upload went through {}'s ztunnel", DATA.node),
         Path::Direct if !from_client => {
             bail!("the direct upload reached the sink from {saw:?}, not from {}", from.ip())
         }

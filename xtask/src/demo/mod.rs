@@ -32,6 +32,8 @@ mod metrics;
 pub(crate) mod prerequisites;
 pub(crate) mod probe;
 mod report;
+mod server_log;
+mod units;
 
 use std::path::Path;
 use std::process::ExitCode;

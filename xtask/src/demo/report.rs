@@ -9,6 +9,7 @@ use super::cluster::Cluster;
 use super::flows::{Client, Flow};
 use super::layout::{NODES, WEB_SERVICE};
 use super::metrics::Sample;
+use super::units::human_bytes;
 
 /// Prints the nodes, their pods and the service.
 pub(crate) fn plan(cluster: &Cluster) {
@@ -86,6 +87,8 @@ pub(crate) fn flows(flows: &[Flow]) {
         if let Some(peer) = &f.server_saw {
             let who = if peer.starts_with("127.0.0.6") {
                 "ztunnel, dialling from inside the destination pod"
+            } else if peer.starts_with(&f.spec.from.ip().to_string()) && f.evidence.destination.is_some() {
+                "the client pod's address, kept by ztunnel inside the destination pod"
             } else if peer.starts_with(&f.spec.from.ip().to_string()) {
                 "the client pod itself"
             } else {
@@ -131,7 +134,7 @@ pub(crate) fn bench(measurements: &[Measurement; 2]) {
         rounds(direct),
     );
     println!(
-        "    the sink saw captured uploads from {} (ztunnel) and direct ones from {} (sleep)",
+        "    the sink saw captured uploads from {} (counted by data's ztunnel) and direct ones from {}",
         captured.sink_saw, direct.sink_saw,
     );
     println!(
@@ -307,17 +310,6 @@ fn shorten(s: &str, max: usize) -> String {
     if s.chars().count() <= max { s.to_string() } else { format!("{}…", s.chars().take(max).collect::<String>()) }
 }
 
-/// `1234` -> `1234 B`, `5 MiB` style for larger values.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const KIB: u64 = 1024;
-    const MIB: u64 = 1024 * 1024;
-    match n {
-        n if n >= MIB => format!("{:.1} MiB", n as f64 / MIB as f64),
-        n if n >= 10 * KIB => format!("{:.1} KiB", n as f64 / KIB as f64),
-        n => format!("{n} B"),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -326,7 +318,5 @@ mod tests {
     fn principals_and_sizes_are_compacted() {
         assert_eq!(short_principal("spiffe://cluster.local/ns/default/sa/web"), "sa/web");
         assert_eq!(short_principal("unknown"), "-");
-        assert_eq!(human_bytes(512), "512 B");
-        assert_eq!(human_bytes(256 * 1024 * 1024), "256.0 MiB");
     }
 }

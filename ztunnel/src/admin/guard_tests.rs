@@ -206,8 +206,12 @@ fn have(tool: &str) -> bool {
 /// filter; root may.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_from_another_user_are_refused_and_roots_are_honoured() {
-    if !rustix::process::geteuid().is_root() || !have("setpriv") || !have("curl") {
-        eprintln!("skipped: needs root (to run a client as another user), setpriv and curl");
+    let test = "changes_from_another_user_are_refused_and_roots_are_honoured";
+    if !crate::test_skip::require_root(test, "to run a client as another user") {
+        return;
+    }
+    if !have("setpriv") || !have("curl") {
+        crate::test_skip::skip(test, "needs setpriv and curl");
         return;
     }
     let a = admin(Arc::new(|| serde_json::json!({"workloads": []})), DumpLimits::default()).await;

@@ -4,18 +4,19 @@
 //! Maps are pinned by name under `<pin dir>/maps` and re-adopted by the next load, so a
 //! restarted ztunnel sees the same pod table. Each pod's links are pinned under
 //! `<pin dir>/links/<pod key>/<program>`: they keep the programs attached while ztunnel is
-//! down (capture then fails closed), and removing the pins detaches them.
+//! down (capture then fails closed), and removing the pins detaches them. The host program that
+//! records the kubelet's connections is pinned as `<pin dir>/host/<program>`.
 
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 
-use aya::maps::{HashMap as BpfHashMap, MapData, SockHash};
+use aya::maps::{Array, HashMap as BpfHashMap, MapData, SockHash};
 use aya::programs::links::{FdLink, PinnedLink};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SkLookup, SockOps};
 use aya::{Ebpf, EbpfLoader};
 
-use super::maps::{IpKey, OrigDst, PeerKey, PodConfig};
+use super::maps::{ConnKey, IpKey, OrigDst, PeerKey, PodConfig};
 use super::programs;
 
 /// Failures loading or attaching programs, or touching maps.
@@ -53,7 +54,12 @@ pub struct Loaded {
     pub pod_config: Mutex<BpfHashMap<MapData, u64, PodConfig>>,
     pub orig_dst: Mutex<BpfHashMap<MapData, PeerKey, OrigDst>>,
     pub inbound_sockets: Mutex<SockHash<MapData, IpKey>>,
+    /// ztunnel's transparent dials to apps while they connect (`sk_lookup` lets them through).
+    pub inbound_dials: Mutex<BpfHashMap<MapData, ConnKey, u8>>,
+    /// Index 0: the host network namespace's cookie, for `host_sockops`.
+    host_netns: Mutex<Array<MapData, u64>>,
     links_dir: PathBuf,
+    host_dir: PathBuf,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -65,7 +71,8 @@ impl Loaded {
     pub fn load(pin_dir: &Path) -> Result<Loaded, LoadError> {
         let maps_dir = pin_dir.join("maps");
         let links_dir = pin_dir.join("links");
-        for dir in [&maps_dir, &links_dir] {
+        let host_dir = pin_dir.join("host");
+        for dir in [&maps_dir, &links_dir, &host_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
         }
@@ -76,6 +83,8 @@ impl Loaded {
         }
         let sockops: &mut SockOps = program(&mut ebpf, programs::SOCKOPS)?;
         sockops.load().map_err(|source| LoadError::Program { name: programs::SOCKOPS, source })?;
+        let host_sockops: &mut SockOps = program(&mut ebpf, programs::HOST_SOCKOPS)?;
+        host_sockops.load().map_err(|source| LoadError::Program { name: programs::HOST_SOCKOPS, source })?;
         let lookup: &mut SkLookup = program(&mut ebpf, programs::SK_LOOKUP)?;
         lookup.load().map_err(|source| LoadError::Program { name: programs::SK_LOOKUP, source })?;
 
@@ -88,12 +97,19 @@ impl Loaded {
             BpfHashMap::try_from(take(&mut ebpf, programs::MAP_ORIG_DST)?).map_err(map_err(programs::MAP_ORIG_DST))?;
         let inbound_sockets = SockHash::try_from(take(&mut ebpf, programs::MAP_INBOUND_SOCKETS)?)
             .map_err(map_err(programs::MAP_INBOUND_SOCKETS))?;
+        let host_netns =
+            Array::try_from(take(&mut ebpf, programs::MAP_HOST_NETNS)?).map_err(map_err(programs::MAP_HOST_NETNS))?;
+        let inbound_dials = BpfHashMap::try_from(take(&mut ebpf, programs::MAP_INBOUND_DIALS)?)
+            .map_err(map_err(programs::MAP_INBOUND_DIALS))?;
         Ok(Loaded {
             ebpf: Mutex::new(ebpf),
             pod_config: Mutex::new(pod_config),
             orig_dst: Mutex::new(orig_dst),
             inbound_sockets: Mutex::new(inbound_sockets),
+            host_netns: Mutex::new(host_netns),
+            inbound_dials: Mutex::new(inbound_dials),
             links_dir,
+            host_dir,
         })
     }
 
@@ -144,6 +160,32 @@ impl Loaded {
         let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
         pin(FdLink::from(link), &dir.join(name))?;
         Ok(())
+    }
+
+    /// Lets the host's connections from `cgroup` (the kubelet's) reach enrolled pods' apps:
+    /// records `host_netns` as the namespace whose sockets count, and attaches `host_sockops`
+    /// to `cgroup` (as a link, so programs below it, like the pods', can still attach),
+    /// replacing an earlier attachment. `None` removes the exemption.
+    pub fn set_host_probes(&self, host_netns: u64, cgroup: Option<&File>) -> Result<(), LoadError> {
+        let path = self.host_dir.join(programs::HOST_SOCKOPS);
+        if let Ok(old) = PinnedLink::from_pin(&path) {
+            old.unpin().map_err(|e| LoadError::Pin { path: path.display().to_string(), reason: e.to_string() })?;
+        }
+        let Some(cgroup) = cgroup else {
+            return Ok(());
+        };
+        self.host_netns
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .set(0, host_netns, 0)
+            .map_err(map_err(programs::MAP_HOST_NETNS))?;
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
+        let name = programs::HOST_SOCKOPS;
+        let prog: &mut SockOps = program(&mut ebpf, name)?;
+        let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(|source| LoadError::Program { name, source })?;
+        let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
+        let link = FdLink::try_from(link).map_err(|e| LoadError::Pin { path: name.into(), reason: e.to_string() })?;
+        pin(link, &path)
     }
 
     /// Detaches every program of a pod by removing its pinned links.

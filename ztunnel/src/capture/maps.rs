@@ -224,6 +224,38 @@ impl TryFrom<IpKey> for IpAddr {
     }
 }
 
+/// Key of `host_probes` and `inbound_dials` (C `struct conn_key`): one TCP connection, as its
+/// SYN shows it. IPv4-mapped addresses fold to IPv4 (the SYN is IPv4 then).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ConnKey {
+    /// The connecting socket's address; network order, IPv4 in the first 4 bytes.
+    src: [u8; 16],
+    /// The pod's address, the same encoding.
+    dst: [u8; 16],
+    /// HOST order.
+    src_port: u16,
+    /// HOST order.
+    dst_port: u16,
+    /// [`FAMILY_V4`] or [`FAMILY_V6`] (as a 32-bit field), host order.
+    family: u32,
+}
+
+impl ConnKey {
+    /// The connection from `src` to `dst`, or `None` when their families differ.
+    pub fn new(src: SocketAddr, dst: SocketAddr) -> Option<Self> {
+        let (src_ip, family) = encode_ip(src.ip());
+        let (dst_ip, dst_family) = encode_ip(dst.ip());
+        (family == dst_family).then_some(Self {
+            src: src_ip,
+            dst: dst_ip,
+            src_port: src.port(),
+            dst_port: dst.port(),
+            family: u32::from(family),
+        })
+    }
+}
+
 /// A prefix length longer than the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("prefix length {prefix} is longer than {max} bits")]
@@ -311,6 +343,8 @@ unsafe impl aya::Pod for Cidr4Key {}
 // SAFETY: #[repr(C)] of a u32 and a u8 array without padding (4 + 16 = 20, align 4); every bit
 // pattern is a valid value.
 unsafe impl aya::Pod for Cidr6Key {}
+// SAFETY: as above.
+unsafe impl aya::Pod for ConnKey {}
 
 #[cfg(test)]
 mod tests;

@@ -15,6 +15,10 @@
 //! only when proven gone (its namespace or cgroup is gone) or when its source unenrolls it.
 //! Enrollment sources (local config, the control socket, later Kubernetes) all go through
 //! `enroll`/`unenroll`.
+//!
+//! Serving a pod also installs its reply routing ([`reply_routing`]) so apps are dialled from
+//! their clients' addresses, and [`Capture::start`] attaches the kubelet probe exemption when
+//! `kubelet_cgroup` is set.
 
 pub mod control;
 mod keeper;
@@ -24,11 +28,13 @@ pub mod mounts;
 pub mod netns;
 pub mod programs;
 pub mod records;
+pub mod reply_routing;
 mod serving;
 mod sockets;
 pub mod sys;
 
 use std::collections::HashMap;
+use std::fs::File;
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -52,6 +58,9 @@ pub struct CaptureSettings {
     pub pin_dir: PathBuf,
     /// Directory for enrollment records (survives restarts).
     pub records_dir: PathBuf,
+    /// The kubelet's cgroup: connections its processes open from the host network namespace
+    /// reach enrolled pods' applications directly (probes). `None`: nothing is exempt.
+    pub kubelet_cgroup: Option<PathBuf>,
 }
 
 /// Failures of capture setup and enrollment; each names the pod or object involved.
@@ -78,6 +87,15 @@ pub enum CaptureError {
     NotEnrolled { uid: String },
     #[error("pod {uid}: {reason}")]
     Map { uid: String, reason: String },
+}
+
+/// Reported once per process: without the pod's reply routing its applications see ztunnel's
+/// address (127.0.0.6) instead of their clients'.
+fn warn_no_reply_routing(uid: &str, error: &dyn std::fmt::Display) {
+    static WARNED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !WARNED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        warn!(uid, %error, "cannot route answers to ztunnel inside the pod; its apps see 127.0.0.6 instead of the client's address");
+    }
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> CaptureError + use<> {
@@ -136,6 +154,7 @@ impl Capture {
             pods: Default::default(),
             wake: Notify::new(),
         });
+        capture.exempt_kubelet(settings.kubelet_cgroup.as_deref())?;
         capture.readopt().await;
         Ok(capture)
     }
@@ -184,6 +203,13 @@ impl Capture {
     /// Removes a pod from capture: its traffic flows directly again.
     pub async fn unenroll(&self, uid: &str) -> Result<(), CaptureError> {
         let pod = self.pods.lock().await.remove(uid).ok_or_else(|| CaptureError::NotEnrolled { uid: uid.into() })?;
+        if let Some(worker) = &pod.worker {
+            match worker.run(reply_routing::remove).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+                Err(e) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+            }
+        }
         self.tear_down(&pod.record)?;
         info!(uid, "pod unenrolled from capture");
         Ok(())
@@ -221,6 +247,29 @@ impl Capture {
             return Err(CaptureError::NoAddress { uid: uid.into() });
         }
         Ok(workload.workload_ips.clone())
+    }
+
+    /// Attaches the program that records the kubelet's connections from this (the host's)
+    /// network namespace, so that they bypass inbound capture, or removes it (`None`).
+    fn exempt_kubelet(&self, cgroup: Option<&Path>) -> Result<(), CaptureError> {
+        let Some(cgroup) = cgroup else {
+            self.loaded.set_host_probes(0, None)?;
+            return Ok(());
+        };
+        let inside_root = if cgroup.starts_with(&self.cgroup_root) {
+            cgroup.to_path_buf()
+        } else {
+            self.cgroup_root.join(cgroup.strip_prefix("/").unwrap_or(cgroup))
+        };
+        let path = self.resolve_cgroup(&inside_root)?;
+        let dir = File::open(&path).map_err(io_err("opening the kubelet cgroup", &path))?;
+        let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)
+            .map_err(io_err("creating a socket in the host network namespace for", &path))?;
+        let host_netns = sys::netns_cookie(std::os::fd::AsFd::as_fd(&probe))
+            .map_err(io_err("reading the host network namespace cookie for", &path))?;
+        self.loaded.set_host_probes(host_netns, Some(&dir))?;
+        info!(cgroup = %path.display(), "host connections from the kubelet cgroup bypass inbound capture");
+        Ok(())
     }
 
     /// A cgroup path relative to the cgroup2 root, or an absolute one inside it.

@@ -14,6 +14,8 @@ pub const CONNECT4: &str = "ztunnel_connect4";
 pub const CONNECT6: &str = "ztunnel_connect6";
 /// `sockops`: records the original destination by the client's address before the SYN.
 pub const SOCKOPS: &str = "ztunnel_sockops";
+/// `sockops` on the kubelet's cgroup: records the host's connections (probes) for `sk_lookup`.
+pub const HOST_SOCKOPS: &str = "ztunnel_host_sockops";
 /// `cgroup/getpeername4`: the application sees its original IPv4 peer.
 pub const GETPEERNAME4: &str = "ztunnel_getpeername4";
 /// `cgroup/getpeername6`: the same for IPv6.
@@ -30,6 +32,9 @@ pub const CGROUP_PROGRAMS: [&str; 7] = [CONNECT4, CONNECT6, SOCKOPS, GETPEERNAME
 /// Programs attached to each enrolled pod's network namespace.
 pub const NETNS_PROGRAMS: [&str; 1] = [SK_LOOKUP];
 
+/// Programs attached to the kubelet's cgroup on the host (see `--kubelet-cgroup`).
+pub const HOST_PROGRAMS: [&str; 1] = [HOST_SOCKOPS];
+
 /// `HASH` netns cookie -> [`super::maps::PodConfig`].
 pub const MAP_POD_CONFIG: &str = "pod_config";
 /// `LRU_HASH` socket cookie -> [`super::maps::OrigDst`].
@@ -45,9 +50,18 @@ pub const MAP_EXCLUDED_CIDRS4: &str = "excluded_cidrs4";
 /// `LPM_TRIE` [`super::maps::Cidr6Key`] -> [`super::maps::Present`].
 pub const MAP_EXCLUDED_CIDRS6: &str = "excluded_cidrs6";
 
+/// `ARRAY` of one: the host network namespace's cookie (`u64`), read by `host_sockops`.
+pub const MAP_HOST_NETNS: &str = "host_netns";
+/// `LRU_HASH` of the host's connections (C `struct conn_key`) that bypass inbound capture.
+pub const MAP_HOST_PROBES: &str = "host_probes";
+
+/// `LRU_HASH` of ztunnel's own transparent dials to apps (C `struct conn_key`), during their
+/// handshake only.
+pub const MAP_INBOUND_DIALS: &str = "inbound_dials";
+
 /// Every map in the object. All are pinned by name (`LIBBPF_PIN_BY_NAME`): aya pins each as
 /// `<default_map_pin_directory>/<name>` and re-uses an existing pin on the next load.
-pub const MAPS: [&str; 7] = [
+pub const MAPS: [&str; 10] = [
     MAP_POD_CONFIG,
     MAP_ORIG_DST_BY_COOKIE,
     MAP_ORIG_DST,
@@ -55,6 +69,9 @@ pub const MAPS: [&str; 7] = [
     MAP_EXCLUDED_PORTS,
     MAP_EXCLUDED_CIDRS4,
     MAP_EXCLUDED_CIDRS6,
+    MAP_HOST_NETNS,
+    MAP_HOST_PROBES,
+    MAP_INBOUND_DIALS,
 ];
 
 #[cfg(test)]

@@ -18,7 +18,7 @@ use super::maps::{IpKey, PodConfig};
 use super::netns::NetnsWorker;
 use super::records::{EnrollRecord, pod_key};
 use super::sockets::{MapOrigDst, PodListenerSet, PodSockets};
-use super::{Capture, CaptureError, io_err};
+use super::{Capture, CaptureError, io_err, reply_routing, warn_no_reply_routing};
 use crate::proxy::pod::{PodContext, PodProxy};
 
 /// The first IPv4 and the first IPv6 address of `ips`.
@@ -129,9 +129,20 @@ impl Capture {
             self.forget_inbound_sockets(&addrs);
             return Err(e);
         }
+        let reply_routing = match worker.run(reply_routing::install).await {
+            Ok(Ok(())) => true,
+            Ok(Err(e)) => {
+                warn_no_reply_routing(&uid, &e);
+                false
+            }
+            Err(e) => {
+                warn_no_reply_routing(&uid, &e);
+                false
+            }
+        };
         let ctx = PodContext {
             workload_uid: uid.into(),
-            sockets: Arc::new(PodSockets::new(worker)),
+            sockets: Arc::new(PodSockets::new(worker, reply_routing.then(|| self.loaded.clone()))),
             orig_dst: Arc::new(MapOrigDst(self.loaded.clone())),
         };
         Ok(PodProxy::start(self.inputs.clone(), listeners, ctx))

@@ -10,11 +10,12 @@ use std::sync::Arc;
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::loader::Loaded;
-use super::maps::PeerKey;
+use super::maps::{ConnKey, PeerKey};
 use super::netns::NetnsWorker;
+use super::reply_routing::REPLY_MARK;
 use super::sys;
 use crate::proxy::pod::{OrigDstLookup, PodListeners};
-use crate::proxy::socket::SocketFactory;
+use crate::proxy::socket::{SocketFactory, TransparentSocketFuture};
 
 /// Ports of the per-pod listeners (Istio's).
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -89,11 +90,15 @@ pub struct PodSockets {
     worker: Arc<NetnsWorker>,
     /// Spare sockets, IPv4 at index 0 and IPv6 at index 1.
     reserve: std::sync::Mutex<[Vec<Socket>; 2]>,
+    /// Set when the pod's namespace routes answers to [`REPLY_MARK`] back to ztunnel, so dials
+    /// to its application may come from the client's address (see [`super::reply_routing`]);
+    /// each such dial is registered in `inbound_dials` while it connects.
+    transparent_dials: Option<Arc<Loaded>>,
 }
 
 impl PodSockets {
-    pub fn new(worker: Arc<NetnsWorker>) -> PodSockets {
-        PodSockets { worker, reserve: Default::default() }
+    pub fn new(worker: Arc<NetnsWorker>, transparent_dials: Option<Arc<Loaded>>) -> PodSockets {
+        PodSockets { worker, reserve: Default::default(), transparent_dials }
     }
 
     fn spare(&self, ipv6: bool) -> Option<Socket> {
@@ -115,7 +120,7 @@ impl SocketFactory for PodSockets {
                         .map(|_| {
                             let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
                             // Dials to apps bind 127.0.0.6 (or ::1) with port 0.
-                            sys::set_bind_address_no_port(socket.as_fd())?;
+                            sys::set_bind_address_no_port(socket.as_fd(), true)?;
                             Ok(socket)
                         })
                         .collect::<std::io::Result<Vec<Socket>>>()
@@ -126,6 +131,48 @@ impl SocketFactory for PodSockets {
             self.reserve.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(ipv6)].extend(batch);
             Ok(socket)
         })
+    }
+
+    fn transparent_socket(&self, source: IpAddr, target: SocketAddr) -> TransparentSocketFuture<'_> {
+        Box::pin(async move {
+            let Some(loaded) = self.transparent_dials.clone() else { return Ok(None) };
+            let socket = self.tcp_socket(source.is_ipv6()).await?;
+            // Needs CAP_NET_ADMIN (or CAP_NET_RAW) in the pod namespace's owner.
+            if source.is_ipv6() {
+                socket.set_ip_transparent_v6(true)?;
+            } else {
+                socket.set_ip_transparent_v4(true)?;
+            }
+            // Not ztunnel's usual mark: the pod's reply rule matches this one only.
+            socket.set_mark(REPLY_MARK)?;
+            // The port is fixed by bind, so the connection's four-tuple is known before its SYN.
+            sys::set_bind_address_no_port(socket.as_fd(), false)?;
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+            let local =
+                socket.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
+            let key = ConnKey::new(local, target)
+                .ok_or_else(|| std::io::Error::other(format!("{local} and {target} are of different families")))?;
+            loaded
+                .inbound_dials
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .insert(key, 1, 0)
+                .map_err(|e| std::io::Error::other(format!("registering the dial {local} -> {target}: {e}")))?;
+            Ok(Some((socket, Box::new(DialRegistration { loaded, key }) as Box<dyn Send>)))
+        })
+    }
+}
+
+/// Removes a transparent dial from `inbound_dials` when dropped (its handshake is over), so
+/// no later connection with the same addresses and ports is let past ztunnel.
+struct DialRegistration {
+    loaded: Arc<Loaded>,
+    key: ConnKey,
+}
+
+impl Drop for DialRegistration {
+    fn drop(&mut self) {
+        let _ = self.loaded.inbound_dials.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.key);
     }
 }
 

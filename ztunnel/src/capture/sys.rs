@@ -40,8 +40,8 @@ pub fn netns_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
 /// destinations (and TIME_WAIT ports, with `tcp_tw_reuse`). Without it, every dial bound to
 /// 127.0.0.6 takes a port of its own until TIME_WAIT ends, and at thousands of connections per
 /// second `bind()` runs out of ports and slows to a crawl searching for one.
-pub fn set_bind_address_no_port(socket: BorrowedFd<'_>) -> io::Result<()> {
-    let on: libc::c_int = 1;
+pub fn set_bind_address_no_port(socket: BorrowedFd<'_>, enabled: bool) -> io::Result<()> {
+    let on: libc::c_int = enabled.into();
     // SAFETY: the kernel reads `size_of::<c_int>()` bytes from `on`, a live c_int; the
     // descriptor is kept open by `BorrowedFd`.
     let rc = unsafe {

@@ -1,5 +1,14 @@
 //! One client-side HBONE connection: HTTP/2 handshake over an established (TLS) stream, a
 //! driver task that runs the connection and checks the peer with PINGs, and `CONNECT` requests.
+//!
+//! A peer can stop answering without closing anything (a frozen host, a dropped path). Besides
+//! the periodic keepalive PING, a `CONNECT` not answered within
+//! [`H2Settings::probe_after`] makes the driver PING the peer at once; with no answer within
+//! [`H2Settings::probe_timeout`] the connection is declared dead and closed, its streams fail,
+//! and the waiting `CONNECT` fails as retryable ([`Error::PeerUnresponsive`]) so the pool
+//! opens it on a fresh connection instead of waiting out the caller's connect timeout. A slow
+//! app behind a live peer is not mistaken for a dead peer: the PING is answered by the peer's
+//! HTTP/2 layer, whatever its streams wait for.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -9,6 +18,7 @@ use h2::client::SendRequest;
 use http::{Method, Request, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::sync::Notify;
+use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use super::stream::{StreamGuard, Tunnel};
@@ -20,6 +30,8 @@ pub struct ClientConnection {
     send: SendRequest<Bytes>,
     peer: Arc<str>,
     alive: Arc<Liveness>,
+    probe_after: std::time::Duration,
+    probe_timeout: std::time::Duration,
 }
 
 #[derive(Default)]
@@ -27,6 +39,10 @@ struct Liveness {
     closed: AtomicBool,
     /// The peer sent GOAWAY (or refused a stream): live streams go on, new ones go elsewhere.
     draining: AtomicBool,
+    /// The peer left a PING unanswered past its deadline (set before `closed`).
+    unresponsive: AtomicBool,
+    /// Wakes the driver to PING the peer now.
+    probe: Notify,
     notify: Notify,
 }
 
@@ -52,12 +68,13 @@ impl ClientConnection {
         let driver_alive = alive.clone();
         let driver_peer = peer.clone();
         let settings = settings.clone();
+        let (probe_after, probe_timeout) = (settings.probe_after, settings.probe_timeout);
         tokio::spawn(async move {
-            drive(conn, ping, &settings, &driver_peer).await;
+            drive(conn, ping, &settings, &driver_peer, &driver_alive).await;
             driver_alive.closed.store(true, Ordering::Release);
             driver_alive.notify.notify_waiters();
         });
-        Ok(ClientConnection { send, peer, alive })
+        Ok(ClientConnection { send, peer, alive, probe_after, probe_timeout })
     }
 
     /// True once the connection has ended (peer closed, I/O error, or PING timeout).
@@ -98,11 +115,38 @@ impl ClientConnection {
             }
             Error::Request { authority: authority.clone(), source }
         };
-        let mut send = self.send.clone().ready().await.map_err(request_err)?;
-        let (response, stream) = send.send_request(request, false).map_err(request_err)?;
-        let response = response.await.map_err(request_err)?;
+        let unresponsive = || Error::PeerUnresponsive { peer: self.peer.to_string(), timeout: self.probe_timeout };
+        let answered = async {
+            let mut send = self.send.clone().ready().await.map_err(request_err)?;
+            let (response, stream) = send.send_request(request, false).map_err(request_err)?;
+            Ok((response.await.map_err(request_err)?, stream))
+        };
+        tokio::pin!(answered);
+        let probe = tokio::time::sleep(self.probe_after);
+        tokio::pin!(probe);
+        let mut probed = false;
+        let (response, stream) = loop {
+            tokio::select! {
+                result = &mut answered => match result {
+                    Err(_) if self.alive.unresponsive.load(Ordering::Acquire) => return Err(unresponsive()),
+                    result => break result?,
+                },
+                _ = &mut probe, if !probed => {
+                    probed = true;
+                    debug!(peer = %self.peer, after = ?self.probe_after, "CONNECT not answered yet; probing the peer with a ping");
+                    self.alive.probe.notify_one();
+                }
+                _ = self.closed() => {
+                    if self.alive.unresponsive.load(Ordering::Acquire) {
+                        return Err(unresponsive());
+                    }
+                    // Otherwise the request fails with the connection's own error.
+                    break answered.await?;
+                }
+            }
+        };
         if response.status() != StatusCode::OK {
-            return Err(Error::Status { authority, status: response.status() });
+            return Err(Error::Status { authority: authority.clone(), status: response.status() });
         }
         let (parts, body) = response.into_parts();
         Ok((Tunnel::new(stream, body, guard), parts.headers))
@@ -114,12 +158,15 @@ impl ClientConnection {
     }
 }
 
-/// Runs the connection until it ends; a PING left unanswered past the timeout ends it.
+/// Runs the connection until it ends. A PING is sent every `keepalive_interval`, or at once
+/// when a caller asks for a probe; one left unanswered past its deadline (`keepalive_timeout`,
+/// or `probe_timeout` for a probe) ends the connection as unresponsive.
 async fn drive<IO>(
     conn: h2::client::Connection<IO, Bytes>,
     ping: Option<h2::PingPong>,
     settings: &H2Settings,
     peer: &str,
+    alive: &Liveness,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin,
 {
@@ -130,35 +177,52 @@ async fn drive<IO>(
         }
         return;
     };
+    let mut next_ping = Instant::now() + settings.keepalive_interval;
+    // Set while a PING is unanswered: when the connection is declared dead.
+    let mut pong_deadline: Option<Instant> = None;
     loop {
-        tokio::select! {
+        let send_ping = tokio::select! {
             result = &mut conn => {
                 if let Err(e) = result {
                     debug!(peer, error = %e, "hbone connection ended");
                 }
                 return;
             }
-            _ = tokio::time::sleep(settings.keepalive_interval) => {}
-        }
-        let pong = tokio::time::timeout(settings.keepalive_timeout, ping.ping(h2::Ping::opaque()));
-        tokio::select! {
-            result = &mut conn => {
-                if let Err(e) = result {
-                    debug!(peer, error = %e, "hbone connection ended");
+            _ = tokio::time::sleep_until(next_ping), if pong_deadline.is_none() => {
+                Some(Instant::now() + settings.keepalive_timeout)
+            }
+            _ = alive.probe.notified() => {
+                let deadline = Instant::now() + settings.probe_timeout;
+                match pong_deadline {
+                    None => Some(deadline),
+                    Some(pending) => {
+                        pong_deadline = Some(pending.min(deadline));
+                        None
+                    }
                 }
+            }
+            _ = tokio::time::sleep_until(pong_deadline.unwrap_or(next_ping)), if pong_deadline.is_some() => {
+                warn!(peer, "hbone peer did not answer a ping in time; closing the connection and its streams");
+                alive.unresponsive.store(true, Ordering::Release);
+                alive.closed.store(true, Ordering::Release);
                 return;
             }
-            answer = pong => match answer {
-                Ok(Ok(_)) => {}
-                Ok(Err(e)) => {
+            answer = std::future::poll_fn(|cx| ping.poll_pong(cx)), if pong_deadline.is_some() => {
+                if let Err(e) = answer {
                     debug!(peer, error = %e, "hbone keepalive ping failed");
                     return;
                 }
-                Err(_) => {
-                    warn!(peer, timeout = ?settings.keepalive_timeout, "hbone peer did not answer keepalive ping; closing connection");
-                    return;
-                }
-            },
+                pong_deadline = None;
+                next_ping = Instant::now() + settings.keepalive_interval;
+                None
+            }
+        };
+        if let Some(deadline) = send_ping {
+            if let Err(e) = ping.send_ping(h2::Ping::opaque()) {
+                debug!(peer, error = %e, "hbone keepalive ping failed");
+                return;
+            }
+            pong_deadline = Some(deadline);
         }
     }
 }

@@ -2,12 +2,13 @@
 //!
 //! This module owns the HTTP/2 side of the tunnel: the client connection and its keepalive
 //! driver ([`client`]), the pool that multiplexes streams over shared connections ([`pool`]),
-//! the server that accepts `CONNECT` streams ([`server`]) and the byte-stream adapters over one
-//! stream ([`stream`]). It takes already-established (TLS) byte streams and knows nothing of
+//! the server that accepts `CONNECT` streams ([`server`]), the byte-stream adapters over one
+//! stream ([`stream`]) and the rate-limited log of refused inbound connections ([`refusals`]). It takes already-established (TLS) byte streams and knows nothing of
 //! workloads, policy or certificates: callers pass closures that dial and decide.
 
 pub mod client;
 pub mod pool;
+pub mod refusals;
 pub mod server;
 pub mod settings;
 pub mod stream;
@@ -38,6 +39,8 @@ pub enum Error {
     HandshakeTimeout { peer: String, timeout: std::time::Duration },
     #[error("tunnel connection to {peer} is closed")]
     ConnectionClosed { peer: String },
+    #[error("tunnel connection to {peer} stopped answering (no ping answer within {timeout:?}); it was closed")]
+    PeerUnresponsive { peer: String, timeout: std::time::Duration },
     #[error("sending CONNECT {authority}: {source}")]
     Request {
         authority: String,
@@ -51,10 +54,15 @@ pub enum Error {
 }
 
 impl Error {
-    /// True when the peer refused the stream without processing it (GOAWAY or
-    /// REFUSED_STREAM), so it may be retried on another connection.
+    /// True when the stream may be retried on another connection: the peer refused it
+    /// without processing it (GOAWAY or REFUSED_STREAM), or its connection was found dead
+    /// before it was answered (no byte of the client's was sent on it).
     pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::Request { source, .. } if is_refused(source))
+        match self {
+            Error::Request { source, .. } => is_refused(source),
+            Error::PeerUnresponsive { .. } => true,
+            _ => false,
+        }
     }
 
     /// The HTTP status the peer answered with, when the failure is a non-200 response.
@@ -76,9 +84,12 @@ pub(crate) fn h2_to_io(err: h2::Error) -> std::io::Error {
     if err.is_io() {
         return err.into_io().unwrap_or_else(|| std::io::Error::other("http/2 i/o error"));
     }
-    let kind = match err.reason() {
-        Some(h2::Reason::CANCEL) | Some(h2::Reason::NO_ERROR) => std::io::ErrorKind::ConnectionReset,
-        _ => std::io::ErrorKind::BrokenPipe,
+    // Any RST_STREAM is the peer's reset of the tunnelled connection (RFC 9113 section 8.5),
+    // whatever its code: it must be passed on as a reset, never as an orderly end.
+    let kind = if err.is_reset() || matches!(err.reason(), Some(h2::Reason::CANCEL)) {
+        std::io::ErrorKind::ConnectionReset
+    } else {
+        std::io::ErrorKind::BrokenPipe
     };
     std::io::Error::new(kind, err)
 }

@@ -7,7 +7,9 @@
 //! connection per key is kept warm for `idle_timeout`; further idle connections of the same key
 //! (left over from a burst) are released after `surplus_idle_timeout`, so the memory of a burst
 //! of thousands of streams is given back soon after it ends. Dead connections (peer gone, PING
-//! timeout) are skipped and pruned.
+//! timeout) are skipped and pruned. A stream refused unprocessed, or whose connection was found
+//! dead before it was answered (see [`super::client`]), is retried once on another connection,
+//! dialled fresh if need be.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -2,7 +2,8 @@
 //!
 //! Each well-formed `CONNECT` becomes an [`IncomingConnect`] handed to the caller's handler,
 //! which decides (policy, upstream dial) and then accepts with 200 or rejects with a status.
-//! Malformed requests (not `CONNECT`, authority not `ip:port`) are answered 400 here. When the
+//! Malformed requests (not `CONNECT`, authority not `ip:port`) are answered 400 here and
+//! logged as refusals ([`super::refusals`]). When the
 //! drain signal fires the connection sends GOAWAY and ends once its streams finish.
 //!
 //! What one peer can make the server hold is bounded: the HTTP/2 handshake must finish within
@@ -20,6 +21,7 @@ use http::{HeaderMap, Method, Request, Response, StatusCode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tracing::debug;
 
+use super::refusals::{Refusal, log_refusal};
 use super::stream::Tunnel;
 use super::{Error, H2Settings};
 
@@ -118,7 +120,7 @@ where
                         tokio::spawn(handler(incoming));
                     }
                     Err(reason) => {
-                        debug!(%peer, reason, "malformed hbone request");
+                        log_refusal(Refusal::BadRequest, peer, None, &reason);
                         let mut response = Response::new(());
                         *response.status_mut() = StatusCode::BAD_REQUEST;
                         let _ = respond.send_response(response, true);

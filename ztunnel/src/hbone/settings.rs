@@ -23,6 +23,11 @@ pub struct H2Settings {
     pub keepalive_interval: Duration,
     /// How long a PING may stay unanswered before the connection is declared dead.
     pub keepalive_timeout: Duration,
+    /// A `CONNECT` not answered after this long makes the client PING the peer at once.
+    pub probe_after: Duration,
+    /// How long that probing PING may stay unanswered before the connection is declared dead
+    /// (and the `CONNECT` retried on a fresh connection).
+    pub probe_timeout: Duration,
     /// Largest decoded header list a peer may send in one request or response (bytes). HPACK
     /// lets a few bytes on the wire name kilobytes of indexed headers, so this bounds what
     /// one stream can make us hold, whatever its size on the wire.
@@ -42,6 +47,11 @@ impl Default for H2Settings {
             max_concurrent_streams: 1000,
             keepalive_interval: Duration::from_secs(10),
             keepalive_timeout: Duration::from_secs(10),
+            // A live peer answers a PING within a round trip whatever its streams wait for; a
+            // dead pooled connection then costs a new stream about 4 s, not the whole connect
+            // timeout.
+            probe_after: Duration::from_secs(1),
+            probe_timeout: Duration::from_secs(3),
             // As Istio's ztunnel serves HBONE.
             max_header_list_size: 64 * 1024,
             handshake_timeout: Duration::from_secs(10),

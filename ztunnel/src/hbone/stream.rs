@@ -3,8 +3,10 @@
 //! [`TunnelReader`] and [`TunnelWriter`] are the two halves of a stream; both offer a
 //! chunk API (`read_chunk` / `write_chunk`, which hand `Bytes` to and from HTTP/2 without an
 //! extra copy) and implement `AsyncRead` / `AsyncWrite` for generic users. Shutting the writer
-//! down sends an empty DATA frame with END_STREAM, which is how HBONE carries a TCP half-close.
-//! Dropping a half without shutting it down resets the stream.
+//! down sends an empty DATA frame with END_STREAM, which is how HBONE carries a TCP half-close;
+//! [`TunnelWriter::reset`] sends `RST_STREAM`, which is how it carries a TCP reset. A reset
+//! received from the peer reads as `ConnectionReset`. Dropping both halves without shutting the
+//! writer down resets the stream too.
 
 use std::io;
 use std::pin::Pin;
@@ -132,6 +134,12 @@ impl TunnelWriter {
             self.send.send_data(part, false).map_err(h2_to_io)?;
         }
         Ok(())
+    }
+
+    /// Aborts the stream with `RST_STREAM` carrying `reason`; later writes fail.
+    pub fn reset(&mut self, reason: h2::Reason) {
+        self.shut = true;
+        self.send.send_reset(reason);
     }
 
     /// Half-closes the stream (empty DATA frame with END_STREAM). Idempotent.

@@ -369,3 +369,88 @@ async fn request_headers_beyond_the_list_limit_are_refused() {
     let conn = client::ClientConnection::handshake(io, "echo", &H2Settings::default()).await.unwrap();
     conn.connect(connect_request("10.0.0.1:80"), None).await.expect("small requests still pass");
 }
+
+/// A TCP relay whose connections can be frozen: once frozen, a connection forwards nothing more
+/// in either direction (like a peer that vanished without closing its socket), while
+/// connections accepted afterwards work normally. Returns its address and a way to freeze the
+/// connections open so far.
+async fn relay_freezing_existing(target: SocketAddr) -> (SocketAddr, Arc<dyn Fn() + Send + Sync>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let live: Arc<std::sync::Mutex<Vec<Arc<AtomicBool>>>> = Arc::default();
+    let freeze_all = {
+        let live = live.clone();
+        Arc::new(move || {
+            for frozen in live.lock().unwrap().drain(..) {
+                frozen.store(true, Ordering::Relaxed);
+            }
+        })
+    };
+    tokio::spawn(async move {
+        loop {
+            let (a, _) = listener.accept().await.unwrap();
+            let b = TcpStream::connect(target).await.unwrap();
+            let frozen = Arc::new(AtomicBool::new(false));
+            live.lock().unwrap().push(frozen.clone());
+            let (ar, aw) = a.into_split();
+            let (br, bw) = b.into_split();
+            for (mut from, mut to) in [(ar, bw), (br, aw)] {
+                let frozen = frozen.clone();
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 64 * 1024];
+                    while let Ok(n) = from.read(&mut buf).await {
+                        if n == 0 || frozen.load(Ordering::Relaxed) {
+                            // Frozen: hold both sockets open and forward nothing, for good.
+                            if frozen.load(Ordering::Relaxed) {
+                                std::future::pending::<()>().await;
+                            }
+                            break;
+                        }
+                        if to.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                });
+            }
+        }
+    });
+    (addr, freeze_all)
+}
+
+#[tokio::test]
+async fn a_new_stream_leaves_a_frozen_pooled_connection_for_a_fresh_one_quickly() {
+    let server = echo_server(H2Settings::default()).await;
+    let (relay, freeze) = relay_freezing_existing(server).await;
+    // Default settings: the periodic keepalive (10 s) is far off; only the probe can help.
+    let pool: HbonePool<&str> = HbonePool::new(PoolConfig::default());
+    let (first, _) = pool.connect(&"k", dial(relay), || Ok(connect_request("10.0.0.1:80"))).await.unwrap();
+    drop(first);
+    assert_eq!(pool.stats().connections_open, 1, "one pooled connection before the freeze");
+    freeze();
+
+    let started = std::time::Instant::now();
+    let opened = tokio::time::timeout(
+        Duration::from_secs(10),
+        pool.connect(&"k", dial(relay), || Ok(connect_request("10.0.0.1:80"))),
+    )
+    .await
+    .expect("a new stream waited the whole 10 s for a frozen pooled connection");
+    let elapsed = started.elapsed();
+    let (tunnel, _) = opened.expect("the stream opens on a fresh connection");
+    println!("new stream open after {elapsed:?} with the pooled connection frozen");
+    let defaults = H2Settings::default();
+    assert!(
+        elapsed < defaults.probe_after + defaults.probe_timeout + Duration::from_secs(1),
+        "the frozen connection took {elapsed:?} to leave"
+    );
+    // The fresh tunnel carries bytes.
+    let (mut r, mut w) = tunnel.split();
+    w.write_all(b"alive").await.unwrap();
+    w.shutdown().await.unwrap();
+    let mut back = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), r.read_to_end(&mut back)).await.unwrap().unwrap();
+    assert_eq!(back, b"alive");
+    let stats = pool.stats();
+    assert_eq!(stats.connections_opened, 2, "a fresh connection was dialled: {stats:?}");
+    assert_eq!(stats.connections_open, 1, "the dead connection was dropped from the pool: {stats:?}");
+}

@@ -33,7 +33,8 @@ pub const DEFAULT_MAX_BACKOFF: Duration = Duration::from_secs(60);
 /// certificates cannot make a worker spin.
 const MIN_RENEWAL_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Where certificates come from: the local CA now, istiod's CA client later.
+/// Where certificates come from: the local CA ([`LocalCa`]) or istiod's certificate service
+/// (`xds::ca_client`).
 pub trait CertificateSource: Send + Sync + 'static {
     fn issue(&self, id: &Identity) -> Pin<Box<dyn Future<Output = Result<WorkloadCertificate, CaError>> + Send + '_>>;
 }

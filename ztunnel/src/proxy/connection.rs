@@ -1,6 +1,7 @@
 //! One proxied connection's record: Istio metric counters resolved when it opens (shared with
 //! every connection of the same label set, see [`super::connection_labels`]), and at close the
-//! byte counts, the closed counter (with `response_flags`) and one access-log line.
+//! byte counts, the closed counter (with `response_flags`), for a failure the failure counter
+//! (with its bounded reason, [`Error::reason`]), and one access-log line.
 //!
 //! The record keeps only shared handles (workloads, identities, service, counters) while the
 //! connection is open; the access-log text is formatted at close, and only if the log is on.
@@ -13,7 +14,7 @@ use tokio::time::Instant;
 
 use super::connection_labels::{ConnectionMetricsCache, SeriesKey};
 use super::copy::Transferred;
-use super::{Error, ErrorKind};
+use super::{Error, FailureSource};
 use crate::identity::Identity;
 use crate::metrics::{ConnectionMetrics, Reporter, ResponseFlags};
 use crate::policy::{Decision, PolicyKey, Reason};
@@ -122,13 +123,20 @@ impl ConnectionRecord {
         // not be established; failures after the bytes started flowing carry none.
         let flags = match result {
             Ok(()) | Err(Error::Copy(_)) => ResponseFlags::None,
-            Err(e) if e.kind() == ErrorKind::Policy => ResponseFlags::Denied,
+            Err(e) if e.kind() == FailureSource::Policy => ResponseFlags::Denied,
             Err(_) => ResponseFlags::ConnectionFailure,
         };
         if flags == ResponseFlags::None {
             self.counters.closed();
         } else {
             self.cache.counters(&self.key.with_flags(flags)).closed();
+        }
+        if let Err(e) = result {
+            let reporter = match self.opened.direction {
+                Direction::Outbound => Reporter::Source,
+                Direction::Inbound => Reporter::Destination,
+            };
+            self.cache.failed(reporter, e.reason());
         }
         if let Err(Error::Denied(denial)) = result {
             // A late rejection names the policy that closed the connection.

@@ -170,6 +170,11 @@ impl ConnectionMetricsCache {
         self.len() == 0
     }
 
+    /// Counts a connection that failed or ended abnormally (`istio_tcp_connection_failures_total`).
+    pub(super) fn failed(&self, reporter: Reporter, reason: &'static str) {
+        self.inner.metrics.failures.failed(reporter, reason);
+    }
+
     /// The counters of connections described by `key`, resolved on first use.
     pub(super) fn counters(&self, key: &SeriesKey) -> Arc<ConnectionMetrics> {
         let inner = &*self.inner;

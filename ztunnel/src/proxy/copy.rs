@@ -5,6 +5,13 @@
 //! start small, grow while reads fill them (bulk transfers) and shrink back when traffic turns
 //! light, so idle and chatty connections stay cheap. When one side half-closes, the other side's
 //! write half is shut down and the opposite direction keeps flowing until it ends too.
+//!
+//! An abnormal end is never passed on as a clean one. When either side resets or fails (a TCP
+//! RST, an HTTP/2 `RST_STREAM`, an I/O error), both sides are reset: a TCP socket is closed
+//! with `SO_LINGER` 0 (an RST, and no FIN before it) and a tunnel stream gets `RST_STREAM`
+//! with `CONNECT_ERROR`, as RFC 9113 section 8.5 asks of a CONNECT proxy. The same happens
+//! when the copy is abandoned before both directions ended (the drain deadline, a late policy
+//! rejection): only a copy whose both directions reached end of stream ends with FINs.
 
 use std::future::Future;
 use std::io;
@@ -32,6 +39,9 @@ pub trait ChunkWrite: Send {
     fn write_chunk(&mut self, chunk: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Half-closes (TCP FIN, or END_STREAM on a tunnel stream).
     fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
+    /// Aborts the stream so the peer sees a reset (TCP RST, or `RST_STREAM`), never an
+    /// orderly end. Idempotent; later writes fail.
+    fn reset(&mut self);
 }
 
 /// Reading half of a TCP stream with an adaptive buffer.
@@ -72,12 +82,44 @@ impl ChunkRead for TcpChunkReader {
     }
 }
 
-impl ChunkWrite for OwnedWriteHalf {
+/// Writing half of a TCP stream that can be reset.
+///
+/// Dropping a tokio write half shuts the socket down (a FIN), and a FIN sent before an RST
+/// reads as a clean end of stream to a peer that reads it first. A reset therefore sets
+/// `SO_LINGER` 0 and gives the half up without the shutdown: the socket closes with an RST
+/// alone once its read half is dropped too.
+pub struct TcpChunkWriter {
+    io: Option<OwnedWriteHalf>,
+}
+
+impl TcpChunkWriter {
+    pub fn new(io: OwnedWriteHalf) -> Self {
+        TcpChunkWriter { io: Some(io) }
+    }
+
+    fn io(&mut self) -> io::Result<&mut OwnedWriteHalf> {
+        self.io.as_mut().ok_or_else(|| io::Error::new(io::ErrorKind::NotConnected, "tcp stream was reset"))
+    }
+}
+
+/// Both halves of a TCP stream for [`copy_bidirectional`].
+pub fn tcp_halves(stream: tokio::net::TcpStream) -> (TcpChunkReader, TcpChunkWriter) {
+    let (r, w) = stream.into_split();
+    (TcpChunkReader::new(r), TcpChunkWriter::new(w))
+}
+
+impl ChunkWrite for TcpChunkWriter {
     async fn write_chunk(&mut self, chunk: Bytes) -> io::Result<()> {
-        self.write_all(&chunk).await
+        self.io()?.write_all(&chunk).await
     }
     async fn close(&mut self) -> io::Result<()> {
-        self.shutdown().await
+        self.io()?.shutdown().await
+    }
+    fn reset(&mut self) {
+        if let Some(io) = self.io.take() {
+            let _ = socket2::SockRef::from(io.as_ref()).set_linger(Some(std::time::Duration::ZERO));
+            io.forget();
+        }
     }
 }
 
@@ -93,6 +135,9 @@ impl ChunkWrite for TunnelWriter {
     }
     async fn close(&mut self) -> io::Result<()> {
         TunnelWriter::close(self)
+    }
+    fn reset(&mut self) {
+        TunnelWriter::reset(self, h2::Reason::CONNECT_ERROR)
     }
 }
 
@@ -118,18 +163,37 @@ pub enum Side {
     Upstream,
 }
 
-/// A copy that ended with an I/O error on one side.
+impl Side {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Side::Client => "client",
+            Side::Upstream => "upstream",
+        }
+    }
+}
+
+/// A copy that ended with an I/O error on one side; both sides were then reset.
 #[derive(Debug, thiserror::Error)]
-#[error("{} side: {source}", match side { Side::Client => "client", Side::Upstream => "upstream" })]
+#[error("{} side: {source}", side.as_str())]
 pub struct CopyError {
     pub side: Side,
     #[source]
     pub source: io::Error,
 }
 
+impl CopyError {
+    /// True when that side reset its connection or stream (rather than failing otherwise).
+    pub fn is_reset(&self) -> bool {
+        matches!(
+            self.source.kind(),
+            io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+        )
+    }
+}
+
 async fn one_way<R: ChunkRead, W: ChunkWrite>(
     mut from: R,
-    mut to: W,
+    to: &mut W,
     counter: &AtomicU64,
     from_side: Side,
     to_side: Side,
@@ -145,8 +209,25 @@ async fn one_way<R: ChunkRead, W: ChunkWrite>(
     }
 }
 
+/// The writers of both sides, reset together unless the copy completed: dropping an unfinished
+/// copy (drain deadline, late rejection) resets both peers instead of closing them cleanly.
+struct Writers<CW: ChunkWrite, UW: ChunkWrite> {
+    client: CW,
+    upstream: UW,
+    completed: bool,
+}
+
+impl<CW: ChunkWrite, UW: ChunkWrite> Drop for Writers<CW, UW> {
+    fn drop(&mut self) {
+        if !self.completed {
+            self.client.reset();
+            self.upstream.reset();
+        }
+    }
+}
+
 /// Copies client <-> upstream until both directions ended. On an error in either direction the
-/// other is abandoned (its halves drop, which resets the stream or connection).
+/// other is abandoned and both sides are reset (see the module docs).
 pub async fn copy_bidirectional<CR, CW, UR, UW>(
     client: (CR, CW),
     upstream: (UR, UW),
@@ -160,7 +241,15 @@ where
 {
     let (cr, cw) = client;
     let (ur, uw) = upstream;
-    let up = one_way(cr, uw, &transferred.sent, Side::Client, Side::Upstream);
-    let down = one_way(ur, cw, &transferred.received, Side::Upstream, Side::Client);
-    tokio::try_join!(up, down).map(|_| ())
+    let mut writers = Writers { client: cw, upstream: uw, completed: false };
+    let result = {
+        let up = one_way(cr, &mut writers.upstream, &transferred.sent, Side::Client, Side::Upstream);
+        let down = one_way(ur, &mut writers.client, &transferred.received, Side::Upstream, Side::Client);
+        tokio::try_join!(up, down).map(|_| ())
+    };
+    writers.completed = result.is_ok();
+    result
 }
+
+#[cfg(test)]
+mod tests;

@@ -7,8 +7,12 @@
 //! that workload (else 400). The client is the connection's peer, never what the request claims
 //! ([`super::client_address`]); then the stream is authorized ([`super::authorize`]) and answered
 //! 401 if policy denies it, without ever dialling the app; otherwise the app is dialled at that
-//! address and the stream answered 200, or 503 when the app cannot be reached. Admitted
+//! address, from the client's address where the pod allows it, and the stream answered 200, or 503 when the app cannot be reached. Admitted
 //! streams are closed early if a policy change denies them.
+//!
+//! A connection refused before any stream (a failed or timed-out TLS handshake, or plaintext
+//! sent to 15008) is logged at `WARN` with the peer and the reason, rate-limited
+//! ([`crate::hbone::refusals`]).
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -24,9 +28,10 @@ use tracing::debug;
 use super::authorize::{InboundFacts, authorize};
 use super::client_address::{client_address, forwarded_param};
 use super::connection::{ConnectionRecord, Opening, Peer};
-use super::copy::{TcpChunkReader, copy_bidirectional};
+use super::copy::{copy_bidirectional, tcp_halves};
 use super::socket::Dialer;
 use super::{Error, ProxyInputs};
+use crate::hbone::refusals::{Refusal, log_refusal};
 use crate::hbone::{self, IncomingConnect};
 use crate::identity::Identity;
 use crate::state::{ProxyState, Service, Workload};
@@ -70,7 +75,7 @@ pub(super) async fn serve_connection(
     }
     .ok_or(Error::UnknownDestination { authority: local })?;
     // Boxed so the handshake's state is freed once done instead of sizing the connection's task.
-    let (tls, peer_id) = Box::pin(accept_tls(stream, peer, &inputs, &workload)).await?;
+    let (tls, peer_id) = Box::pin(accept_tls(stream, peer, local, &inputs, &workload)).await?;
     let drain = inputs.drain.clone();
     let h2 = inputs.settings.h2.clone();
     let handler_inputs = inputs.clone();
@@ -102,6 +107,7 @@ pub(super) async fn serve_connection(
 async fn accept_tls(
     stream: TcpStream,
     peer: SocketAddr,
+    local: SocketAddr,
     inputs: &ProxyInputs,
     workload: &Workload,
 ) -> Result<(TlsStream<TcpStream>, Identity), Error> {
@@ -113,12 +119,33 @@ async fn accept_tls(
         .map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
     let config =
         cert.server_config().map_err(|e| Error::Certificate { identity: identity.clone(), reason: e.to_string() })?;
-    let tls = tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream))
-        .await
-        .map_err(|_| Error::TlsIdentity { peer, reason: "handshake timed out".into() })?
-        .map_err(|e| super::outbound::tls_error(peer, e))?;
-    let peer_id = peer_identity(tls.get_ref().1).map_err(|e| Error::TlsIdentity { peer, reason: e.to_string() })?;
+    let refused = |kind: Refusal, e: Error| {
+        log_refusal(kind, peer, Some(local), &e);
+        e
+    };
+    let tls = match tokio::time::timeout(HANDSHAKE_TIMEOUT, TlsAcceptor::from(config).accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            let kind = if is_plaintext(&e) { Refusal::Plaintext } else { Refusal::TlsHandshake };
+            return Err(refused(kind, super::outbound::tls_error(peer, e)));
+        }
+        Err(_) => {
+            let e = Error::TlsIdentity { peer, reason: "handshake timed out".into() };
+            return Err(refused(Refusal::TlsHandshake, e));
+        }
+    };
+    let peer_id = peer_identity(tls.get_ref().1)
+        .map_err(|e| refused(Refusal::TlsHandshake, Error::TlsIdentity { peer, reason: e.to_string() }))?;
     Ok((tls, peer_id))
+}
+
+/// Whether a failed handshake failed because the peer's first bytes are no TLS record at all.
+fn is_plaintext(e: &std::io::Error) -> bool {
+    use rustls::InvalidMessage::{InvalidContentType, UnknownProtocolVersion};
+    matches!(
+        e.get_ref().and_then(|inner| inner.downcast_ref::<rustls::Error>()),
+        Some(rustls::Error::InvalidMessage(InvalidContentType | UnknownProtocolVersion))
+    )
 }
 
 /// The service a connection to `workload` at `port` was addressed to: the one named by the
@@ -201,7 +228,7 @@ pub(super) async fn handle_stream(
         return;
     };
     // Boxed so the dial's state is freed once connected instead of sizing the stream's task.
-    let app = match Box::pin(app_dialer.connect(target)).await {
+    let app = match Box::pin(app_dialer.connect_as(target, client_addr.ip())).await {
         Ok(app) => app,
         Err(e) => {
             incoming.reject(StatusCode::SERVICE_UNAVAILABLE);
@@ -211,13 +238,11 @@ pub(super) async fn handle_stream(
     };
     let result = match incoming.accept(HeaderMap::new()) {
         Ok(tunnel) => {
-            let (ar, aw) = app.into_split();
             let transferred = record.transferred.clone();
             // Built in the call: a copy future held in a local would be stored twice in this task.
             admission
                 .enforce(&inputs.force_close, async move {
-                    let app = (TcpChunkReader::new(ar), aw);
-                    copy_bidirectional(tunnel.split(), app, transferred).await.map_err(Error::from)
+                    copy_bidirectional(tunnel.split(), tcp_halves(app), transferred).await.map_err(Error::from)
                 })
                 .await
         }

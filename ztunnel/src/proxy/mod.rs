@@ -4,7 +4,7 @@
 //! ([`outbound`] / [`inbound`]), then copied ([`copy`]); [`connection`] records it in metrics and
 //! the access log. Inbound connections are authorized before the app is dialled
 //! ([`authorize`]) and stay tracked while open so policy changes can close them ([`admitted`]).
-//! Every failure is classified by whose fault it was ([`ErrorKind`]) so operators know where
+//! Every failure is classified by whose fault it was ([`FailureSource`]) so operators know where
 //! to look and metric labels stay bounded.
 
 pub mod accept;
@@ -13,9 +13,12 @@ pub mod admitted;
 mod admitted_tests;
 pub mod authorize;
 pub(crate) mod client_address;
+pub(crate) mod connect_request;
 pub mod connection;
 pub mod connection_labels;
 pub mod copy;
+#[cfg(test)]
+mod fault_tests;
 pub(crate) mod host_destination;
 pub mod inbound;
 pub mod listeners;
@@ -124,7 +127,7 @@ impl ForceCloseTrigger {
 }
 
 /// Whose fault a failed connection was (shared with the access log).
-pub use crate::telemetry::FailureSource as ErrorKind;
+pub use crate::telemetry::FailureSource;
 
 /// A failed proxied connection.
 #[derive(Debug, thiserror::Error)]
@@ -166,25 +169,50 @@ pub enum Error {
 }
 
 impl Error {
-    /// Whose fault this failure is.
-    pub fn kind(&self) -> ErrorKind {
+    /// A short, fixed name of the cause (the `reason` label of
+    /// `istio_tcp_connection_failures_total`): a reset by either side is told apart from other
+    /// I/O failures, so a cut transfer never hides among clean closes.
+    pub fn reason(&self) -> &'static str {
         match self {
-            Error::UnknownSource { .. } | Error::Socks5(_) | Error::UnknownDestination { .. } => ErrorKind::Client,
-            Error::Route(route::RouteError::UnknownServicePort { .. }) => ErrorKind::Client,
-            Error::Route(_) => ErrorKind::Upstream,
-            Error::Certificate { .. } | Error::TlsIdentity { .. } => ErrorKind::Identity,
-            Error::Denied(_) => ErrorKind::Policy,
-            Error::Connect { .. } | Error::ConnectTimeout { .. } => ErrorKind::Upstream,
+            Error::UnknownSource { .. } | Error::Socks5(_) | Error::UnknownDestination { .. } => "bad_request",
+            Error::Route(_) => "no_route",
+            Error::Certificate { .. } | Error::TlsIdentity { .. } => "tls",
+            Error::Connect { .. } => "connect_failed",
+            Error::ConnectTimeout { .. } => "connect_timeout",
+            Error::Hbone { source, .. } if source.status().is_some() => "tunnel_refused",
+            Error::Hbone { .. } => "tunnel_failed",
+            Error::Copy(e) => match (e.side, e.is_reset()) {
+                (copy::Side::Client, true) => "client_reset",
+                (copy::Side::Client, false) => "client_error",
+                (copy::Side::Upstream, true) => "upstream_reset",
+                (copy::Side::Upstream, false) => "upstream_error",
+            },
+            Error::Denied(d) if d.late => "late_rejection",
+            Error::Denied(_) => "denied",
+            Error::DrainDeadline => "drain_deadline",
+            Error::Internal(_) => "internal",
+        }
+    }
+
+    /// Whose fault this failure is.
+    pub fn kind(&self) -> FailureSource {
+        match self {
+            Error::UnknownSource { .. } | Error::Socks5(_) | Error::UnknownDestination { .. } => FailureSource::Client,
+            Error::Route(route::RouteError::UnknownServicePort { .. }) => FailureSource::Client,
+            Error::Route(_) => FailureSource::Upstream,
+            Error::Certificate { .. } | Error::TlsIdentity { .. } => FailureSource::Identity,
+            Error::Denied(_) => FailureSource::Policy,
+            Error::Connect { .. } | Error::ConnectTimeout { .. } => FailureSource::Upstream,
             Error::Hbone { source, .. } => match source.status() {
-                Some(http::StatusCode::UNAUTHORIZED) | Some(http::StatusCode::FORBIDDEN) => ErrorKind::Policy,
-                Some(http::StatusCode::BAD_REQUEST) => ErrorKind::Internal,
-                _ => ErrorKind::Upstream,
+                Some(http::StatusCode::UNAUTHORIZED) | Some(http::StatusCode::FORBIDDEN) => FailureSource::Policy,
+                Some(http::StatusCode::BAD_REQUEST) => FailureSource::Internal,
+                _ => FailureSource::Upstream,
             },
             Error::Copy(e) => match e.side {
-                copy::Side::Client => ErrorKind::Client,
-                copy::Side::Upstream => ErrorKind::Upstream,
+                copy::Side::Client => FailureSource::Client,
+                copy::Side::Upstream => FailureSource::Upstream,
             },
-            Error::Internal(_) | Error::DrainDeadline => ErrorKind::Internal,
+            Error::Internal(_) | Error::DrainDeadline => FailureSource::Internal,
         }
     }
 }

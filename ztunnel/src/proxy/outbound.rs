@@ -3,21 +3,20 @@
 //! [`Outbound::establish`] plans the route, counts the connection as opened, and dials:
 //! plain TCP for unmeshed destinations, or an HBONE stream over a pooled mTLS connection
 //! (presenting the source workload's certificate and requiring the destination's identity).
-//! [`proxy_to`] then copies bytes until both directions end. Entry points (SOCKS5 now, eBPF
-//! capture later) call these two in turn.
+//! [`proxy_to`] then copies bytes until both directions end. Both entry points, a captured
+//! pod's 15001 listener ([`super::pod`]) and SOCKS5 ([`super::socks5`]), call these two in turn.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use http::{HeaderValue, Method, Request};
-use rand::Rng;
 use rustls_pki_types::ServerName;
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
+use super::connect_request::{TraceIds, connect_request};
 use super::connection::{ConnectionRecord, Opening, Peer};
-use super::copy::{TcpChunkReader, Transferred, copy_bidirectional};
+use super::copy::{Transferred, copy_bidirectional, tcp_halves};
 use super::route::{Route, Transport, plan_outbound};
 use super::socket::Dialer;
 use super::{Error, PoolKey, ProxyInputs};
@@ -125,11 +124,11 @@ impl Outbound {
             destination: identity.clone(),
             gateway,
         };
-        let mut prepared = Some(connect_request(route, source, src_addr, &settings.cluster_id)?);
+        let mut prepared = Some(connect_request(route, source, src_addr, &settings.cluster_id, TraceIds::random())?);
         let request = || match prepared.take() {
             Some(request) => Ok(request),
             // Only a stream refused by a draining connection is retried: build it again.
-            None => connect_request(route, source, src_addr, &settings.cluster_id)
+            None => connect_request(route, source, src_addr, &settings.cluster_id, TraceIds::random())
                 .map_err(|e| hbone::Error::BadRequest { authority: route.target.to_string(), reason: e.to_string() }),
         };
         let inputs = &self.inputs;
@@ -173,53 +172,12 @@ pub(crate) fn tls_error(peer: SocketAddr, e: std::io::Error) -> Error {
     }
 }
 
-/// The `CONNECT` request for a route: `:authority` is the target address; `baggage`,
-/// `forwarded` and `traceparent` describe the source as Istio's ztunnel does.
-fn connect_request(
-    route: &Route,
-    source: &Workload,
-    src_addr: SocketAddr,
-    cluster_id: &str,
-) -> Result<Request<()>, Error> {
-    let cluster = if source.cluster_id.is_empty() { cluster_id } else { &source.cluster_id };
-    let kind = if source.workload_type.is_empty() { "deployment" } else { &source.workload_type };
-    let workload = if source.workload_name.is_empty() { &source.name } else { &source.workload_name };
-    let mut baggage =
-        format!("k8s.cluster.name={cluster},k8s.namespace.name={},k8s.{kind}.name={workload}", source.namespace);
-    if !source.canonical_name.is_empty() {
-        baggage.push_str(&format!(",service.name={}", source.canonical_name));
-    }
-    if !source.canonical_revision.is_empty() {
-        baggage.push_str(&format!(",service.version={}", source.canonical_revision));
-    }
-    let mut forwarded = format!("for=\"{src_addr}\"");
-    if let Some(service) = &route.service {
-        forwarded.push_str(&format!(";host={}", service.hostname));
-    }
-    let mut rng = rand::rng();
-    let traceparent = format!("00-{:032x}-{:016x}-00", rng.random::<u128>(), rng.random::<u64>());
-    let header = |v: String| {
-        HeaderValue::from_str(&v)
-            .map_err(|_| Error::Internal(format!("header value {v:?} is not valid for an hbone request")))
-    };
-    Request::builder()
-        .method(Method::CONNECT)
-        .uri(route.target.to_string())
-        .header(hbone::BAGGAGE, header(baggage)?)
-        .header(hbone::FORWARDED, header(forwarded)?)
-        .header(hbone::TRACEPARENT, header(traceparent)?)
-        .body(())
-        .map_err(|e| Error::Internal(format!("building CONNECT {}: {e}", route.target)))
-}
-
 /// Copies between the client and the dialled upstream until both directions end.
 pub async fn proxy_to(client: TcpStream, upstream: Upstream, transferred: Arc<Transferred>) -> Result<(), Error> {
-    let (cr, cw) = client.into_split();
-    let client = (TcpChunkReader::new(cr), cw);
+    let client = tcp_halves(client);
     match upstream {
         Upstream::Tcp(tcp) => {
-            let (ur, uw) = tcp.into_split();
-            copy_bidirectional(client, (TcpChunkReader::new(ur), uw), transferred).await?;
+            copy_bidirectional(client, tcp_halves(tcp), transferred).await?;
         }
         Upstream::Hbone(tunnel) => {
             copy_bidirectional(client, tunnel.split(), transferred).await?;

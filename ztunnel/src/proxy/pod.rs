@@ -8,8 +8,10 @@
 //!   identity (so STRICT mTLS refuses them) before the app is dialled; a refused one is reset.
 //! - 15008 terminates inbound HBONE as the pod's identity.
 //!
-//! Outbound dials are made from inside the pod's namespace; the app is reached inside the pod
-//! from 127.0.0.6, a loopback source the capture programs never redirect.
+//! Outbound dials are made from inside the pod's namespace. The app is reached inside the pod
+//! from the client's own address (a transparent socket; `sk_lookup` never redirects what
+//! arrives on the loopback device, and the pod's reply routing brings the answers back), or,
+//! where the pod's namespace does not allow that, from 127.0.0.6 (`::1` for IPv6).
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::sync::Arc;
@@ -21,13 +23,14 @@ use tracing::debug;
 use super::accept::accept_until_drained;
 use super::authorize::{InboundFacts, authorize};
 use super::connection::{ConnectionRecord, Opening, Peer};
-use super::copy::{TcpChunkReader, copy_bidirectional};
+use super::copy::{copy_bidirectional, tcp_halves};
 use super::outbound::{Outbound, proxy_to};
 use super::socket::{Dialer, SocketFactory};
 use super::{Error, ProxyInputs, inbound};
 use crate::telemetry::Direction;
 
-/// Source address of ztunnel's connections to apps inside their pod.
+/// Source address of ztunnel's connections to apps inside their pod when the client's own
+/// address cannot be used.
 pub const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
 /// Bound on dialling an app inside its own pod.
 const APP_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
@@ -196,16 +199,13 @@ pub(super) async fn handle_inbound_plain(
         }
     };
     // Boxed so the dial's state is freed once connected instead of sizing the connection's task.
-    let result = match Box::pin(to_app.connect(target)).await {
+    let result = match Box::pin(to_app.connect_as(target, peer.ip())).await {
         Ok(app) => {
-            let (cr, cw) = stream.into_split();
-            let (ar, aw) = app.into_split();
             let transferred = record.transferred.clone();
             // Built in the call: a copy future held in a local would be stored twice in this task.
             admission
                 .enforce(&inputs.force_close, async move {
-                    let (client, app) = ((TcpChunkReader::new(cr), cw), (TcpChunkReader::new(ar), aw));
-                    copy_bidirectional(client, app, transferred).await.map_err(Error::from)
+                    copy_bidirectional(tcp_halves(stream), tcp_halves(app), transferred).await.map_err(Error::from)
                 })
                 .await
         }

@@ -1,6 +1,8 @@
 //! Sockets ztunnel opens: TCP dials with `SO_MARK` (so eBPF capture skips ztunnel's own
 //! traffic), `TCP_NODELAY` and a dial timeout, never in the descriptors reserved for health
-//! and control (see [`crate::descriptors`]), and listeners.
+//! and control (see [`crate::descriptors`]), and listeners. Dials to a pod's application may
+//! come from the client's own address ([`Dialer::connect_as`]) when the pod's socket factory
+//! can make transparent sockets; otherwise, and when the kernel refuses, from the fixed source.
 
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
@@ -20,7 +22,20 @@ use crate::descriptors;
 pub trait SocketFactory: Send + Sync {
     /// A new, unconnected TCP socket of the address family of `ipv6`.
     fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>>;
+
+    /// A new TCP socket bound to `source`, an address that need not be local (a transparent
+    /// socket, marked so that the answers come back to it), for connecting to `target`; with it
+    /// a guard to hold until the connect is done. `None` when this factory makes no such sockets.
+    fn transparent_socket(&self, _source: IpAddr, _target: SocketAddr) -> TransparentSocketFuture<'_> {
+        Box::pin(async { Ok(None) })
+    }
 }
+
+/// A bound transparent socket and a guard that keeps its handshake allowed until dropped.
+pub type TransparentSocket = (Socket, Box<dyn Send>);
+/// What [`SocketFactory::transparent_socket`] returns.
+pub type TransparentSocketFuture<'a> =
+    Pin<Box<dyn Future<Output = std::io::Result<Option<TransparentSocket>>> + Send + 'a>>;
 
 /// How ztunnel dials: in which network namespace, from which source address, with which mark.
 #[derive(Clone)]
@@ -41,6 +56,34 @@ impl Dialer {
         Dialer { factory: None, source: None, source6: None, mark, timeout }
     }
 
+    /// Dials `addr` from the address `client` when the factory can (the application then sees
+    /// its real client), else like [`Dialer::connect`]. Loopback clients and clients of the
+    /// other address family are dialled from the fixed source. A kernel that refuses the
+    /// transparent socket is reported once and the fixed source is used.
+    pub async fn connect_as(&self, addr: SocketAddr, client: IpAddr) -> Result<TcpStream, Error> {
+        let usable = client.is_ipv4() == addr.is_ipv4() && !client.is_loopback() && !client.is_unspecified();
+        if let Some(factory) = self.factory.as_ref().filter(|_| usable) {
+            match factory.transparent_socket(client, addr).await {
+                Ok(Some((socket, handshake_guard))) => {
+                    let connect_err = |source| Error::Connect { addr, source };
+                    socket.set_nonblocking(true).map_err(connect_err)?;
+                    let socket = TcpSocket::from_std_stream(std::net::TcpStream::from(socket));
+                    let connected = self.finish(socket, addr).await;
+                    drop(handshake_guard);
+                    return connected;
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    static WARNED: AtomicBool = AtomicBool::new(false);
+                    if !WARNED.swap(true, Ordering::Relaxed) {
+                        warn!(%client, error = %e, "cannot dial apps from the client's address (transparent socket refused); they see ztunnel's address instead");
+                    }
+                }
+            }
+        }
+        self.connect(addr).await
+    }
+
     /// Dials `addr` (with `TCP_NODELAY`), failing after the timeout.
     pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, Error> {
         let connect_err = |source| Error::Connect { addr, source };
@@ -52,8 +95,6 @@ impl Dialer {
             }
             None => if addr.is_ipv4() { TcpSocket::new_v4() } else { TcpSocket::new_v6() }.map_err(connect_err)?,
         };
-        // Dials for proxy traffic leave the descriptors reserved for health and control alone.
-        descriptors::check_reserve(&socket).map_err(|e| connect_err(std::io::Error::other(e)))?;
         if let Some(mark) = self.mark {
             apply_mark(&socket, mark);
         }
@@ -61,6 +102,14 @@ impl Dialer {
         if let Some(source) = source {
             socket.bind(SocketAddr::new(source, 0)).map_err(connect_err)?;
         }
+        self.finish(socket, addr).await
+    }
+
+    /// Connects a prepared socket with `TCP_NODELAY`, failing after the timeout.
+    async fn finish(&self, socket: TcpSocket, addr: SocketAddr) -> Result<TcpStream, Error> {
+        let connect_err = |source| Error::Connect { addr, source };
+        // Dials for proxy traffic leave the descriptors reserved for health and control alone.
+        descriptors::check_reserve(&socket).map_err(|e| connect_err(std::io::Error::other(e)))?;
         socket.set_nodelay(true).map_err(connect_err)?;
         let stream = tokio::time::timeout(self.timeout, socket.connect(addr))
             .await
@@ -92,4 +141,47 @@ pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.bind(&addr.into())?;
     socket.listen(1024)?;
     TcpListener::from_std(socket.into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Makes plain sockets in this namespace; its transparent sockets fail as a kernel
+    /// without the needed capability would refuse them (or are not made at all).
+    struct RefusingFactory {
+        refuse: bool,
+    }
+
+    impl SocketFactory for RefusingFactory {
+        fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>> {
+            let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+            Box::pin(async move { Socket::new(domain, Type::STREAM, Some(Protocol::TCP)) })
+        }
+
+        fn transparent_socket(&self, _source: IpAddr, _target: SocketAddr) -> TransparentSocketFuture<'_> {
+            let refuse = self.refuse;
+            Box::pin(async move { if refuse { Err(std::io::Error::from_raw_os_error(libc::EPERM)) } else { Ok(None) } })
+        }
+    }
+
+    #[tokio::test]
+    async fn a_refused_transparent_dial_falls_back_to_the_fixed_source() {
+        let app = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let target = app.local_addr().unwrap();
+        for refuse in [true, false] {
+            let dialer = Dialer {
+                factory: Some(Arc::new(RefusingFactory { refuse })),
+                source: Some(IpAddr::from([127, 0, 0, 6])),
+                source6: None,
+                mark: None,
+                timeout: Duration::from_secs(5),
+            };
+            let client = IpAddr::from([10, 1, 2, 3]);
+            let dialled = dialer.connect_as(target, client).await;
+            assert!(dialled.is_ok(), "refuse={refuse}: the dial must fall back, got {:?}", dialled.err());
+            let (_, peer) = app.accept().await.unwrap();
+            assert_eq!(peer.ip(), IpAddr::from([127, 0, 0, 6]), "refuse={refuse}: the app sees the fixed source");
+        }
+    }
 }

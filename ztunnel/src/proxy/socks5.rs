@@ -22,7 +22,7 @@ use tracing::{debug, warn};
 use super::host_destination::{self, HostDestinationError};
 use super::outbound::{Outbound, proxy_to};
 use super::socket::Dialer;
-use super::{Error, ErrorKind, ProxyInputs};
+use super::{Error, FailureSource, ProxyInputs};
 use crate::state::Workload;
 
 /// A client that has not sent its greeting and request by then is closed.
@@ -138,10 +138,10 @@ fn check_destination(inputs: &ProxyInputs, own: &[SocketAddr], dst: SocketAddr) 
 
 fn reply_for(e: &Error) -> Reply {
     match (e, e.kind()) {
-        (_, ErrorKind::Policy) => Reply::NotAllowed,
+        (_, FailureSource::Policy) => Reply::NotAllowed,
         (Error::Connect { .. }, _) => Reply::ConnectionRefused,
-        (Error::Hbone { .. }, ErrorKind::Upstream) => Reply::ConnectionRefused,
-        (_, ErrorKind::Upstream) => Reply::HostUnreachable,
+        (Error::Hbone { .. }, FailureSource::Upstream) => Reply::ConnectionRefused,
+        (_, FailureSource::Upstream) => Reply::HostUnreachable,
         _ => Reply::GeneralFailure,
     }
 }

@@ -240,8 +240,8 @@ async fn a_directory_others_may_write_is_refused_and_left_alone() {
 
 #[tokio::test]
 async fn a_directory_of_another_user_is_refused() {
-    if !rustix::process::geteuid().is_root() {
-        eprintln!("skipped: giving a directory to another user needs root");
+    if !crate::test_skip::require_root("a_directory_of_another_user_is_refused", "to give a directory to another user")
+    {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

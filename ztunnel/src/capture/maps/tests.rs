@@ -127,6 +127,7 @@ fn mirrors_match_the_c_layouts_in_the_committed_object() {
     assert_layout!(structs, "ip_key", IpKey, { ip, family });
     assert_layout!(structs, "cidr4_key", Cidr4Key, { prefixlen, addr });
     assert_layout!(structs, "cidr6_key", Cidr6Key, { prefixlen, addr });
+    assert_layout!(structs, "conn_key", ConnKey, { src, dst, src_port, dst_port, family });
     // aya's LPM key type is what actually goes to the kernel.
     assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 4]>>(), size_of::<Cidr4Key>());
     assert_eq!(size_of::<aya::maps::lpm_trie::Key<[u8; 16]>>(), size_of::<Cidr6Key>());

@@ -47,7 +47,8 @@ fn object_verifies_and_its_maps_pin_by_name_and_are_readopted() {
     let mut first = load(&bpffs);
 
     let mut programs: Vec<&str> = first.programs().map(|(name, _)| name).collect();
-    let mut expected: Vec<&str> = CGROUP_PROGRAMS.iter().chain(&NETNS_PROGRAMS).copied().collect();
+    let mut expected: Vec<&str> =
+        CGROUP_PROGRAMS.iter().chain(&NETNS_PROGRAMS).chain(&HOST_PROGRAMS).copied().collect();
     programs.sort_unstable();
     expected.sort_unstable();
     assert_eq!(programs, expected, "programs in the object vs programs.rs");

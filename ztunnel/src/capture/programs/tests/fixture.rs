@@ -30,11 +30,7 @@ pub(super) fn unique_name(what: &str) -> String {
 
 /// True when the test can run; otherwise says why it is skipped.
 pub(super) fn running_as_root(test: &str) -> bool {
-    let root = sys::is_root();
-    if !root {
-        eprintln!("skipping {test}: needs root (bpf, network namespaces, cgroups)");
-    }
-    root
+    crate::test_skip::require_root(test, "bpf, network namespaces, cgroups")
 }
 
 /// A private bpffs instance mounted on a fresh temporary directory; unmounted on drop, which

@@ -24,11 +24,6 @@ fn c_path(path: &Path) -> io::Result<CString> {
     CString::new(path.as_os_str().as_bytes()).map_err(|_| io::Error::other("path contains a NUL byte"))
 }
 
-pub(super) fn is_root() -> bool {
-    // SAFETY: geteuid(2) takes no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Moves the calling thread (only it) into a new, empty network namespace.
 pub(super) fn unshare_netns() -> io::Result<()> {
     // SAFETY: unshare(2) takes no pointers. CLONE_NEWNET changes only the calling thread's
