@@ -7,7 +7,7 @@
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use ztunnel::capture::netns::NetnsWorker;
 use ztunnel::capture::records::pod_key;
@@ -17,6 +17,7 @@ use ztunnel_tests::capture_mesh::{CaptureMesh, Membership, accepted_peers, conne
 use ztunnel_tests::mesh::metric_sum;
 use ztunnel_tests::netns::{Node, Pod, require_root};
 use ztunnel_tests::process::ztunnel_binary;
+use ztunnel_tests::wait::{eventually, eventually_blocking};
 use ztunnel_tests::{Mesh, MeshNode, echo_server, http_get};
 
 const NODE: &str = "node-a";
@@ -83,16 +84,14 @@ fn enroll(mesh: &CaptureMesh, pod: &Pod) {
     assert!(out.status.success(), "enrolling {}: {}", pod.name(), String::from_utf8_lossy(&out.stderr));
 }
 
-/// Polls (bounded by `limit`) until `node`'s readiness endpoint answers at all.
+/// Waits (bounded by `limit`) until `node`'s readiness endpoint answers at all; its status.
 fn wait_readiness_answers(mesh: &CaptureMesh, limit: Duration) -> u16 {
-    let start = Instant::now();
-    loop {
-        if let Some(status) = mesh.readiness(NODE) {
-            return status;
-        }
-        assert!(start.elapsed() < limit, "the readiness endpoint did not answer within {limit:?}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let mut status = None;
+    eventually_blocking("the readiness endpoint answers", limit, || {
+        status = mesh.readiness(NODE);
+        status.is_some()
+    });
+    status.expect("checked above")
 }
 
 #[test]
@@ -191,12 +190,15 @@ fn a_pod_whose_port_is_taken_is_held_until_the_port_frees() {
     let mut z = mesh.spawn_ztunnel(NODE, &ztunnel_binary(), &mesh.local_config_args());
 
     let to_server = at(server.ip(), 8080);
-    for round in 0..4 {
+    // The positive sign: ztunnel has retried the pod's listeners (and failed) twice.
+    eventually_blocking("ztunnel retried the held pod's listeners twice", Duration::from_secs(10), || {
+        z.stdout().matches("cannot start a captured pod's listeners").count() >= 2
+    });
+    for round in 0..3 {
         let status = wait_readiness_answers(&mesh, Duration::from_secs(10));
         assert_eq!(status, 503, "round {round}: a pod's listener is missing, so not ready:\n{}", z.stdout());
         let report = connect_from(&plain, to_server, 1024, 2);
         assert!(!report.echoed_intact, "plaintext to the held pod must be refused:\n{}", report.raw);
-        std::thread::sleep(Duration::from_millis(300));
     }
     assert!(accepted_peers(&app).is_empty(), "nothing may reach the held pod's app: {:?}", accepted_peers(&app));
 
@@ -218,10 +220,18 @@ async fn a_taken_hbone_address_is_retried_while_readiness_stays_down() {
     let a = mesh.start_node("node-a").await;
     let log = LogHandle::detached("info").expect("log handle");
     let b = ztunnel::app::start(mesh.node_config("node-b"), log).await.expect("node-b starts");
-    let readiness = b.addrs.readiness;
-    for round in 0..4 {
+    let (readiness, admin) = (b.addrs.readiness, b.addrs.admin);
+    // The positive sign: node-b has its config and the server's certificate, all it would
+    // need to be ready if the listener were not missing.
+    eventually("node-b issued the server's certificate", Duration::from_secs(10), || async {
+        let Ok((200, body)) = http_get(admin, "/config_dump").await else { return false };
+        body.contains("spiffe://cluster.local/ns/default/sa/echo")
+    })
+    .await;
+    for round in 0..3 {
         let (status, body) = http_get(readiness, "/healthz/ready").await.expect("readiness answers");
         assert_eq!(status, 503, "round {round}: the server's hbone listener is missing, so not ready: {body}");
+        // Spans at least one retry of the bind.
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
     drop(squatter);
