@@ -196,14 +196,34 @@ impl CaptureMesh {
 
     /// Like [`CaptureMesh::start_ztunnel_with`], adding `extra` to the command line.
     pub fn start_ztunnel_with_args(&self, node: &str, binary: &std::path::Path, extra: &[&str]) -> ProcGuard {
-        let n = self.node(node);
-        let state_dir = self.dir.path().join(format!("state-{node}"));
+        let mut args = self.local_config_args();
+        args.extend(extra.iter().map(|a| a.to_string()));
+        let mut proc = self.spawn_ztunnel(node, binary, &args);
+        self.wait_ready(node, &mut proc);
+        proc
+    }
+
+    /// The arguments that make a ztunnel read this mesh's config file and use its CA.
+    pub fn local_config_args(&self) -> Vec<String> {
         let ca = self.dir.path().join("ca");
-        let mut args: Vec<String> = vec![
-            binary.display().to_string(),
-            "proxy".into(),
+        vec![
             "--config".into(),
             self.config_path().display().to_string(),
+            "--ca-cert".into(),
+            ca.join("root-cert.pem").display().to_string(),
+            "--ca-key".into(),
+            ca.join("root-key.pem").display().to_string(),
+        ]
+    }
+
+    /// Starts `node`'s ztunnel (`binary`) with capture on and its config from `source_args`
+    /// (e.g. [`CaptureMesh::local_config_args`]), without waiting for readiness.
+    pub fn spawn_ztunnel(&self, node: &str, binary: &std::path::Path, source_args: &[String]) -> ProcGuard {
+        let n = self.node(node);
+        let state_dir = self.dir.path().join(format!("state-{node}"));
+        let mut args: Vec<String> = vec![binary.display().to_string(), "proxy".into()];
+        args.extend(source_args.iter().cloned());
+        args.extend([
             "--node".into(),
             node.into(),
             "--capture".into(),
@@ -213,10 +233,6 @@ impl CaptureMesh {
             self.control_socket(node).display().to_string(),
             "--state-dir".into(),
             state_dir.display().to_string(),
-            "--ca-cert".into(),
-            ca.join("root-cert.pem").display().to_string(),
-            "--ca-key".into(),
-            ca.join("root-key.pem").display().to_string(),
             "--socks5-addr".into(),
             "off".into(),
             "--admin-addr".into(),
@@ -231,18 +247,26 @@ impl CaptureMesh {
             "2s".into(),
             "--log-level".into(),
             std::env::var("ZTUNNEL_TEST_LOG").unwrap_or_else(|_| "info".into()),
-        ];
+        ]);
         if let Some(cgroup) = &self.kubelet_cgroup {
             args.extend(["--kubelet-cgroup".into(), cgroup.display().to_string()]);
         }
-        args.extend(extra.iter().map(|a| a.to_string()));
         self.topo.register_bpf_dir(self.pin_dir(node));
         let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-        let mut proc = n.spawn(&argv);
+        n.spawn(&argv)
+    }
+
+    /// The status `node`'s `/healthz/ready` answers, or `None` when nothing answers.
+    pub fn readiness(&self, node: &str) -> Option<u16> {
         let ready = SocketAddr::from(([127, 0, 0, 1], 15021));
+        self.node(node).http_get(ready, "/healthz/ready").ok().map(|(status, _)| status)
+    }
+
+    /// Waits (bounded, 10 s) until `node`'s ztunnel answers ready; panics with its output.
+    pub fn wait_ready(&self, node: &str, proc: &mut ProcGuard) {
         for _ in 0..200 {
-            if let Ok((200, _)) = n.http_get(ready, "/healthz/ready") {
-                return proc;
+            if self.readiness(node) == Some(200) {
+                return;
             }
             if !proc.is_running() {
                 break;

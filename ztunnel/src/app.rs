@@ -4,7 +4,9 @@
 //! Startup order: CA and certificate manager (local CA, or istiod's CA client), config source
 //! (a local file: a bad file stops startup with the error, then a watcher; or istiod's xDS
 //! client), listeners and servers. Readiness turns green once the config is applied (for xDS:
-//! the first response of each type) and the certificates of this node's workloads are issued.
+//! the first response of each type), the certificates of this node's workloads are issued and
+//! every listener the config needs is up (captured pods' listeners included). With capture, pods
+//! an earlier process enrolled stay captured and refusing until the config source has synced.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -214,10 +216,11 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         }
     };
     let listeners_ready = ready.register("workload certificates and listeners");
+    let capture_synced = synced.clone();
     tasks.spawn(proxy::listeners::run(inputs.clone(), listeners_ready, config.capture.is_none(), synced));
     tasks.spawn(proxy::admitted::reevaluate_on_change(state.clone(), inputs.admitted.clone(), metrics.clone()));
     if let Some(capture_config) = &config.capture {
-        start_capture(capture_config, &inputs, &config.node, &ready, &mut tasks).await?;
+        start_capture(capture_config, &inputs, &config.node, &ready, capture_synced, &mut tasks).await?;
     }
     if let Some(listener) = socks5 {
         let own = [addrs.socks5, Some(addrs.admin), Some(addrs.metrics), Some(addrs.readiness)];
@@ -243,13 +246,15 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
     Ok(Running { addrs, state, ready, pool, drain, force_close, tasks, deadline: config.drain_deadline, quit })
 }
 
-/// Starts eBPF capture, its control socket, and the loop that keeps config-enrolled pods in
-/// step with the config file.
+/// Starts eBPF capture, its control socket, the keeper that serves captured pods once the
+/// config source has synced (`synced`), and the loop that keeps config-enrolled pods in step
+/// with the config file.
 async fn start_capture(
     config: &crate::config::CaptureConfig,
     inputs: &ProxyInputs,
     node: &str,
     ready: &Ready,
+    mut synced: tokio::sync::watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), AppError> {
     let settings = CaptureSettings {
@@ -257,7 +262,9 @@ async fn start_capture(
         records_dir: config.records_dir.clone(),
         kubelet_cgroup: config.kubelet_cgroup.clone(),
     };
-    let capture = Capture::start(settings, inputs.clone()).await?;
+    // Re-adopted pods stay captured and refusing until the keeper serves them.
+    let capture = Capture::start(settings, inputs.clone(), ready).await?;
+    tasks.spawn(capture.clone().keep_serving(synced.clone(), inputs.drain.clone()));
     let listener = crate::capture::control::bind(&config.control_socket)?;
     tasks.spawn(crate::capture::control::serve(listener, capture.clone(), inputs.drain.clone()));
     let guard = ready.register("capture of configured pods");
@@ -265,6 +272,12 @@ async fn start_capture(
     tasks.spawn(async move {
         let mut generations = state.subscribe();
         let mut guard = Some(guard);
+        // The config's capture blocks are only complete once the source has synced: before
+        // that, an empty state must not unenroll anything.
+        tokio::select! {
+            _ = synced.wait_for(|s| *s) => {}
+            _ = drain.signaled() => return,
+        }
         loop {
             let wanted = state.read().captures_on_node(&node);
             capture.reconcile_config(&wanted).await;

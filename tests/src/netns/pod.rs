@@ -88,6 +88,14 @@ impl Pod {
         self.placement().run(&self.shared, cmd, limit)
     }
 
+    /// Deletes the pod's network namespace (its processes are killed first), as when a pod
+    /// goes away while its cgroup may linger; the topology no longer removes it.
+    pub fn delete_netns(&self) {
+        self.shared
+            .delete_netns(&self.netns)
+            .unwrap_or_else(|e| panic!("deleting the namespace of pod {}: {e:#}", self.name));
+    }
+
     /// `GET http://<addr><path>` with curl from inside the pod (so capture applies); (status, body).
     pub fn http_get(&self, addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
         self.placement().http_get(&self.shared, addr, path)

@@ -182,6 +182,14 @@ impl Shared {
         Ok(())
     }
 
+    /// Deletes a namespace this topology created (as when a pod goes away) and forgets it.
+    pub(crate) fn delete_netns(&self, name: &str) -> anyhow::Result<()> {
+        command::kill_pids(&command::netns_pids(name));
+        ip(&["netns", "del", name])?;
+        self.registry().netns.retain(|n| n != name);
+        Ok(())
+    }
+
     /// Records a pod name on a node; fails if taken.
     pub(crate) fn claim_pod(&self, node: &str, pod: &str) -> anyhow::Result<u8> {
         let mut reg = self.registry();

@@ -1,13 +1,22 @@
 //! eBPF capture: redirects enrolled pods' TCP traffic into per-pod listeners, without iptables.
 //!
-//! [`Capture::enroll`] gives a pod its three listeners inside its network namespace (made by a
-//! thread that entered it), records the pod in the `pod_config` map, registers its 15006
-//! socket for `sk_lookup`, and attaches the programs to the pod's cgroup and namespace with
-//! pinned links. [`Capture::unenroll`] removes all of it. Programs, maps and links live on the
-//! bpf filesystem, so capture outlives a ztunnel restart (failing closed meanwhile) and
-//! [`Capture::start`] re-adopts what the previous process enrolled. Enrollment sources (local
-//! config, the control socket, later Kubernetes) all go through `enroll`/`unenroll`.
-//! Enrolling also installs the pod's reply routing ([`reply_routing`]) so apps are dialled from
+//! [`Capture::enroll`] first *captures* a pod: it records the pod in the `pod_config` map with
+//! `POD_READY` clear (its connects are refused), attaches the programs to the pod's cgroup and
+//! namespace with pinned links, and writes an enrollment record. Then it *serves* the pod: its
+//! three listeners are bound inside its network namespace (by a thread that entered it), its
+//! 15006 socket is registered for `sk_lookup`, and `POD_READY` is set. A pod that cannot be
+//! served (a port is taken, its workload is not in state yet) stays captured and refusing,
+//! *held*, and the keeper ([`Capture::keep_serving`]) retries with backoff; process readiness
+//! stays down while a pod that state knows is held. [`Capture::unenroll`] removes all of it.
+//!
+//! Programs, maps and links live on the bpf filesystem, so capture outlives a ztunnel restart
+//! (failing closed meanwhile). [`Capture::start`] re-adopts what the previous process enrolled
+//! as held pods and serves them only once the config source has synced: a pod is released
+//! only when proven gone (its namespace or cgroup is gone) or when its source unenrolls it.
+//! Enrollment sources (local config, the control socket, later Kubernetes) all go through
+//! `enroll`/`unenroll`.
+//!
+//! Serving a pod also installs its reply routing ([`reply_routing`]) so apps are dialled from
 //! their clients' addresses, and [`Capture::start`] attaches the kubelet probe exemption when
 //! `kubelet_cgroup` is set. `start` first checks the kernel ([`requirements`]) and fails naming
 //! every missing feature; a pod's exclusions (Istio's annotations,
@@ -16,6 +25,7 @@
 
 pub mod control;
 pub mod exclusions;
+mod keeper;
 pub mod loader;
 pub mod maps;
 pub mod mounts;
@@ -24,26 +34,27 @@ pub mod programs;
 pub mod records;
 pub mod reply_routing;
 pub mod requirements;
+mod serving;
 mod sockets;
 pub mod sys;
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::net::IpAddr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+use tokio::sync::Notify;
 use tracing::{info, warn};
 
 use crate::proxy::ProxyInputs;
-use crate::proxy::pod::{PodContext, PodProxy};
+use crate::proxy::pod::PodProxy;
+use crate::readiness::Ready;
 use crate::state::{CaptureExclusions, PodCapture};
+use keeper::Held;
 use loader::{LoadError, Loaded};
-use maps::{IpKey, PodConfig};
 use netns::{NetnsError, NetnsWorker};
-use records::{EnrollRecord, EnrollSource, Records, pod_key};
-use sockets::{MapOrigDst, PodListenerSet, PodSockets};
+use records::{EnrollRecord, EnrollSource, Records};
 
 /// Where capture keeps its state.
 #[derive(Clone, Debug)]
@@ -99,14 +110,22 @@ fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> Cap
     move |source| CaptureError::Io { what, path, source }
 }
 
+/// One enrolled pod: captured from enrollment until release, served while its listeners run.
 struct EnrolledPod {
     record: EnrollRecord,
-    /// Runs jobs in the pod's namespace (removing its reply routing at unenroll).
-    worker: Arc<NetnsWorker>,
+    /// The thread inside the pod's namespace; started again when it could not be.
+    worker: Option<Arc<NetnsWorker>>,
     /// The exclusions in the maps; `None` after a restart until the config says (they stayed
     /// in the pinned maps meanwhile).
     exclusions: Option<CaptureExclusions>,
-    _proxy: PodProxy,
+    serving: Serving,
+}
+
+enum Serving {
+    /// The pod's listeners run and `POD_READY` is set.
+    Up(PodProxy),
+    /// Captured with `POD_READY` clear: the pod's traffic is refused until the keeper serves it.
+    Held(Held),
 }
 
 /// Capture for one node.
@@ -114,14 +133,22 @@ pub struct Capture {
     loaded: Arc<Loaded>,
     records: Records,
     inputs: ProxyInputs,
+    ready: Ready,
     cgroup_root: PathBuf,
     pods: tokio::sync::Mutex<HashMap<String, EnrolledPod>>,
+    /// Wakes the keeper when a pod is held.
+    wake: Notify,
 }
 
 impl Capture {
-    /// Mounts bpffs if needed, loads the programs (re-adopting pinned maps), and re-adopts or
-    /// cleans up the pods an earlier process enrolled.
-    pub async fn start(settings: CaptureSettings, inputs: ProxyInputs) -> Result<Arc<Capture>, CaptureError> {
+    /// Mounts bpffs if needed, loads the programs (re-adopting pinned maps), and takes over the
+    /// pods an earlier process enrolled: the ones proven gone are released, the others are kept
+    /// captured and refusing until [`Capture::keep_serving`] serves them.
+    pub async fn start(
+        settings: CaptureSettings,
+        inputs: ProxyInputs,
+        ready: &Ready,
+    ) -> Result<Arc<Capture>, CaptureError> {
         mounts::ensure_bpffs(&settings.pin_dir).map_err(io_err("mounting bpffs for", &settings.pin_dir))?;
         requirements::check(&requirements::KernelProbe)?;
         let cgroup_root =
@@ -129,18 +156,28 @@ impl Capture {
         let loaded = Arc::new(Loaded::load(&settings.pin_dir, inputs.settings.socket_mark)?);
         let records = Records::open(&settings.records_dir)
             .map_err(io_err("opening enrollment records", &settings.records_dir))?;
-        let capture = Arc::new(Capture { loaded, records, inputs, cgroup_root, pods: Default::default() });
+        let capture = Arc::new(Capture {
+            loaded,
+            records,
+            inputs,
+            ready: ready.clone(),
+            cgroup_root,
+            pods: Default::default(),
+            wake: Notify::new(),
+        });
         capture.exempt_kubelet(settings.kubelet_cgroup.as_deref())?;
         capture.readopt().await;
         Ok(capture)
     }
 
-    /// Pods enrolled now.
+    /// Pods enrolled now (served or held).
     pub async fn enrolled(&self) -> Vec<EnrollRecord> {
         self.pods.lock().await.values().map(|p| p.record.clone()).collect()
     }
 
-    /// Enrolls the workload `uid` whose pod lives in `netns` and `cgroup`.
+    /// Enrolls the workload `uid` whose pod lives in `netns` and `cgroup`. Once this returns
+    /// the pod is captured; if its listeners cannot start yet (a port is taken) it is held,
+    /// refusing its traffic, and the keeper retries.
     pub async fn enroll(
         &self,
         uid: &str,
@@ -165,8 +202,27 @@ impl Capture {
             return Err(CaptureError::AlreadyEnrolled { uid: uid.into() });
         }
         let cgroup = self.resolve_cgroup(cgroup)?;
-        let record = EnrollRecord { uid: uid.into(), netns: netns.into(), cgroup, source, netns_cookie: 0 };
-        let pod = self.bring_up(record, true, Some(exclusions)).await?;
+        let ips = self.workload_ips(uid)?;
+        let worker = Arc::new(NetnsWorker::start(netns)?);
+        let netns_cookie = worker
+            .run(sockets::current_netns_cookie)
+            .await?
+            .map_err(io_err("reading the namespace cookie of", netns))?;
+        let record = EnrollRecord { uid: uid.into(), netns: netns.into(), cgroup, source, netns_cookie, ips };
+        self.capture_pod(&record, exclusions)?;
+        let mut pod = EnrolledPod {
+            record,
+            worker: Some(worker),
+            exclusions: Some(exclusions.clone()),
+            serving: Serving::Held(self.held(uid)),
+        };
+        match self.serve_pod(&mut pod.record, &mut pod.worker).await {
+            Ok(proxy) => pod.serving = Serving::Up(proxy),
+            Err(e) => {
+                warn!(uid, error = %e, "pod captured, but its listeners cannot start; its traffic is refused until they do");
+                self.wake.notify_one();
+            }
+        }
         info!(uid, netns = %netns.display(), "pod enrolled in capture");
         pods.insert(uid.into(), pod);
         Ok(())
@@ -175,10 +231,12 @@ impl Capture {
     /// Removes a pod from capture: its traffic flows directly again.
     pub async fn unenroll(&self, uid: &str) -> Result<(), CaptureError> {
         let pod = self.pods.lock().await.remove(uid).ok_or_else(|| CaptureError::NotEnrolled { uid: uid.into() })?;
-        match pod.worker.run(reply_routing::remove).await {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
-            Err(e) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+        if let Some(worker) = &pod.worker {
+            match worker.run(reply_routing::remove).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+                Err(e) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+            }
         }
         self.tear_down(&pod.record)?;
         info!(uid, "pod unenrolled from capture");
@@ -206,6 +264,20 @@ impl Capture {
                 warn!(uid = %w.uid, error = %e, "cannot enroll pod from config");
             }
         }
+    }
+
+    /// The addresses of the workload `uid` in state.
+    fn workload_ips(&self, uid: &str) -> Result<Vec<IpAddr>, CaptureError> {
+        let workload = self
+            .inputs
+            .state
+            .read()
+            .workload_by_uid(uid)
+            .ok_or_else(|| CaptureError::UnknownWorkload { uid: uid.into() })?;
+        if workload.workload_ips.is_empty() {
+            return Err(CaptureError::NoAddress { uid: uid.into() });
+        }
+        Ok(workload.workload_ips.clone())
     }
 
     /// Attaches the program that records the kubelet's connections from this (the host's)
@@ -271,174 +343,5 @@ impl Capture {
             });
         }
         Ok(path)
-    }
-
-    /// Creates listeners, fills maps, attaches programs (unless re-adopting pinned links) and
-    /// starts the pod proxy. Undoes its own steps when one fails.
-    async fn bring_up(
-        &self,
-        mut record: EnrollRecord,
-        attach: bool,
-        exclusions: Option<&CaptureExclusions>,
-    ) -> Result<EnrolledPod, CaptureError> {
-        let uid = record.uid.clone();
-        let workload = self
-            .inputs
-            .state
-            .read()
-            .workload_by_uid(&uid)
-            .ok_or_else(|| CaptureError::UnknownWorkload { uid: uid.clone() })?;
-        let ip4 = workload.workload_ips.iter().find_map(|ip| match ip {
-            IpAddr::V4(v4) => Some(*v4),
-            IpAddr::V6(_) => None,
-        });
-        let ip6 = workload.workload_ips.iter().find_map(|ip| match ip {
-            IpAddr::V6(v6) => Some(*v6),
-            IpAddr::V4(_) => None,
-        });
-        if ip4.is_none() && ip6.is_none() {
-            return Err(CaptureError::NoAddress { uid });
-        }
-        let worker = Arc::new(NetnsWorker::start(&record.netns)?);
-        let mark = self.inputs.settings.socket_mark;
-        let (has4, has6) = (ip4.is_some(), ip6.is_some());
-        let sets = worker
-            .run(move || -> std::io::Result<Vec<PodListenerSet>> {
-                let mut sets = Vec::new();
-                if has4 {
-                    sets.push(PodListenerSet::bind(false, mark)?);
-                }
-                if has6 {
-                    sets.push(PodListenerSet::bind(true, mark)?);
-                }
-                Ok(sets)
-            })
-            .await?
-            .map_err(io_err("creating listeners in", &record.netns))?;
-        record.netns_cookie = sets[0].netns_cookie;
-        let map_err = |reason: String| CaptureError::Map { uid: uid.clone(), reason };
-        // Each family's 15006 socket receives that family's inbound plaintext (sk_lookup).
-        let addrs: Vec<IpAddr> = ip4.map(IpAddr::V4).into_iter().chain(ip6.map(IpAddr::V6)).collect();
-        for (ip, set) in addrs.iter().zip(&sets) {
-            let inserted = self.loaded.inbound_sockets.lock().unwrap_or_else(|e| e.into_inner()).insert(
-                IpKey::from(*ip),
-                set.inbound_plain.as_raw_fd(),
-                0,
-            );
-            if let Err(e) = inserted {
-                self.forget_maps(&record, &addrs);
-                return Err(map_err(format!("registering the 15006 socket for {ip}: {e}")));
-            }
-        }
-        if let Some(exclusions) = exclusions {
-            let applied = self.loaded.exclusions.lock().unwrap_or_else(|e| e.into_inner()).apply(
-                record.netns_cookie,
-                &addrs,
-                exclusions,
-            );
-            if let Err(e) = applied {
-                self.forget_maps(&record, &addrs);
-                return Err(map_err(e.to_string()));
-            }
-        }
-        let config = PodConfig::new(ip4, ip6).with_ready(true);
-        if let Err(e) =
-            self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).insert(record.netns_cookie, config, 0)
-        {
-            self.forget_maps(&record, &addrs);
-            return Err(map_err(format!("adding the pod to pod_config: {e}")));
-        }
-        let key = pod_key(&uid);
-        if attach {
-            let opened = File::open(&record.cgroup)
-                .map_err(io_err("opening cgroup", &record.cgroup))
-                .and_then(|cg| Ok((cg, File::open(&record.netns).map_err(io_err("opening netns", &record.netns))?)));
-            let attached = opened.and_then(|(cg, ns)| Ok(self.loaded.attach_pod(&key, &cg, &ns)?));
-            if let Err(e) = attached {
-                self.forget_maps(&record, &addrs);
-                return Err(e);
-            }
-        }
-        if let Err(e) = self.records.save(&record) {
-            warn!(uid, error = %e, "cannot save enrollment record; a restart will not re-adopt this pod");
-        }
-        let listeners = sets
-            .into_iter()
-            .map(PodListenerSet::into_tokio)
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(io_err("registering listeners of", &record.netns))?;
-        let reply_routing = match worker.run(reply_routing::install).await {
-            Ok(Ok(())) => true,
-            Ok(Err(e)) => {
-                warn_no_reply_routing(&uid, &e);
-                false
-            }
-            Err(e) => {
-                warn_no_reply_routing(&uid, &e);
-                false
-            }
-        };
-        let ctx = PodContext {
-            workload_uid: workload.uid.clone(),
-            sockets: Arc::new(PodSockets::new(worker.clone(), reply_routing.then(|| self.loaded.clone()))),
-            orig_dst: Arc::new(MapOrigDst(self.loaded.clone())),
-        };
-        let proxy = PodProxy::start(self.inputs.clone(), listeners, ctx);
-        Ok(EnrolledPod { record, worker, exclusions: exclusions.cloned(), _proxy: proxy })
-    }
-
-    fn forget_maps(&self, record: &EnrollRecord, addrs: &[IpAddr]) {
-        let _ = self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).remove(&record.netns_cookie);
-        let mut sockets = self.loaded.inbound_sockets.lock().unwrap_or_else(|e| e.into_inner());
-        for ip in addrs {
-            let _ = sockets.remove(&IpKey::from(*ip));
-        }
-        let cleared =
-            self.loaded.exclusions.lock().unwrap_or_else(|e| e.into_inner()).clear(record.netns_cookie, addrs);
-        if let Err(e) = cleared {
-            warn!(uid = record.uid, error = %e, "cannot remove the pod's capture exclusions");
-        }
-    }
-
-    /// Removes a pod's map entries, links and record.
-    fn tear_down(&self, record: &EnrollRecord) -> Result<(), CaptureError> {
-        let addrs =
-            self.inputs.state.read().workload_by_uid(&record.uid).map(|w| w.workload_ips.clone()).unwrap_or_default();
-        self.forget_maps(record, &addrs);
-        self.loaded.detach_pod(&pod_key(&record.uid))?;
-        self.records
-            .remove(&record.uid)
-            .map_err(io_err("removing the enrollment record of", Path::new(&record.uid)))?;
-        Ok(())
-    }
-
-    /// After a restart: pods whose namespace still exists get listeners again (their links
-    /// stayed pinned); the others, and links without a record, are cleaned up.
-    async fn readopt(&self) {
-        let records = self.records.load_all();
-        let mut pods = self.pods.lock().await;
-        for record in records {
-            let alive = record.netns.exists() && record.cgroup.exists();
-            if alive {
-                let attach = !self.loaded.pod_links_dir(&pod_key(&record.uid)).exists();
-                match self.bring_up(record.clone(), attach, None).await {
-                    Ok(pod) => {
-                        info!(uid = record.uid, "re-adopted captured pod");
-                        pods.insert(record.uid.clone(), pod);
-                        continue;
-                    }
-                    Err(e) => warn!(uid = record.uid, error = %e, "cannot re-adopt captured pod; removing its capture"),
-                }
-            }
-            if let Err(e) = self.tear_down(&record) {
-                warn!(uid = record.uid, error = %e, "cleaning up a pod that is gone");
-            }
-        }
-        let known: Vec<String> = pods.keys().map(|uid| pod_key(uid)).collect();
-        for orphan in self.loaded.pinned_pods().into_iter().filter(|k| !known.contains(k)) {
-            if let Err(e) = self.loaded.detach_pod(&orphan) {
-                warn!(pod = orphan, error = %e, "cannot remove links of an unknown pod");
-            }
-        }
     }
 }

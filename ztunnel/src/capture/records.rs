@@ -1,6 +1,8 @@
 //! Enrollment records kept on disk (bpffs holds only BPF objects), so a restarted ztunnel
-//! knows which pods it had enrolled, from which source, and how to clean them up.
+//! knows which pods it had enrolled, from which source, their addresses (so it can keep them
+//! captured and refusing before its config source has synced), and how to clean them up.
 
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -25,6 +27,16 @@ pub struct EnrollRecord {
     pub source: EnrollSource,
     /// Network-namespace cookie: the key of the pod's entry in `pod_config`.
     pub netns_cookie: u64,
+    /// The pod's addresses when it was captured (records written by older versions have none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub ips: Vec<IpAddr>,
+}
+
+impl EnrollRecord {
+    /// True when the pod is proven gone: its network namespace or its cgroup no longer exists.
+    pub fn is_gone(&self) -> bool {
+        !self.netns.exists() || !self.cgroup.exists()
+    }
 }
 
 /// A pod uid as a file name (uids contain `/`): bytes other than ASCII letters, digits, `-`
@@ -101,6 +113,7 @@ mod tests {
             cgroup: "/sys/fs/cgroup/web".into(),
             source: EnrollSource::Api,
             netns_cookie: 42,
+            ips: vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
         };
         records.save(&r).unwrap();
         assert_eq!(records.load_all(), vec![r.clone()]);
@@ -109,5 +122,16 @@ mod tests {
         records.remove(&r.uid).unwrap();
         records.remove(&r.uid).unwrap();
         assert!(records.load_all().is_empty());
+    }
+
+    #[test]
+    fn records_without_addresses_still_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let old = r#"{"uid":"u1","netns":"/n","cgroup":"/c","source":"config","netnsCookie":7}"#;
+        std::fs::write(dir.path().join("u1.json"), old).unwrap();
+        let loaded = Records::open(dir.path()).unwrap().load_all();
+        assert_eq!(loaded.len(), 1, "a record from before addresses were kept must load");
+        assert!(loaded[0].ips.is_empty());
+        assert!(loaded[0].is_gone(), "paths that do not exist mean the pod is gone");
     }
 }

@@ -27,7 +27,6 @@ pub struct PodListenerSet {
     pub outbound: std::net::TcpListener,
     pub inbound_plain: std::net::TcpListener,
     pub inbound_hbone: std::net::TcpListener,
-    pub netns_cookie: u64,
 }
 
 fn listener(ip: IpAddr, port: u16, mark: Option<u32>) -> std::io::Result<std::net::TcpListener> {
@@ -40,9 +39,19 @@ fn listener(ip: IpAddr, port: u16, mark: Option<u32>) -> std::io::Result<std::ne
         socket.set_mark(mark)?;
     }
     socket.set_nonblocking(true)?;
-    socket.bind(&SocketAddr::new(ip, port).into())?;
-    socket.listen(1024)?;
+    let addr = SocketAddr::new(ip, port);
+    // Name the port: "address in use" alone does not say which listener could not start.
+    let named = |e: std::io::Error| std::io::Error::new(e.kind(), format!("binding {addr}: {e}"));
+    socket.bind(&addr.into()).map_err(named)?;
+    socket.listen(1024).map_err(named)?;
     Ok(socket.into())
+}
+
+/// The cookie of the network namespace the calling thread is in (the key of `pod_config`);
+/// run it on the pod's netns worker.
+pub fn current_netns_cookie() -> std::io::Result<u64> {
+    let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
+    sys::netns_cookie(probe.as_fd())
 }
 
 impl PodListenerSet {
@@ -53,8 +62,7 @@ impl PodListenerSet {
         let outbound = listener(any, OUTBOUND_PORT, mark)?;
         let inbound_plain = listener(any, INBOUND_PLAIN_PORT, mark)?;
         let inbound_hbone = listener(any, INBOUND_HBONE_PORT, mark)?;
-        let netns_cookie = sys::netns_cookie(outbound.as_fd())?;
-        Ok(PodListenerSet { outbound, inbound_plain, inbound_hbone, netns_cookie })
+        Ok(PodListenerSet { outbound, inbound_plain, inbound_hbone })
     }
 
     /// Hands the listeners to the async runtime.

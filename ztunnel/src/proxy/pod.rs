@@ -62,7 +62,7 @@ pub struct PodContext {
 
 /// Serves one pod until dropped (its tasks stop accepting; live connections finish).
 pub struct PodProxy {
-    _tasks: JoinSet<()>,
+    tasks: JoinSet<()>,
 }
 
 impl PodProxy {
@@ -95,7 +95,13 @@ impl PodProxy {
             ));
             tasks.spawn(inbound::serve(listeners.inbound_hbone, inputs.clone(), to_app.clone()));
         }
-        PodProxy { _tasks: tasks }
+        PodProxy { tasks }
+    }
+
+    /// True once one of the pod's accept loops has ended: they end only on drain, so outside a
+    /// drain a listener has been lost and the pod must get new ones.
+    pub fn has_stopped(&mut self) -> bool {
+        self.tasks.try_join_next().is_some()
     }
 }
 

@@ -57,11 +57,17 @@ pub(super) struct AdsInner {
 pub(super) struct FakeAds {
     pub(super) inner: Mutex<AdsInner>,
     pub(super) requests: watch::Sender<Vec<RecordedRequest>>,
+    /// While true, streams' first requests are recorded but not answered (a slow istiod).
+    pub(super) hold: watch::Sender<bool>,
 }
 
 impl FakeAds {
     pub(super) fn new() -> FakeAds {
-        FakeAds { inner: Mutex::new(AdsInner::default()), requests: watch::Sender::new(Vec::new()) }
+        FakeAds {
+            inner: Mutex::new(AdsInner::default()),
+            requests: watch::Sender::new(Vec::new()),
+            hold: watch::Sender::new(false),
+        }
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, AdsInner> {
@@ -196,6 +202,10 @@ impl AggregatedDiscoveryService for Arc<FakeAds> {
                 };
                 ads.requests.send_modify(|r| r.push(recorded));
                 if req.response_nonce.is_empty() {
+                    let mut hold = ads.hold.subscribe();
+                    if hold.wait_for(|held| !*held).await.is_err() {
+                        break;
+                    }
                     let _ = tx.send(Ok(ads.initial_response(&req)));
                 }
             }

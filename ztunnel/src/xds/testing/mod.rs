@@ -64,6 +64,19 @@ impl FakeIstiod {
     /// Starts both servers on ephemeral loopback ports. `dir` receives the control-plane
     /// root (`istiod-root.pem`), the token file and the mesh CA.
     pub async fn start(dir: &Path) -> FakeIstiod {
+        let (xds_listener, _) = bind("127.0.0.1:0".parse().expect("literal")).await;
+        let (ca_listener, _) = bind("127.0.0.1:0".parse().expect("literal")).await;
+        FakeIstiod::start_on(dir, xds_listener, ca_listener).await
+    }
+
+    /// Like [`FakeIstiod::start`], serving on listeners the caller bound (for example on
+    /// 127.0.0.1 inside a test node's network namespace). They must be on 127.0.0.1: the
+    /// serving certificate names that address.
+    pub async fn start_on(
+        dir: &Path,
+        xds_listener: tokio::net::TcpListener,
+        ca_listener: tokio::net::TcpListener,
+    ) -> FakeIstiod {
         crate::tls::install_crypto_provider();
         let (root_pem, tls) = control_plane_tls();
         let root_ca = dir.join("istiod-root.pem");
@@ -80,8 +93,8 @@ impl FakeIstiod {
             requests: watch::Sender::new(Vec::new()),
         });
         let ads = Arc::new(ads::FakeAds::new());
-        let (xds_listener, xds_addr) = bind("127.0.0.1:0".parse().expect("literal")).await;
-        let (ca_listener, ca_addr) = bind("127.0.0.1:0".parse().expect("literal")).await;
+        let xds_addr = xds_listener.local_addr().expect("bound listener has an address");
+        let ca_addr = ca_listener.local_addr().expect("bound listener has an address");
         let xds = serve(tls.clone(), xds_listener, AggregatedDiscoveryServiceServer::new(ads.clone()));
         let ca_server = serve(tls.clone(), ca_listener, IstioCertificateServiceServer::new(ca.clone()));
         FakeIstiod {
@@ -131,6 +144,12 @@ impl FakeIstiod {
     pub fn remove(&self, type_url: &'static str, names: &[&str]) -> Vec<String> {
         let removed: Vec<(&str, &str)> = names.iter().map(|n| (type_url, *n)).collect();
         self.ads.change(Vec::new(), &removed)
+    }
+
+    /// While `hold` is true, each new stream's first requests are recorded but not answered,
+    /// as a slow istiod: a client stays unsynced until `hold_responses(false)`.
+    pub fn hold_responses(&self, hold: bool) {
+        self.ads.hold.send_replace(hold);
     }
 
     /// Every xDS request received so far, in order.
