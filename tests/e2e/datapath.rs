@@ -273,12 +273,12 @@ fn a_new_connection_leaves_a_frozen_pooled_tunnel_for_a_fresh_one_well_before_th
 
     // Freeze the pooled tunnel: the far pod's replies on it are blackholed (a policy route for
     // that one flow), as from a peer that vanished without closing anything; new connections
-    // are untouched.
+    // are untouched. Table 200: table 100 holds the pod's reply routing (ztunnel's own).
     let pooled = hbone_flows(&far, "sport");
     assert_eq!(pooled.len(), 1, "one pooled tunnel into the far pod: {pooled:?}");
     let tunnel_port = pooled[0].1.to_string();
     for cmd in [
-        &["ip", "route", "add", "blackhole", "default", "table", "100"][..],
+        &["ip", "route", "add", "blackhole", "default", "table", "200"][..],
         &[
             "ip",
             "rule",
@@ -290,7 +290,7 @@ fn a_new_connection_leaves_a_frozen_pooled_tunnel_for_a_fresh_one_well_before_th
             "dport",
             &tunnel_port,
             "table",
-            "100",
+            "200",
             "pref",
             "100",
         ],
