@@ -63,7 +63,7 @@ async fn config_reload_applies_good_files_and_keeps_serving_through_bad_ones() {
 
     // A bad change is rejected with the file, entry and field named; the old config keeps serving.
     let good = mesh.render();
-    write_atomically(&mesh.config_path(), &good.replacen("workloadIps: [\"", "workloadIps: [\"300.", 1));
+    write_atomically(&mesh.config_path(), &good.replacen(&format!("- {client}\n"), "- 300.1.2.3\n", 1));
     let dump = wait_dump(&a, "the rejected reload", |d| d["localConfig"]["lastError"].is_string()).await;
     let error = dump["localConfig"]["lastError"].as_str().unwrap();
     let file = mesh.config_path().display().to_string();

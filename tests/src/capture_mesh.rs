@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use tempfile::TempDir;
 
+use crate::local_config::{ConfigCapture, ConfigService, ConfigWorkload, LocalConfigDoc};
 use crate::netns::{Node, Pod, ProcGuard, Topology};
 use crate::process::ztunnel_binary;
 
@@ -37,7 +38,7 @@ pub struct MeshPod {
 
 impl MeshPod {
     pub fn uid(&self) -> String {
-        format!("cluster1//v1/Pod/{}/{}", self.namespace, self.pod.name())
+        crate::local_config::pod_uid(&self.namespace, self.pod.name())
     }
 }
 
@@ -120,53 +121,34 @@ impl CaptureMesh {
         self.dir.path().join("mesh.yaml")
     }
 
-    /// The local config in Istio's format plus `capture` blocks.
+    /// The local config in Istio's format plus `capture` blocks, then [`Self::extra_config`].
     pub fn render(&self) -> String {
-        let mut y = String::from("workloads:\n");
-        for p in self.pods.iter().filter(|p| p.membership != Membership::Outside) {
-            let _ = write!(
-                y,
-                "- uid: {uid}\n  name: {name}\n  namespace: {ns}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\", \"{ip6}\"]\n  node: {node}\n  protocol: HBONE\n  canonicalName: {name}\n  canonicalRevision: v1\n  workloadName: {name}\n",
-                uid = p.uid(),
-                name = p.pod.name(),
-                ns = p.namespace,
-                sa = p.service_account,
-                ip = p.pod.ip(),
-                ip6 = p.pod.ip6(),
-                node = p.pod.node_name(),
-            );
-            if p.membership == Membership::Captured {
-                let _ = write!(
-                    y,
-                    "  capture:\n    netns: {}\n    cgroup: {}\n",
-                    p.pod.netns_path().display(),
-                    p.pod.cgroup_path().display()
-                );
-                if !p.annotations.is_empty() {
-                    y.push_str("    annotations:\n");
-                    for (key, value) in &p.annotations {
-                        let _ = writeln!(y, "      {key:?}: {value:?}");
-                    }
+        let workloads = self
+            .pods
+            .iter()
+            .filter(|p| p.membership != Membership::Outside)
+            .map(|p| {
+                let ips = vec![p.pod.ip().into(), p.pod.ip6().into()];
+                let mut c = ConfigWorkload::pod(p.pod.name(), &p.namespace, &p.service_account, ips, p.pod.node_name());
+                if p.membership == Membership::Captured {
+                    c.capture = Some(ConfigCapture {
+                        netns: p.pod.netns_path(),
+                        cgroup: p.pod.cgroup_path().to_path_buf(),
+                        annotations: p.annotations.iter().cloned().collect(),
+                    });
                 }
-            }
-            if !p.services.is_empty() {
-                y.push_str("  services:\n");
                 for (key, port, target) in &p.services {
-                    let _ = writeln!(y, "    \"{key}\": {{{port}: {target}}}");
+                    c.services.entry(key.clone()).or_default().insert(*port, *target);
                 }
-            }
-        }
-        y.push_str("services:\n");
-        for s in &self.services {
-            let _ = write!(
-                y,
-                "- name: {name}\n  namespace: default\n  hostname: {name}.default.svc.cluster.local\n  vips: [\"/{vip}\"]\n  ports: {{{port}: {target}}}\n",
-                name = s.name,
-                vip = s.vip,
-                port = s.port,
-                target = s.target,
-            );
-        }
+                c
+            })
+            .collect();
+        let services = self
+            .services
+            .iter()
+            .map(|s| ConfigService::new(&s.name, "default", s.vip, &[(s.port, s.target)]))
+            .collect();
+        let mut y = LocalConfigDoc { workloads, services, ..LocalConfigDoc::default() }.render();
         y.push_str(&self.extra_config);
         y
     }

@@ -1,7 +1,6 @@
 //! A small mesh on loopback: a shared CA, a generated local config file (workloads, services,
 //! authorization policies, mTLS modes), and in-process ztunnels acting as nodes.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::sync::Once;
@@ -14,6 +13,7 @@ use ztunnel::policy::{Authorization, MtlsMode};
 use ztunnel::state::SharedState;
 use ztunnel::telemetry::{self, LogFormat, LogHandle};
 
+use crate::local_config::{ConfigNamespace, ConfigService, ConfigWorkload, LocalConfigDoc};
 use crate::net::{Subnet, http_get};
 
 pub const TRUST_DOMAIN: &str = "cluster.local";
@@ -159,54 +159,34 @@ impl Mesh {
 
     /// The config file text, in Istio ztunnel's local config format.
     pub fn render(&self) -> String {
-        let mut y = String::from("workloads:\n");
-        for w in &self.workloads {
-            let _ = write!(
-                y,
-                "- uid: cluster1//v1/Pod/{ns}/{name}\n  name: {name}\n  namespace: {ns}\n  serviceAccount: {sa}\n  workloadIps: [\"{ip}\"]\n  node: {node}\n  protocol: {proto}\n  status: {status}\n  canonicalName: {name}\n  canonicalRevision: v1\n  workloadName: {name}\n",
-                ns = w.namespace,
-                name = w.name,
-                sa = w.service_account,
-                ip = w.ip,
-                node = w.node,
-                proto = if w.hbone { "HBONE" } else { "TCP" },
-                status = if w.healthy { "Healthy" } else { "Unhealthy" },
-            );
-            if let Some(mode) = w.mtls {
-                let _ = writeln!(y, "  mtls: {}", mtls_text(mode));
-            }
-            if !w.services.is_empty() {
-                y.push_str("  services:\n");
+        let workloads = self
+            .workloads
+            .iter()
+            .map(|w| {
+                let mut c = ConfigWorkload::pod(&w.name, &w.namespace, &w.service_account, vec![w.ip], &w.node);
+                c.protocol = if w.hbone { "HBONE" } else { "TCP" };
+                c.status = if w.healthy { "Healthy" } else { "Unhealthy" };
+                c.mtls = w.mtls;
                 for (key, port, target) in &w.services {
-                    let _ = writeln!(y, "    \"{key}\": {{{port}: {target}}}");
+                    c.services.entry(key.clone()).or_default().insert(*port, *target);
                 }
-            }
-        }
-        y.push_str("services:\n");
-        for s in &self.services {
-            let ports: Vec<String> = s.ports.iter().map(|(p, t)| format!("{p}: {t}")).collect();
-            let _ = write!(
-                y,
-                "- name: {}\n  namespace: {}\n  hostname: {}\n  vips: [\"/{}\"]\n  ports: {{{}}}\n",
-                s.name,
-                s.namespace,
-                s.hostname,
-                s.vip,
-                ports.join(", ")
-            );
-        }
-        if !self.namespaces.is_empty() {
-            y.push_str("namespaces:\n");
-            for (ns, mode) in &self.namespaces {
-                let _ = writeln!(y, "- name: {ns}\n  mtls: {}", mtls_text(*mode));
-            }
-        }
-        if !self.policies.is_empty() {
-            // Serialized as Istio's ztunnel writes its local config.
-            y.push_str("policies:\n");
-            y.push_str(&serde_yaml::to_string(&self.policies).expect("policies serialize"));
-        }
-        y
+                c
+            })
+            .collect();
+        let services = self
+            .services
+            .iter()
+            .map(|s| ConfigService {
+                name: s.name.clone(),
+                namespace: s.namespace.clone(),
+                hostname: s.hostname.clone(),
+                vips: vec![s.vip],
+                ports: s.ports.iter().copied().collect(),
+            })
+            .collect();
+        let namespaces =
+            self.namespaces.iter().map(|(name, mode)| ConfigNamespace { name: name.clone(), mtls: *mode }).collect();
+        LocalConfigDoc { workloads, services, namespaces, policies: self.policies.clone() }.render()
     }
 
     /// Writes the config file atomically (write + rename), as a ConfigMap update would.
@@ -236,13 +216,6 @@ impl Mesh {
         let node = MeshNode { running: Some(running) };
         node.wait_ready().await;
         node
-    }
-}
-
-fn mtls_text(mode: MtlsMode) -> &'static str {
-    match mode {
-        MtlsMode::Strict => "STRICT",
-        MtlsMode::Permissive => "PERMISSIVE",
     }
 }
 

@@ -39,14 +39,17 @@ pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
         eprintln!("building the ztunnel binary failed ({built})");
         return Ok(ExitCode::FAILURE);
     }
-    let shown: Vec<&str> =
-        ["cargo", "test", "--workspace"].into_iter().chain(args.cargo_args.iter().map(String::as_str)).collect();
+    let shown: Vec<&str> = ["cargo", "test", "--workspace", "--no-fail-fast"]
+        .into_iter()
+        .chain(args.cargo_args.iter().map(String::as_str))
+        .collect();
     println!("==> {}", shown.join(" "));
     // Tests that cannot run here append a line to this file (ztunnel::test_skip).
     let skip_log = workspace::root().join("target").join("skipped-tests.log");
     let _ = std::fs::remove_file(&skip_log);
     let status = workspace::cargo()
-        .args(["test", "--workspace"])
+        // Every suite runs even after one fails, so one run shows every failure.
+        .args(["test", "--workspace", "--no-fail-fast"])
         .args(&args.cargo_args)
         .env("ZTUNNEL_SKIP_LOG", &skip_log)
         .status()
