@@ -1,7 +1,6 @@
 //! A captured mesh in network namespaces: nodes with a ztunnel each (eBPF capture on), pods
 //! enrolled through the local config's `capture` blocks, and helpers to run apps in pods.
 
-use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
