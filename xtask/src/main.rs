@@ -9,6 +9,7 @@ mod bench;
 mod demo;
 mod ebpf;
 mod fuzz;
+mod lab;
 mod test_suite;
 mod workspace;
 
@@ -32,7 +33,7 @@ enum Command {
     Demo(demo::DemoArgs),
     /// The demo's measuring client and sink, run by the demo inside pods.
     #[command(hide = true)]
-    Probe(demo::probe::ProbeArgs),
+    Probe(lab::probe::ProbeArgs),
     /// Measure the mesh against direct TCP in one run (throughput, latency, CPU, connection
     /// rates, memory, state at scale); prints a table and writes JSON. Needs root.
     Bench(bench::BenchArgs),
@@ -53,7 +54,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::main(args),
         Command::Test(args) => test_suite::main(args),
-        Command::Probe(args) => demo::probe::main(args),
+        Command::Probe(args) => lab::probe::main(args),
         Command::Bench(args) => bench::main(args),
         Command::Load(args) => bench::load::main(args),
         Command::Ebpf(args) => ebpf::main(args),

@@ -19,10 +19,10 @@ use anyhow::{Context, bail};
 use serde_json::Value;
 use ztunnel_tests::netns::ProcGuard;
 
-use crate::demo::binaries::Binaries;
-use crate::demo::blocking::blocking;
-use crate::demo::cluster::{Cluster, DemoPod, path_str, strings};
-use crate::demo::layout::{App, NODE_A, NODE_B, NODES, PodSpec};
+use crate::lab::binaries::Binaries;
+use crate::lab::blocking::blocking;
+use crate::lab::cluster::{Cluster, DemoPod, path_str, strings};
+use crate::lab::layout::{App, NODE_A, NODE_B, NODES, PodSpec};
 
 pub(crate) const IPERF_PORT: u16 = 5201;
 pub(crate) const ECHO_PORT: u16 = 9000;

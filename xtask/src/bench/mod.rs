@@ -13,6 +13,7 @@
 //! dies). `--quick` runs everything small, as CI's smoke check. Everything created is removed
 //! on every path, as in the demo.
 
+pub(crate) mod capture_cost;
 pub(crate) mod load;
 mod mesh;
 mod process_stats;
@@ -27,10 +28,10 @@ use anyhow::Context;
 use clap::Args;
 use serde_json::json;
 
-use crate::demo::binaries::{self, Binaries};
-use crate::demo::cleanup::Created;
-use crate::demo::interruptible::run_until_signal;
-use crate::demo::prerequisites;
+use crate::lab::binaries::{self, Binaries};
+use crate::lab::cleanup::Created;
+use crate::lab::interruptible::run_until_signal;
+use crate::lab::prerequisites;
 use crate::workspace;
 use mesh::BenchMesh;
 use results::ScenarioResult;

@@ -18,7 +18,7 @@ pub(crate) fn cpu_seconds(pid: u32) -> anyhow::Result<f64> {
 }
 
 fn cpu_from_stat(stat: &str) -> Option<f64> {
-    let fields = crate::demo::cleanup::stat_fields(stat)?;
+    let fields = crate::lab::cleanup::stat_fields(stat)?;
     // Fields 14 and 15 of the full line (utime, stime) are the 12th and 13th after the name.
     let utime: u64 = fields.get(11)?.parse().ok()?;
     let stime: u64 = fields.get(12)?.parse().ok()?;

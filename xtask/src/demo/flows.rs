@@ -8,13 +8,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::blocking::blocking;
-use super::cluster::{Cluster, DemoPod, Role, app_name};
-use super::evidence::{self, Evidence};
-use super::layout::{App, CACHE, DATA, OUTSIDE, SLEEP, WEB, WEB_SERVICE};
-use super::metrics;
-use super::server_log::last_peer;
-use super::units::human_bytes;
+use crate::lab::blocking::blocking;
+use crate::lab::cluster::{Cluster, DemoPod, Role, app_name};
+use crate::lab::evidence::{self, Evidence};
+use crate::lab::layout::{App, CACHE, DATA, OUTSIDE, SLEEP, WEB, WEB_SERVICE};
+use crate::lab::metrics;
+use crate::lab::server_log::last_peer;
+use crate::lab::units::human_bytes;
 
 /// Bound on the ztunnels' counters showing a flow that has ended.
 const SETTLE: Duration = Duration::from_secs(5);

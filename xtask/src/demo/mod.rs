@@ -9,31 +9,16 @@
 //! service VIP, a same-node echo, a SHA-256-checked bulk echo across nodes, one connection to
 //! a pod outside the mesh); print the flow table (captured? HBONE? identities, bytes, all read
 //! from the ztunnels' own metrics), the metrics of both ztunnels and their certificates;
-//! measure the cost of capture (see [`bench`]); stop both ztunnels with SIGTERM; remove
+//! measure the cost of capture (see [`capture_cost`]); stop both ztunnels with SIGTERM; remove
 //! everything and check nothing is left.
 //!
 //! Exits 0 only if every step and flow succeeded; otherwise it names the failing step and
 //! shows the end of the ztunnel logs. Everything is removed on every path, including Ctrl-C
 //! and SIGTERM: the signal ends the run future, whose drop kills the processes and removes
-//! the namespaces, cgroups and bpffs pins (see [`cluster`]).
+//! the namespaces, cgroups and bpffs pins (see [`crate::lab::cluster`]).
 
-mod bench;
-pub(crate) mod binaries;
-pub(crate) mod blocking;
-mod bulk_pattern;
-pub(crate) mod cleanup;
-pub(crate) mod cluster;
-mod evidence;
 mod flows;
-mod http;
-pub(crate) mod interruptible;
-pub(crate) mod layout;
-mod metrics;
-pub(crate) mod prerequisites;
-pub(crate) mod probe;
 mod report;
-mod server_log;
-mod units;
 
 use std::path::Path;
 use std::process::ExitCode;
@@ -42,13 +27,14 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::Args;
 
-use bench::BenchPlan;
-use binaries::Binaries;
-use blocking::blocking;
-use cleanup::Created;
-use cluster::Cluster;
-use interruptible::{Interrupted, run_until_signal};
-use layout::{NODES, TRUST_DOMAIN};
+use crate::bench::capture_cost::{self, BenchPlan};
+use crate::lab::binaries::{self, Binaries};
+use crate::lab::blocking::blocking;
+use crate::lab::cleanup::Created;
+use crate::lab::cluster::{self, Cluster};
+use crate::lab::interruptible::{Interrupted, run_until_signal};
+use crate::lab::layout::{self, NODES, TRUST_DOMAIN};
+use crate::lab::{metrics, prerequisites};
 
 /// How long a ztunnel may take to exit after SIGTERM (its drain deadline is 2 s).
 const EXIT_BOUND: Duration = Duration::from_secs(10);
@@ -204,7 +190,7 @@ async fn run(args: &DemoArgs, binaries: Binaries, dir: &Path, created: &Created)
             upload_bytes: args.bench_mib * 1024 * 1024,
             rounds: usize::try_from(args.bench_rounds).unwrap_or(1),
         };
-        match bench::run(&cluster, plan).await {
+        match capture_cost::run(&cluster, plan).await {
             Ok(measurements) => {
                 report::bench(&measurements);
                 let [captured, direct] = &measurements;

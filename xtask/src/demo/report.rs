@@ -4,12 +4,12 @@
 
 use std::fmt::Write as _;
 
-use super::bench::Measurement;
-use super::cluster::Cluster;
 use super::flows::{Client, Flow};
-use super::layout::{NODES, WEB_SERVICE};
-use super::metrics::Sample;
-use super::units::human_bytes;
+use crate::bench::capture_cost::Measurement;
+use crate::lab::cluster::Cluster;
+use crate::lab::layout::{NODES, WEB_SERVICE};
+use crate::lab::metrics::Sample;
+use crate::lab::units::human_bytes;
 
 /// Prints the nodes, their pods and the service.
 pub(crate) fn plan(cluster: &Cluster) {

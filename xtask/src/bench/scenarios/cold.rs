@@ -66,7 +66,7 @@ pub(crate) async fn run(mesh: &mut BenchMesh, plan: &Plan) -> anyhow::Result<Sce
 async fn one_run(mesh: &BenchMesh) -> anyhow::Result<(f64, f64, usize)> {
     let servers: Vec<String> = mesh.cold_servers.iter().map(|s| s.addr(ECHO_PORT).to_string()).collect();
     let start = SystemTime::now().duration_since(UNIX_EPOCH)? + START_DELAY;
-    let xtask = crate::demo::cluster::path_str(&mesh.cluster.binaries().xtask)?;
+    let xtask = crate::lab::cluster::path_str(&mesh.cluster.binaries().xtask)?;
     let mut procs = Vec::new();
     for (i, client) in mesh.cold_clients.iter().enumerate() {
         // Each client starts at a different server, so the first handshakes spread out.

@@ -17,8 +17,8 @@ use super::Plan;
 use crate::bench::mesh::{BenchMesh, Path, finish, last_json};
 use crate::bench::process_stats::{Resident, settled_resident};
 use crate::bench::results::{Better, ScenarioResult, Series, Target};
-use crate::demo::blocking::blocking;
-use crate::demo::cluster::path_str;
+use crate::lab::blocking::blocking;
+use crate::lab::cluster::path_str;
 
 const SETTLE_STEP: Duration = Duration::from_millis(500);
 const SETTLE_LIMIT: Duration = Duration::from_secs(10);

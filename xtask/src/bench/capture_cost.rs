@@ -1,7 +1,7 @@
 //! The cost of capture, measured in the demo's own run: the same two pods (`sleep` on node-a,
 //! `data` on node-b), captured (HBONE through both ztunnels) and talking directly (both
 //! unenrolled with `ztunnel unenroll`). Two measurements, both by the probe running inside
-//! `sleep` (see [`probe`](super::probe)):
+//! `sleep` (see [`probe`](crate::lab::probe)):
 //!
 //! - connect latency: sequential cycles of connect, one byte echoed, close;
 //! - single-stream throughput: one upload to the sink, checked by SHA-256.
@@ -22,13 +22,13 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 
-use super::blocking::blocking;
-use super::cluster::{Cluster, DemoPod, Role, app_name};
-use super::layout::{App, DATA, SLEEP};
-use super::probe::{LatencyStats, field, parse_fields};
-use super::server_log::last_peer;
-use super::units::human_bytes;
-use super::{evidence, metrics};
+use crate::lab::blocking::blocking;
+use crate::lab::cluster::{Cluster, DemoPod, Role, app_name};
+use crate::lab::layout::{App, DATA, SLEEP};
+use crate::lab::probe::{LatencyStats, field, parse_fields};
+use crate::lab::server_log::last_peer;
+use crate::lab::units::human_bytes;
+use crate::lab::{evidence, metrics};
 
 /// Where ztunnel dials apps from inside their pod when it cannot use the client's address.
 const ZTUNNEL_INBOUND_SOURCE: &str = "127.0.0.6";

@@ -135,7 +135,7 @@ impl Evidence {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::demo::metrics::parse;
+    use crate::lab::metrics::parse;
 
     const BEFORE: &str = "\
 istio_tcp_connections_opened_total{reporter=\"source\",source_workload=\"sleep\",destination_workload=\"web\",connection_security_policy=\"mutual_tls\",source_principal=\"spiffe://cluster.local/ns/default/sa/sleep\",destination_principal=\"spiffe://cluster.local/ns/default/sa/web\"} 2
