@@ -13,6 +13,7 @@ use std::time::Duration;
 use ztunnel::policy::{MtlsMode, Reason, static_strict_key};
 use ztunnel::proxy::InboundFacts;
 use ztunnel::proxy::authorize::decide;
+use ztunnel::types::{ClientAddr, OrigDst};
 use ztunnel_tests::http_get;
 use ztunnel_tests::process::{ChildGuard, ztunnel_binary};
 
@@ -25,8 +26,8 @@ fn plaintext_decision(node: &MeshNode, name: &str, client: IpAddr, port: u16) ->
     let workload = state.workloads().find(|w| &*w.name == name).cloned().expect("workload in state");
     let facts = InboundFacts {
         source_identity: None,
-        source_addr: SocketAddr::new(client, 40000),
-        destination: SocketAddr::new(workload.workload_ips[0], port),
+        source_addr: ClientAddr(SocketAddr::new(client, 40000)),
+        destination: OrigDst(SocketAddr::new(workload.workload_ips[0], port)),
         workload,
     };
     decide(&state, &facts)

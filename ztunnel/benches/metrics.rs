@@ -24,6 +24,7 @@ use ztunnel::proxy::ConnectionMetricsCache;
 use ztunnel::proxy::connection::{ConnectionRecord, Opening, Peer};
 use ztunnel::state::{LocalConfig, Service, Workload, parse_local_config};
 use ztunnel::telemetry::Direction;
+use ztunnel::types::{ClientAddr, OrigDst};
 
 const SOURCES: usize = 100;
 const DESTINATIONS: usize = 100;
@@ -72,8 +73,8 @@ fn record_connection(metrics: &ConnectionMetricsCache, pair: &Pair) {
         metrics,
         Opening {
             direction: Direction::Outbound,
-            src_addr,
-            dst_addr,
+            src_addr: ClientAddr(src_addr),
+            dst_addr: OrigDst(dst_addr),
             source: Peer { identity: Some(pair.source.identity()), workload: Some(pair.source.clone()) },
             destination: Peer { identity: Some(pair.destination.identity()), workload: Some(pair.destination.clone()) },
             service: Some(&pair.service),

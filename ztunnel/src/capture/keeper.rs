@@ -85,9 +85,9 @@ impl Capture {
             };
             let replaced = cookie.is_some_and(|c| record.netns_cookie != 0 && c != record.netns_cookie);
             if record.is_gone() || replaced {
-                info!(uid, netns = %record.netns.display(), "releasing a captured pod that is gone");
+                info!(uid = uid.as_str(), netns = %record.netns.display(), "releasing a captured pod that is gone");
                 if let Err(e) = self.tear_down(&record) {
-                    warn!(uid, error = %e, "cleaning up a pod that is gone");
+                    warn!(uid = uid.as_str(), error = %e, "cleaning up a pod that is gone");
                 }
                 continue;
             }
@@ -100,14 +100,14 @@ impl Capture {
                 }
             }
             if let Err(e) = self.set_pod_ready(&record, false) {
-                warn!(uid, error = %e, "cannot mark a re-adopted pod as refusing");
+                warn!(uid = uid.as_str(), error = %e, "cannot mark a re-adopted pod as refusing");
             }
             if !self.loaded.pod_links_dir(&pod_key(&uid)).exists()
                 && let Err(e) = self.reattach(&record)
             {
-                warn!(uid, error = %e, "cannot attach capture to a re-adopted pod");
+                warn!(uid = uid.as_str(), error = %e, "cannot attach capture to a re-adopted pod");
             }
-            info!(uid, "captured pod kept refusing until its config is synced");
+            info!(uid = uid.as_str(), "captured pod kept refusing until its config is synced");
             pods.insert(
                 uid.clone(),
                 EnrolledPod { record, worker, exclusions: None, serving: Serving::Held(self.held(&uid)) },
@@ -158,10 +158,13 @@ impl Capture {
                 if drain.signaled().now_or_never().is_some() || !proxy.has_stopped() {
                     continue;
                 }
-                warn!(uid, "a listener of a captured pod stopped; refusing its traffic until new ones are up");
+                warn!(
+                    uid = uid.as_str(),
+                    "a listener of a captured pod stopped; refusing its traffic until new ones are up"
+                );
                 *serving = Serving::Held(self.held(uid));
                 if let Err(e) = self.set_pod_ready(record, false) {
-                    warn!(uid, error = %e, "cannot mark the pod as refusing");
+                    warn!(uid = uid.as_str(), error = %e, "cannot mark the pod as refusing");
                 }
             }
             let Serving::Held(held) = serving else { continue };
@@ -179,14 +182,14 @@ impl Capture {
             }
             match self.serve_pod(record, worker).await {
                 Ok(proxy) => {
-                    info!(uid, "captured pod served: its listeners are up");
+                    info!(uid = uid.as_str(), "captured pod served: its listeners are up");
                     *serving = Serving::Up(proxy);
                 }
                 Err(CaptureError::UnknownWorkload { .. } | CaptureError::NoAddress { .. }) => {
                     // Not a listener the config needs: keep refusing, but do not hold readiness.
                     if held.not_ready.take().is_some() {
                         warn!(
-                            uid,
+                            uid = uid.as_str(),
                             "synced config has no workload address for this captured pod; its traffic is refused \
                              until the workload appears or the pod is unenrolled"
                         );
@@ -195,16 +198,16 @@ impl Capture {
                 Err(e) => {
                     let delay = held.backoff.failed(now);
                     held.not_ready.get_or_insert_with(|| self.not_ready(uid));
-                    warn!(uid, error = %e, retry_in = ?delay, "cannot start a captured pod's listeners; its traffic is refused");
+                    warn!(uid = uid.as_str(), error = %e, retry_in = ?delay, "cannot start a captured pod's listeners; its traffic is refused");
                     next = Some(next.map_or(held.backoff.due, |n| n.min(held.backoff.due)));
                 }
             }
         }
         for uid in gone {
             if let Some(pod) = pods.remove(&uid) {
-                info!(uid, netns = %pod.record.netns.display(), "releasing a captured pod that is gone");
+                info!(uid = uid.as_str(), netns = %pod.record.netns.display(), "releasing a captured pod that is gone");
                 if let Err(e) = self.tear_down(&pod.record) {
-                    warn!(uid, error = %e, "cleaning up a pod that is gone");
+                    warn!(uid = uid.as_str(), error = %e, "cleaning up a pod that is gone");
                 }
             }
         }

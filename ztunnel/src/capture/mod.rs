@@ -23,6 +23,8 @@
 //! [`crate::state::CaptureExclusions`]) go into the per-pod exclusion maps ([`exclusions`]) when
 //! it is enrolled and when the config changes them.
 
+use crate::types::WorkloadUid;
+
 pub mod control;
 pub mod exclusions;
 mod keeper;
@@ -135,7 +137,7 @@ pub struct Capture {
     inputs: ProxyInputs,
     ready: Ready,
     cgroup_root: PathBuf,
-    pods: tokio::sync::Mutex<HashMap<String, EnrolledPod>>,
+    pods: tokio::sync::Mutex<HashMap<WorkloadUid, EnrolledPod>>,
     /// Wakes the keeper when a pod is held.
     wake: Notify,
 }
@@ -180,7 +182,7 @@ impl Capture {
     /// refusing its traffic, and the keeper retries.
     pub async fn enroll(
         &self,
-        uid: &str,
+        uid: &WorkloadUid,
         netns: &Path,
         cgroup: &Path,
         source: EnrollSource,
@@ -191,7 +193,7 @@ impl Capture {
     /// [`Capture::enroll`], keeping `exclusions` out of capture.
     pub async fn enroll_excluding(
         &self,
-        uid: &str,
+        uid: &WorkloadUid,
         netns: &Path,
         cgroup: &Path,
         source: EnrollSource,
@@ -199,7 +201,7 @@ impl Capture {
     ) -> Result<(), CaptureError> {
         let mut pods = self.pods.lock().await;
         if pods.contains_key(uid) {
-            return Err(CaptureError::AlreadyEnrolled { uid: uid.into() });
+            return Err(CaptureError::AlreadyEnrolled { uid: uid.to_string() });
         }
         let cgroup = self.resolve_cgroup(cgroup)?;
         let ips = self.workload_ips(uid)?;
@@ -208,7 +210,7 @@ impl Capture {
             .run(sockets::current_netns_cookie)
             .await?
             .map_err(io_err("reading the namespace cookie of", netns))?;
-        let record = EnrollRecord { uid: uid.into(), netns: netns.into(), cgroup, source, netns_cookie, ips };
+        let record = EnrollRecord { uid: uid.clone(), netns: netns.into(), cgroup, source, netns_cookie, ips };
         self.capture_pod(&record, exclusions)?;
         let mut pod = EnrolledPod {
             record,
@@ -219,27 +221,28 @@ impl Capture {
         match self.serve_pod(&mut pod.record, &mut pod.worker).await {
             Ok(proxy) => pod.serving = Serving::Up(proxy),
             Err(e) => {
-                warn!(uid, error = %e, "pod captured, but its listeners cannot start; its traffic is refused until they do");
+                warn!(uid = uid.as_str(), error = %e, "pod captured, but its listeners cannot start; its traffic is refused until they do");
                 self.wake.notify_one();
             }
         }
-        info!(uid, netns = %netns.display(), "pod enrolled in capture");
-        pods.insert(uid.into(), pod);
+        info!(uid = uid.as_str(), netns = %netns.display(), "pod enrolled in capture");
+        pods.insert(uid.clone(), pod);
         Ok(())
     }
 
     /// Removes a pod from capture: its traffic flows directly again.
-    pub async fn unenroll(&self, uid: &str) -> Result<(), CaptureError> {
-        let pod = self.pods.lock().await.remove(uid).ok_or_else(|| CaptureError::NotEnrolled { uid: uid.into() })?;
+    pub async fn unenroll(&self, uid: &WorkloadUid) -> Result<(), CaptureError> {
+        let pod =
+            self.pods.lock().await.remove(uid).ok_or_else(|| CaptureError::NotEnrolled { uid: uid.to_string() })?;
         if let Some(worker) = &pod.worker {
             match worker.run(reply_routing::remove).await {
                 Ok(Ok(())) => {}
-                Ok(Err(e)) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
-                Err(e) => warn!(uid, error = %e, "cannot remove the pod's reply routing"),
+                Ok(Err(e)) => warn!(uid = uid.as_str(), error = %e, "cannot remove the pod's reply routing"),
+                Err(e) => warn!(uid = uid.as_str(), error = %e, "cannot remove the pod's reply routing"),
             }
         }
         self.tear_down(&pod.record)?;
-        info!(uid, "pod unenrolled from capture");
+        info!(uid = uid.as_str(), "pod unenrolled from capture");
         Ok(())
     }
 
@@ -248,13 +251,13 @@ impl Capture {
     pub async fn reconcile_config(&self, wanted: &[Arc<PodCapture>]) {
         let current: Vec<EnrollRecord> = self.enrolled().await;
         for record in current.iter().filter(|r| r.source == EnrollSource::Config) {
-            let still_wanted = wanted.iter().any(|w| *w.uid == record.uid && w.netns == record.netns);
+            let still_wanted = wanted.iter().any(|w| w.uid == record.uid && w.netns == record.netns);
             if !still_wanted && let Err(e) = self.unenroll(&record.uid).await {
-                warn!(uid = record.uid, error = %e, "cannot unenroll pod removed from config");
+                warn!(uid = record.uid.as_str(), error = %e, "cannot unenroll pod removed from config");
             }
         }
         for w in wanted {
-            if current.iter().any(|r| r.uid == *w.uid && r.netns == w.netns) {
+            if current.iter().any(|r| r.uid == w.uid && r.netns == w.netns) {
                 self.update_exclusions(&w.uid, &w.exclusions).await;
                 continue;
             }

@@ -5,6 +5,7 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
+use crate::types::WorkloadUid;
 use serde::{Deserialize, Serialize};
 
 /// Who asked for an enrollment.
@@ -21,7 +22,7 @@ pub enum EnrollSource {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct EnrollRecord {
-    pub uid: String,
+    pub uid: WorkloadUid,
     pub netns: PathBuf,
     pub cgroup: PathBuf,
     pub source: EnrollSource,

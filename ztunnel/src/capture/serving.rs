@@ -51,7 +51,7 @@ impl Capture {
         );
         if let Err(e) = applied {
             self.forget_maps(record);
-            return Err(CaptureError::Map { uid: record.uid.clone(), reason: e.to_string() });
+            return Err(CaptureError::Map { uid: record.uid.to_string(), reason: e.to_string() });
         }
         if let Err(e) = self.set_pod_ready(record, false) {
             self.forget_maps(record);
@@ -66,7 +66,7 @@ impl Capture {
             return Err(e);
         }
         if let Err(e) = self.records.save(record) {
-            warn!(uid = record.uid, error = %e, "cannot save enrollment record; a restart will not re-adopt this pod");
+            warn!(uid = record.uid.as_str(), error = %e, "cannot save enrollment record; a restart will not re-adopt this pod");
         }
         Ok(())
     }
@@ -75,7 +75,7 @@ impl Capture {
     pub(super) fn set_pod_ready(&self, record: &EnrollRecord, ready: bool) -> Result<(), CaptureError> {
         let (ip4, ip6) = families(&record.ips);
         if ip4.is_none() && ip6.is_none() {
-            return Err(CaptureError::NoAddress { uid: record.uid.clone() });
+            return Err(CaptureError::NoAddress { uid: record.uid.to_string() });
         }
         let config = PodConfig::new(ip4, ip6).with_ready(ready);
         self.loaded
@@ -83,7 +83,7 @@ impl Capture {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(record.netns_cookie, config, 0)
-            .map_err(|e| CaptureError::Map { uid: record.uid.clone(), reason: format!("writing pod_config: {e}") })
+            .map_err(|e| CaptureError::Map { uid: record.uid.to_string(), reason: format!("writing pod_config: {e}") })
     }
 
     /// Brings a captured pod's listeners up from its workload in state, then sets `POD_READY`.
@@ -101,7 +101,7 @@ impl Capture {
             record.ips = ips;
             self.set_pod_ready(record, false)?;
             if let Err(e) = self.records.save(record) {
-                warn!(uid, error = %e, "cannot save enrollment record");
+                warn!(uid = uid.as_str(), error = %e, "cannot save enrollment record");
             }
         }
         let worker = match worker {
@@ -133,7 +133,10 @@ impl Capture {
             );
             if let Err(e) = inserted {
                 self.forget_inbound_sockets(&addrs);
-                return Err(CaptureError::Map { uid, reason: format!("registering the 15006 socket for {ip}: {e}") });
+                return Err(CaptureError::Map {
+                    uid: uid.to_string(),
+                    reason: format!("registering the 15006 socket for {ip}: {e}"),
+                });
             }
         }
         let listeners = match sets.into_iter().map(PodListenerSet::into_tokio).collect::<Result<Vec<_>, _>>() {
@@ -159,7 +162,7 @@ impl Capture {
             }
         };
         let ctx = PodContext {
-            workload_uid: uid.into(),
+            workload_uid: uid,
             sockets: Arc::new(PodSockets::new(worker, reply_routing.then(|| self.loaded.clone()))),
             orig_dst: Arc::new(MapOrigDst(self.loaded.clone())),
         };
@@ -182,7 +185,7 @@ impl Capture {
         self.forget_inbound_sockets(&ips);
         let cleared = self.loaded.exclusions.lock().unwrap_or_else(|e| e.into_inner()).clear(record.netns_cookie, &ips);
         if let Err(e) = cleared {
-            warn!(uid = record.uid, error = %e, "cannot remove the pod's capture exclusions");
+            warn!(uid = record.uid.as_str(), error = %e, "cannot remove the pod's capture exclusions");
         }
     }
 
@@ -192,7 +195,7 @@ impl Capture {
         self.loaded.detach_pod(&pod_key(&record.uid))?;
         self.records
             .remove(&record.uid)
-            .map_err(io_err("removing the enrollment record of", Path::new(&record.uid)))?;
+            .map_err(io_err("removing the enrollment record of", Path::new(record.uid.as_str())))?;
         Ok(())
     }
 }

@@ -16,6 +16,7 @@ use super::reply_routing::REPLY_MARK;
 use super::sys;
 use crate::proxy::pod::{OrigDstLookup, PodListeners};
 use crate::proxy::socket::{SocketFactory, TransparentSocketFuture};
+use crate::types::{ClientAddr, OrigDst};
 
 /// Ports of the per-pod listeners (Istio's).
 pub const OUTBOUND_PORT: u16 = 15001;
@@ -180,11 +181,11 @@ impl Drop for DialRegistration {
 pub struct MapOrigDst(pub Arc<Loaded>);
 
 impl OrigDstLookup for MapOrigDst {
-    fn take(&self, client: SocketAddr) -> Option<SocketAddr> {
-        let key = PeerKey::from(client);
+    fn take(&self, client: ClientAddr) -> Option<OrigDst> {
+        let key = PeerKey::from(client.addr());
         let mut map = self.0.orig_dst.lock().unwrap_or_else(|e| e.into_inner());
         let found = map.get(&key, 0).ok()?;
         let _ = map.remove(&key);
-        SocketAddr::try_from(found).ok()
+        SocketAddr::try_from(found).ok().map(OrigDst)
     }
 }

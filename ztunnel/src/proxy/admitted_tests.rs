@@ -10,6 +10,7 @@ use super::{Error, ForceClose};
 use crate::identity::Identity;
 use crate::policy::{Decision, Reason};
 use crate::state::{SharedState, apply, parse_local_config};
+use crate::types::{ClientAddr, OrigDst};
 
 const CONFIG: &str = "workloads:\n- {uid: w, name: w, namespace: app, workloadIps: [\"10.0.0.2\"]}\n";
 const DENY_LAB: &str = "policies:\n- {name: no-lab, namespace: app, scope: Namespace, action: Deny, rules: [[[{namespaces: [!Exact lab]}]]]}\n";
@@ -23,8 +24,8 @@ fn state(yaml: &str) -> SharedState {
 fn facts(state: &SharedState, peer_ns: &str, port: u16) -> InboundFacts {
     InboundFacts {
         source_identity: Some(Identity::new("cluster.local", peer_ns, "default")),
-        source_addr: SocketAddr::from(([10, 0, 0, 1], port)),
-        destination: SocketAddr::from(([10, 0, 0, 2], 8080)),
+        source_addr: ClientAddr(SocketAddr::from(([10, 0, 0, 1], port))),
+        destination: OrigDst(SocketAddr::from(([10, 0, 0, 2], 8080))),
         workload: state.read().workload_by_uid("w").unwrap(),
     }
 }

@@ -12,7 +12,6 @@
 //! the original destination from `getsockname()` and the pod's workload (denied: reset).
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tracing::info;
@@ -24,6 +23,7 @@ use crate::identity::Identity;
 use crate::metrics::AuthorizationLabels;
 use crate::policy::{Connection, Decision, Reason};
 use crate::state::{ProxyState, Workload};
+use crate::types::{ClientAddr, OrigDst};
 
 /// What authorization knows about one inbound connection.
 #[derive(Clone, Debug)]
@@ -32,9 +32,9 @@ pub struct InboundFacts {
     pub source_identity: Option<Identity>,
     /// The client's address: the HBONE connection's peer (a waypoint may vouch for another),
     /// or the plaintext connection's peer.
-    pub source_addr: SocketAddr,
+    pub source_addr: ClientAddr,
     /// The destination workload's address and port the client asked for.
-    pub destination: SocketAddr,
+    pub destination: OrigDst,
     /// The destination workload on this node.
     pub workload: Arc<Workload>,
 }
@@ -44,7 +44,7 @@ impl InboundFacts {
         Connection {
             source_identity: self.source_identity.as_ref(),
             source_ip: self.source_addr.ip(),
-            destination: self.destination,
+            destination: self.destination.addr(),
         }
     }
 }

@@ -12,7 +12,7 @@
 //!
 //! Building is pure (no IO, the trace ids are given), so every byte of it is unit tested here.
 
-use std::net::SocketAddr;
+use crate::types::ClientAddr;
 
 use http::{HeaderValue, Method, Request};
 use rand::Rng;
@@ -47,7 +47,7 @@ impl TraceIds {
 pub(crate) fn connect_request(
     route: &Route,
     source: &Workload,
-    client: SocketAddr,
+    client: ClientAddr,
     cluster_id: &str,
     trace: TraceIds,
 ) -> Result<Request<()>, Error> {
@@ -82,7 +82,7 @@ fn baggage(source: &Workload, cluster_id: &str) -> String {
 }
 
 /// RFC 7239 `forwarded`: the client, and the service hostname when one was addressed.
-fn forwarded(route: &Route, client: SocketAddr) -> String {
+fn forwarded(route: &Route, client: ClientAddr) -> String {
     let mut forwarded = format!("for=\"{client}\"");
     if let Some(service) = &route.service {
         forwarded.push_str(&format!(";host={}", service.hostname));
@@ -100,6 +100,7 @@ mod tests {
     use super::*;
     use crate::proxy::route::plan_outbound;
     use crate::state::{SharedState, apply, parse_local_config};
+    use crate::types::OrigDst;
 
     const CONFIG: &str = r#"
 workloads:
@@ -145,8 +146,8 @@ services:
         apply(&state, parse_local_config(CONFIG.as_bytes(), "connect-request.yaml", "cluster.local").unwrap());
         let snapshot = state.read();
         let source: Arc<Workload> = snapshot.workload_by_uid(src_uid).expect("source workload in the test config");
-        let route = plan_outbound(&snapshot, dst.parse().unwrap(), &mut StdRng::seed_from_u64(1)).unwrap();
-        connect_request(&route, &source, client.parse().unwrap(), "Kubernetes", TRACE).unwrap()
+        let route = plan_outbound(&snapshot, OrigDst(dst.parse().unwrap()), &mut StdRng::seed_from_u64(1)).unwrap();
+        connect_request(&route, &source, ClientAddr(client.parse().unwrap()), "Kubernetes", TRACE).unwrap()
     }
 
     /// Every header, in order, as (name, value) text.

@@ -7,7 +7,6 @@
 //! connection is open; the access-log text is formatted at close, and only if the log is on.
 
 use std::fmt;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use tokio::time::Instant;
@@ -20,6 +19,7 @@ use crate::metrics::{ConnectionMetrics, Reporter, ResponseFlags};
 use crate::policy::{Decision, PolicyKey, Reason};
 use crate::state::{Service, Workload};
 use crate::telemetry::{ConnectionFailure, ConnectionLog, Direction, log_connection};
+use crate::types::{ClientAddr, OrigDst};
 
 /// The peer at one end of a connection, as far as it is known.
 #[derive(Clone, Debug, Default)]
@@ -42,8 +42,8 @@ pub struct ConnectionRecord {
 /// What the access log says besides the peers, kept until close.
 struct Opened {
     direction: Direction,
-    src_addr: SocketAddr,
-    dst_addr: SocketAddr,
+    src_addr: ClientAddr,
+    dst_addr: OrigDst,
     policy: Option<PolicyKey>,
     dry_run: Option<Reason>,
 }
@@ -51,8 +51,10 @@ struct Opened {
 /// What is known about a connection when it opens.
 pub struct Opening<'a> {
     pub direction: Direction,
-    pub src_addr: SocketAddr,
-    pub dst_addr: SocketAddr,
+    /// The client's address.
+    pub src_addr: ClientAddr,
+    /// The address the client asked for.
+    pub dst_addr: OrigDst,
     pub source: Peer,
     pub destination: Peer,
     pub service: Option<&'a Arc<Service>>,
@@ -159,10 +161,10 @@ impl Opened {
         let (src_workload, dst_workload) = (src.map(Namespaced::workload), dst.map(Namespaced::workload));
         let dst_service = peers.service().map(|s| Namespaced(&s.namespace, &s.hostname));
         log_connection(&ConnectionLog {
-            src_addr: self.src_addr,
+            src_addr: self.src_addr.addr(),
             src_workload: shown(src_workload.as_ref()),
             src_identity: shown(src_identity),
-            dst_addr: self.dst_addr,
+            dst_addr: self.dst_addr.addr(),
             dst_service: shown(dst_service.as_ref()),
             dst_workload: shown(dst_workload.as_ref()),
             dst_identity: shown(dst_identity),

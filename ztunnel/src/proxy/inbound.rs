@@ -37,6 +37,7 @@ use crate::identity::Identity;
 use crate::state::{ProxyState, Service, Workload};
 use crate::telemetry::Direction;
 use crate::tls::peer_identity;
+use crate::types::{ClientAddr, OrigDst};
 
 /// Bound on the TLS handshake of an inbound connection.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -178,7 +179,7 @@ pub(super) async fn handle_stream(
     app_dialer: &Dialer,
     dials: &Semaphore,
 ) {
-    let target = incoming.authority;
+    let target = OrigDst(incoming.authority);
     // Everything needed from the request headers is read here and the headers are released at
     // once: nothing a peer sent stays held while the app is dialled.
     let headers = std::mem::take(&mut incoming.headers);
@@ -186,7 +187,7 @@ pub(super) async fn handle_stream(
         let state = inputs.state.read();
         let host = forwarded_param(&headers, "host");
         let service = inbound_service(&state, &workload, target.port(), host);
-        let client_addr = client_address(&state, peer, &peer_id, &workload, service.as_deref(), &headers);
+        let client_addr = ClientAddr(client_address(&state, peer, &peer_id, &workload, service.as_deref(), &headers));
         // The source workload is named only when its address and verified identity agree.
         let source = state.workload_by_ip(client_addr.ip()).filter(|w| w.identity() == peer_id);
         (client_addr, source, service)
@@ -206,7 +207,7 @@ pub(super) async fn handle_stream(
     );
     if !workload.workload_ips.contains(&target.ip()) {
         incoming.reject(StatusCode::BAD_REQUEST);
-        record.close(&Err(Error::UnknownDestination { authority: target }));
+        record.close(&Err(Error::UnknownDestination { authority: target.addr() }));
         return;
     }
     let facts =
@@ -228,7 +229,7 @@ pub(super) async fn handle_stream(
         return;
     };
     // Boxed so the dial's state is freed once connected instead of sizing the stream's task.
-    let app = match Box::pin(app_dialer.connect_as(target, client_addr.ip())).await {
+    let app = match Box::pin(app_dialer.connect_as(target.addr(), client_addr.ip())).await {
         Ok(app) => app,
         Err(e) => {
             incoming.reject(StatusCode::SERVICE_UNAVAILABLE);

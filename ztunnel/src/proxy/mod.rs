@@ -7,6 +7,8 @@
 //! Every failure is classified by whose fault it was ([`FailureSource`]) so operators know where
 //! to look and metric labels stay bounded.
 
+use crate::types::WorkloadUid;
+
 pub mod accept;
 pub mod admitted;
 #[cfg(test)]
@@ -67,7 +69,7 @@ pub struct ProxySettings {
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct PoolKey {
     /// Uid of the source workload.
-    pub source_workload: Arc<str>,
+    pub source_workload: WorkloadUid,
     pub source: Identity,
     pub destination: Identity,
     pub gateway: SocketAddr,

@@ -24,6 +24,7 @@ use crate::hbone::{self, Tunnel, pool::PoolError};
 use crate::identity::Identity;
 use crate::state::{Service, Workload};
 use crate::telemetry::Direction;
+use crate::types::{ClientAddr, OrigDst};
 
 /// A dialled upstream, ready for bytes.
 pub enum Upstream {
@@ -42,13 +43,13 @@ impl Outbound {
         Outbound { inputs }
     }
 
-    /// Plans and dials the upstream for a connection from `source` (at `src_addr`) to `dst`.
+    /// Plans and dials the upstream for a connection from `source` (at `client`) to `dst`.
     /// The record is returned even on failure so the caller closes it with the outcome.
     pub async fn establish(
         &self,
-        src_addr: SocketAddr,
+        client: ClientAddr,
         source: Arc<Workload>,
-        dst: SocketAddr,
+        dst: OrigDst,
         dialer: &Dialer,
     ) -> (ConnectionRecord, Result<Upstream, Error>) {
         let planned = {
@@ -59,7 +60,7 @@ impl Outbound {
         let route = match planned {
             Ok(route) => route,
             Err(e) => {
-                let record = self.open(src_addr, dst, source_peer, Peer::default(), None, false);
+                let record = self.open(client, dst, source_peer, Peer::default(), None, false);
                 return (record, Err(e.into()));
             }
         };
@@ -71,11 +72,11 @@ impl Outbound {
             workload: route.workload.clone(),
         };
         let mtls = matches!(route.transport, Transport::Hbone { .. });
-        let record = self.open(src_addr, dst, source_peer, destination, route.service.as_ref(), mtls);
+        let record = self.open(client, dst, source_peer, destination, route.service.as_ref(), mtls);
         let timeout = self.inputs.settings.connect_timeout;
         // Boxed: the dial (pool, TLS handshake) is several KiB of future state that the
         // connection's task would otherwise keep for its whole life.
-        let dial = Box::pin(self.dial(&route, &source, src_addr, dialer));
+        let dial = Box::pin(self.dial(&route, &source, client, dialer));
         let dialled = match tokio::time::timeout(timeout, dial).await {
             Ok(result) => result,
             Err(_) => Err(Error::ConnectTimeout { addr: route.target, timeout }),
@@ -85,8 +86,8 @@ impl Outbound {
 
     fn open(
         &self,
-        src: SocketAddr,
-        dst: SocketAddr,
+        client: ClientAddr,
+        dst: OrigDst,
         source: Peer,
         destination: Peer,
         service: Option<&Arc<Service>>,
@@ -96,7 +97,7 @@ impl Outbound {
             &self.inputs.connection_metrics,
             Opening {
                 direction: Direction::Outbound,
-                src_addr: src,
+                src_addr: client,
                 dst_addr: dst,
                 source,
                 destination,
@@ -110,7 +111,7 @@ impl Outbound {
         &self,
         route: &Route,
         source: &Workload,
-        src_addr: SocketAddr,
+        client: ClientAddr,
         dialer: &Dialer,
     ) -> Result<Upstream, Error> {
         let settings = &self.inputs.settings;
@@ -124,11 +125,11 @@ impl Outbound {
             destination: identity.clone(),
             gateway,
         };
-        let mut prepared = Some(connect_request(route, source, src_addr, &settings.cluster_id, TraceIds::random())?);
+        let mut prepared = Some(connect_request(route, source, client, &settings.cluster_id, TraceIds::random())?);
         let request = || match prepared.take() {
             Some(request) => Ok(request),
             // Only a stream refused by a draining connection is retried: build it again.
-            None => connect_request(route, source, src_addr, &settings.cluster_id, TraceIds::random())
+            None => connect_request(route, source, client, &settings.cluster_id, TraceIds::random())
                 .map_err(|e| hbone::Error::BadRequest { authority: route.target.to_string(), reason: e.to_string() }),
         };
         let inputs = &self.inputs;

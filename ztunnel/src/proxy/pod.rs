@@ -28,6 +28,7 @@ use super::outbound::{Outbound, proxy_to};
 use super::socket::{Dialer, SocketFactory};
 use super::{Error, ProxyInputs, inbound};
 use crate::telemetry::Direction;
+use crate::types::{ClientAddr, OrigDst, WorkloadUid};
 
 /// Source address of ztunnel's connections to apps inside their pod when the client's own
 /// address cannot be used.
@@ -40,7 +41,7 @@ pub const INBOUND_SOURCE_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 /// Where a captured connection was originally headed, recorded by the capture programs.
 pub trait OrigDstLookup: Send + Sync {
     /// Takes (reads and forgets) the original destination of the client at `client`.
-    fn take(&self, client: SocketAddr) -> Option<SocketAddr>;
+    fn take(&self, client: ClientAddr) -> Option<OrigDst>;
 }
 
 /// The listeners of one pod, already bound inside its namespace.
@@ -54,7 +55,7 @@ pub struct PodListeners {
 #[derive(Clone)]
 pub struct PodContext {
     /// The workload this pod is.
-    pub workload_uid: Arc<str>,
+    pub workload_uid: WorkloadUid,
     /// Creates sockets inside the pod's namespace.
     pub sockets: Arc<dyn SocketFactory>,
     pub orig_dst: Arc<dyn OrigDstLookup>,
@@ -128,16 +129,17 @@ pub(super) async fn handle_outbound(
     outbound: &Outbound,
 ) -> Result<(), Error> {
     let _ = stream.set_nodelay(true);
+    let client = ClientAddr(peer);
     let dst = ctx
         .orig_dst
-        .take(peer)
+        .take(client)
         .ok_or_else(|| Error::Internal(format!("no original destination recorded for client {peer}")))?;
     let source = inputs
         .state
         .read()
         .workload_by_uid(&ctx.workload_uid)
         .ok_or_else(|| Error::Internal(format!("captured pod's workload {} is not in state", ctx.workload_uid)))?;
-    let (record, upstream) = outbound.establish(peer, source, dst, dialer).await;
+    let (record, upstream) = outbound.establish(client, source, dst, dialer).await;
     let result = match upstream {
         Ok(upstream) => inputs.force_close.or_close(proxy_to(stream, upstream, record.transferred.clone())).await,
         Err(e) => Err(e),
@@ -146,7 +148,7 @@ pub(super) async fn handle_outbound(
     Ok(())
 }
 
-async fn serve_inbound_plain(listener: TcpListener, inputs: ProxyInputs, to_app: Dialer, pod_uid: Arc<str>) {
+async fn serve_inbound_plain(listener: TcpListener, inputs: ProxyInputs, to_app: Dialer, pod_uid: WorkloadUid) {
     let drain = inputs.drain.clone();
     accept_until_drained(listener, "pod inbound plaintext", &drain, |stream, peer| {
         let (inputs, to_app, pod_uid) = (inputs.clone(), to_app.clone(), pod_uid.clone());
@@ -160,10 +162,11 @@ pub(super) async fn handle_inbound_plain(
     peer: SocketAddr,
     inputs: &ProxyInputs,
     to_app: &Dialer,
-    pod_uid: &str,
+    pod_uid: &WorkloadUid,
 ) {
     let _ = stream.set_nodelay(true);
-    let Ok(target) = stream.local_addr() else { return };
+    let Ok(target) = stream.local_addr().map(OrigDst) else { return };
+    let client = ClientAddr(peer);
     let (workload, source) = {
         let state = inputs.state.read();
         // The listener lives in the pod's namespace, so the destination is the pod itself.
@@ -174,7 +177,7 @@ pub(super) async fn handle_inbound_plain(
         &inputs.connection_metrics,
         Opening {
             direction: Direction::Inbound,
-            src_addr: peer,
+            src_addr: client,
             dst_addr: target,
             // Without mTLS the peer's identity is unknown; its workload is only a hint.
             source: Peer { workload: source, identity: None },
@@ -185,11 +188,11 @@ pub(super) async fn handle_inbound_plain(
     );
     // Without its workload no policy can be checked: fail closed.
     let Some(workload) = workload else {
-        record.close(&Err(Error::UnknownDestination { authority: target }));
+        record.close(&Err(Error::UnknownDestination { authority: target.addr() }));
         reset(stream);
         return;
     };
-    let facts = InboundFacts { source_identity: None, source_addr: peer, destination: target, workload };
+    let facts = InboundFacts { source_identity: None, source_addr: client, destination: target, workload };
     let admission = match authorize(inputs, facts, &mut record) {
         Ok(admission) => admission,
         Err(e) => {
@@ -199,7 +202,7 @@ pub(super) async fn handle_inbound_plain(
         }
     };
     // Boxed so the dial's state is freed once connected instead of sizing the connection's task.
-    let result = match Box::pin(to_app.connect_as(target, peer.ip())).await {
+    let result = match Box::pin(to_app.connect_as(target.addr(), client.ip())).await {
         Ok(app) => {
             let transferred = record.transferred.clone();
             // Built in the call: a copy future held in a local would be stored twice in this task.

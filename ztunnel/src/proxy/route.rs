@@ -12,6 +12,7 @@ use rand::Rng;
 
 use crate::identity::Identity;
 use crate::state::{Protocol, ProxyState, Service, Workload};
+use crate::types::OrigDst;
 
 /// Istio's port for inbound HBONE.
 pub const HBONE_PORT: u16 = 15008;
@@ -49,7 +50,7 @@ pub enum RouteError {
 }
 
 /// Plans the route for a connection to `dst`.
-pub fn plan_outbound<R: Rng>(state: &ProxyState, dst: SocketAddr, rng: &mut R) -> Result<Route, RouteError> {
+pub fn plan_outbound<R: Rng>(state: &ProxyState, dst: OrigDst, rng: &mut R) -> Result<Route, RouteError> {
     if let Some(service) = state.service_by_vip(dst.ip()) {
         let key = format!("{}/{}", service.namespace, service.hostname);
         if !service.ports.contains_key(&dst.port()) {
@@ -62,9 +63,9 @@ pub fn plan_outbound<R: Rng>(state: &ProxyState, dst: SocketAddr, rng: &mut R) -
         return Ok(to_workload(workload, Some(service), SocketAddr::new(ip, target_port)));
     }
     if let Some(workload) = state.workload_by_ip(dst.ip()) {
-        return Ok(to_workload(workload, None, dst));
+        return Ok(to_workload(workload, None, dst.addr()));
     }
-    Ok(Route { workload: None, service: None, target: dst, transport: Transport::Direct })
+    Ok(Route { workload: None, service: None, target: dst.addr(), transport: Transport::Direct })
 }
 
 /// The workload's address in the client's IP family when it has one.
@@ -150,7 +151,7 @@ services:
 
     fn plan(dst: &str) -> Result<Route, RouteError> {
         let state = state();
-        let dst: SocketAddr = dst.parse().unwrap();
+        let dst = OrigDst(dst.parse().unwrap());
         plan_outbound(&state.read(), dst, &mut StdRng::seed_from_u64(7))
     }
 
@@ -206,7 +207,7 @@ services:
         let mut rng = StdRng::seed_from_u64(1);
         let mut seen = std::collections::BTreeSet::new();
         for _ in 0..200 {
-            let route = plan_outbound(&state.read(), "10.96.0.1:80".parse().unwrap(), &mut rng).unwrap();
+            let route = plan_outbound(&state.read(), OrigDst("10.96.0.1:80".parse().unwrap()), &mut rng).unwrap();
             seen.insert(route.target);
         }
         let want: std::collections::BTreeSet<SocketAddr> =

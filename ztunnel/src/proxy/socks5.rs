@@ -24,6 +24,7 @@ use super::outbound::{Outbound, proxy_to};
 use super::socket::Dialer;
 use super::{Error, FailureSource, ProxyInputs};
 use crate::state::Workload;
+use crate::types::{ClientAddr, OrigDst};
 
 /// A client that has not sent its greeting and request by then is closed.
 pub(crate) const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -103,7 +104,7 @@ pub(super) async fn handle(
     let (v4, v6) = if peer.is_ipv4() { (Some(peer.ip()), None) } else { (None, Some(peer.ip())) };
     let host = Dialer::host(inputs.settings.socket_mark, inputs.settings.connect_timeout);
     let dialer = Dialer { source: v4, source6: v6, ..host };
-    let (record, upstream) = outbound.establish(peer, source, dst, &dialer).await;
+    let (record, upstream) = outbound.establish(ClientAddr(peer), source, OrigDst(dst), &dialer).await;
     let result = match upstream {
         Ok(upstream) => match send_reply(&mut stream, Reply::Succeeded).await {
             Ok(()) => inputs.force_close.or_close(proxy_to(stream, upstream, record.transferred.clone())).await,

@@ -9,13 +9,14 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 
 use super::capture_exclusions::CaptureExclusions;
+use crate::types::WorkloadUid;
 
 /// Where a workload's pod lives on this node.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct PodCapture {
     /// The workload's uid.
-    pub uid: Arc<str>,
+    pub uid: WorkloadUid,
     /// Node the workload runs on.
     pub node: Arc<str>,
     /// The pod's network namespace (`/var/run/netns/NAME` or `/proc/PID/ns/net`).

@@ -11,6 +11,7 @@ use std::sync::Arc;
 use serde::{Serialize, Serializer};
 
 use super::service::Endpoint;
+use crate::types::WorkloadUid;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Endpoints(Arc<Vec<Endpoint>>);
@@ -69,7 +70,7 @@ impl Endpoints {
     }
 
     /// Workload uids, in order.
-    pub fn keys(&self) -> impl Iterator<Item = &Arc<str>> {
+    pub fn keys(&self) -> impl Iterator<Item = &WorkloadUid> {
         self.0.iter().map(|e| &e.workload_uid)
     }
 
@@ -79,18 +80,18 @@ impl Endpoints {
     }
 
     /// `(uid, endpoint)` pairs, in uid order.
-    pub fn iter(&self) -> impl Iterator<Item = (&Arc<str>, &Endpoint)> {
+    pub fn iter(&self) -> impl Iterator<Item = (&WorkloadUid, &Endpoint)> {
         self.into_iter()
     }
 }
 
-fn by_uid(e: &Endpoint) -> (&Arc<str>, &Endpoint) {
+fn by_uid(e: &Endpoint) -> (&WorkloadUid, &Endpoint) {
     (&e.workload_uid, e)
 }
 
 impl<'a> IntoIterator for &'a Endpoints {
-    type Item = (&'a Arc<str>, &'a Endpoint);
-    type IntoIter = std::iter::Map<std::slice::Iter<'a, Endpoint>, fn(&Endpoint) -> (&Arc<str>, &Endpoint)>;
+    type Item = (&'a WorkloadUid, &'a Endpoint);
+    type IntoIter = std::iter::Map<std::slice::Iter<'a, Endpoint>, fn(&Endpoint) -> (&WorkloadUid, &Endpoint)>;
 
     fn into_iter(self) -> Self::IntoIter {
         self.0.iter().map(by_uid)

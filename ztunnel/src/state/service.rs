@@ -13,12 +13,13 @@ use super::address::{NamespacedHostname, NetworkAddress};
 use super::endpoints::Endpoints;
 use super::port_map::PortMap;
 use super::workload::{GatewayAddress, HealthStatus};
+use crate::types::WorkloadUid;
 
 /// A workload serving a service, with its own port map.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Endpoint {
-    pub workload_uid: Arc<str>,
+    pub workload_uid: WorkloadUid,
     /// The service this endpoint belongs to.
     pub service_key: NamespacedHostname,
     /// Service port -> target port on this endpoint. A service port missing here falls back

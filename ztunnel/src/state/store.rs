@@ -21,6 +21,7 @@ use super::service::Service;
 use super::snapshot_map::SnapshotMap;
 use super::workload::Workload;
 use crate::policy::{Connection, Decision, PolicyStore, Target};
+use crate::types::WorkloadUid;
 
 /// One endpoint that may receive traffic on a given service port.
 #[derive(Debug)]
@@ -46,7 +47,7 @@ pub struct ProxyState {
     pub(super) policies: Arc<PolicyStore>,
     pub(super) captures: Arc<[Arc<PodCapture>]>,
     /// uid -> workload.
-    pub(super) workloads: SnapshotMap<Arc<str>, Arc<Workload>>,
+    pub(super) workloads: SnapshotMap<WorkloadUid, Arc<Workload>>,
     /// IP -> workloads with it, one per network, sorted by uid.
     pub(super) by_ip: IpIndex<Workload>,
     /// node -> its workloads, in no particular order.

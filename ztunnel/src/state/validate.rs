@@ -22,6 +22,7 @@ use super::service::{Endpoint, Service};
 use super::validate_policy::{apply_mtls, check_namespaces, check_policies};
 use super::workload::{NetworkMode, Workload};
 use crate::policy::Authorization;
+use crate::types::WorkloadUid;
 
 pub(super) struct Validated {
     pub workloads: Vec<Workload>,
@@ -279,7 +280,7 @@ fn add_endpoints(
     workloads: &mut [Workload],
     services: &mut [Service],
 ) -> Result<(), Rejection> {
-    let by_uid: HashMap<Arc<str>, usize> = workloads.iter().enumerate().map(|(i, w)| (w.uid.clone(), i)).collect();
+    let by_uid: HashMap<WorkloadUid, usize> = workloads.iter().enumerate().map(|(i, w)| (w.uid.clone(), i)).collect();
     for (i, (entry, svc)) in file.services.iter().zip(services.iter_mut()).enumerate() {
         let label = service_label(i, Some(&svc.namespace), Some(&svc.hostname), None);
         for (key, ep) in &entry.endpoints {

@@ -14,6 +14,7 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::address::{FromStrVisitor, NamespacedHostname, NetworkAddress};
 use crate::identity::Identity;
+use crate::types::WorkloadUid;
 
 /// How a workload accepts mesh traffic: HBONE tunnels on port 15008, or plain TCP.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -128,7 +129,7 @@ pub struct ApplicationTunnel {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Workload {
-    pub uid: Arc<str>,
+    pub uid: WorkloadUid,
     pub name: Arc<str>,
     pub namespace: Arc<str>,
     pub service_account: Arc<str>,

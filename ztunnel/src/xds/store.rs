@@ -22,6 +22,7 @@ use tracing::warn;
 use super::convert::{AddressEntry, Defaults, Named, Policy, ResourceError};
 use super::proto::{discovery, workload as pb};
 use crate::state::{NamespacedHostname, ProxyState, SharedState};
+use crate::types::WorkloadUid;
 
 pub const ADDRESS_TYPE: &str = "type.googleapis.com/istio.workload.Address";
 pub const AUTHORIZATION_TYPE: &str = "type.googleapis.com/istio.security.Authorization";
@@ -37,7 +38,7 @@ struct Versioned<T> {
 #[derive(PartialEq, Eq)]
 enum Held {
     /// A workload with another uid than the resource name.
-    Workload(Arc<str>),
+    Workload(WorkloadUid),
     Service(NamespacedHostname),
 }
 
@@ -56,7 +57,7 @@ pub(crate) struct XdsStore {
     /// Workloads named by their uid, as istiod names them: name -> version. Kept apart from
     /// the other Address resources because there is one per workload, and this way an entry
     /// is 32 bytes (the name shares the workload's uid text).
-    workload_versions: HashMap<Arc<str>, Box<str>>,
+    workload_versions: HashMap<WorkloadUid, Box<str>>,
     /// Every other Address resource: services, and workloads named otherwise.
     other_addresses: HashMap<Arc<str>, Versioned<Held>>,
     /// How many of `other_addresses` are workloads.

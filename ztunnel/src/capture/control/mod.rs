@@ -6,6 +6,8 @@
 //! arrive within [`LINE_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at
 //! once. A client over a bound gets one error answer and the connection is closed.
 
+use crate::types::WorkloadUid;
+
 mod framing;
 mod socket;
 #[cfg(test)]
@@ -111,9 +113,9 @@ impl ControlHandler for Capture {
         };
         match request {
             ControlRequest::Enroll { uid, netns, cgroup } => {
-                done(self.enroll(&uid, &netns, &cgroup, EnrollSource::Api).await)
+                done(self.enroll(&WorkloadUid::from(uid), &netns, &cgroup, EnrollSource::Api).await)
             }
-            ControlRequest::Unenroll { uid } => done(self.unenroll(&uid).await),
+            ControlRequest::Unenroll { uid } => done(self.unenroll(&WorkloadUid::from(uid)).await),
             ControlRequest::Pods => ControlResponse { ok: true, pods: self.enrolled().await, ..Default::default() },
         }
     }

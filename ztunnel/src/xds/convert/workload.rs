@@ -2,13 +2,14 @@
 //! address both workloads and services use.
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, PoisonError};
+use std::sync::PoisonError;
 
 use super::{Blame, Named, ResourceError, ip_from_bytes, known, port_from_u32};
 use crate::state::{
     self, ApplicationTunnel, Endpoint, GatewayAddress, GatewayDestination, HealthStatus, Locality, NamespacedHostname,
     NetworkAddress, NetworkMode, Protocol, Spelling, TunnelProtocol, Workload,
 };
+use crate::types::WorkloadUid;
 use crate::xds::proto::workload as pb;
 
 /// Converts a workload; the endpoints are one per service in its `services` map.
@@ -36,7 +37,7 @@ pub(super) fn convert(r: Named<'_, pb::Workload>) -> Result<(Workload, Vec<Endpo
     // Texts many workloads repeat come from the pool; the uid and name are this one's own.
     let mut pool = r.defaults.strings.lock().unwrap_or_else(PoisonError::into_inner);
     let mut text = |s: &str| pool.get(s);
-    let uid: Arc<str> = w.uid.as_str().into();
+    let uid = WorkloadUid::from(w.uid.as_str());
     let mut services = Vec::with_capacity(w.services.len());
     let mut endpoints = Vec::with_capacity(w.services.len());
     // Sorted, so the endpoint order (and any error) does not depend on map iteration order.
