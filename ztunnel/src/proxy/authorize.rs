@@ -7,7 +7,7 @@
 //! keeps its registration ([`Admission`]) for as long as it is open, so a later policy
 //! change can close it; a denied one is counted and returned as [`Error::Denied`].
 //!
-//! Callers: inbound HBONE after the `CONNECT` (denied: answer 401); inbound plaintext on a
+//! Callers, through the inbound tail both paths share (`proxy::to_app`): inbound HBONE after the `CONNECT` (denied: answer 401); inbound plaintext on a
 //! captured pod's port 15006 (`proxy::pod`) after `accept()`, with `source_identity: None`,
 //! the original destination from `getsockname()` and the pod's workload (denied: reset).
 

@@ -14,10 +14,12 @@
 //! sent to 15008) is logged at `WARN` with the peer and the reason, rate-limited
 //! ([`crate::hbone::refusals`]).
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::OptionFuture;
 use http::{HeaderMap, StatusCode};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
@@ -25,14 +27,14 @@ use tokio_rustls::TlsAcceptor;
 use tokio_rustls::server::TlsStream;
 use tracing::debug;
 
-use super::authorize::{InboundFacts, authorize};
+use super::authorize::InboundFacts;
 use super::client_address::{client_address, forwarded_param};
 use super::connection::{ConnectionRecord, Opening, Peer};
-use super::copy::{copy_bidirectional, tcp_halves};
 use super::socket::Dialer;
+use super::to_app::{InboundClient, Refused, deliver_to_app};
 use super::{Error, ProxyInputs};
 use crate::hbone::refusals::{Refusal, log_refusal};
-use crate::hbone::{self, IncomingConnect};
+use crate::hbone::{self, IncomingConnect, TunnelReader, TunnelWriter};
 use crate::identity::Identity;
 use crate::state::{ProxyState, Service, Workload};
 use crate::telemetry::Direction;
@@ -170,15 +172,18 @@ fn inbound_service(state: &ProxyState, workload: &Workload, port: u16, host: Opt
     }
 }
 
-pub(super) async fn handle_stream(
+/// Handles one `CONNECT` stream. What needs no waiting (reading the request, opening the
+/// record, checking the authority) is done at once, so the returned future holds only the
+/// shared inbound tail and not also the request it was built from.
+pub(super) fn handle_stream<'a>(
     mut incoming: IncomingConnect,
     peer: SocketAddr,
     peer_id: Identity,
     workload: Arc<Workload>,
-    inputs: &ProxyInputs,
-    app_dialer: &Dialer,
-    dials: &Semaphore,
-) {
+    inputs: &'a ProxyInputs,
+    app_dialer: &'a Dialer,
+    dials: &'a Semaphore,
+) -> OptionFuture<impl Future<Output = ()> + 'a> {
     let target = OrigDst(incoming.authority);
     // Everything needed from the request headers is read here and the headers are released at
     // once: nothing a peer sent stays held while the app is dialled.
@@ -193,7 +198,7 @@ pub(super) async fn handle_stream(
         (client_addr, source, service)
     };
     drop(headers);
-    let mut record = ConnectionRecord::open(
+    let record = ConnectionRecord::open(
         &inputs.connection_metrics,
         Opening {
             direction: Direction::Inbound,
@@ -208,46 +213,32 @@ pub(super) async fn handle_stream(
     if !workload.workload_ips.contains(&target.ip()) {
         incoming.reject(StatusCode::BAD_REQUEST);
         record.close(&Err(Error::UnknownDestination { authority: target.addr() }));
-        return;
+        return None.into();
     }
     let facts =
         InboundFacts { source_identity: Some(peer_id), source_addr: client_addr, destination: target, workload };
-    let admission = match authorize(inputs, facts, &mut record) {
-        Ok(admission) => admission,
-        Err(e) => {
-            // Recorded first, so the denial is in metrics by the time the client hears of it.
-            record.close(&Err(e));
-            incoming.reject(StatusCode::UNAUTHORIZED);
-            return;
+    Some(deliver_to_app(inputs, StreamClient(incoming), facts, record, app_dialer, Some(dials))).into()
+}
+
+/// An HBONE stream's client: refused with 401 (policy) or 503 (app unreachable), answered 200.
+struct StreamClient(IncomingConnect);
+
+impl InboundClient for StreamClient {
+    type Reader = TunnelReader;
+    type Writer = TunnelWriter;
+
+    fn refuse(self, why: Refused) {
+        self.0.reject(match why {
+            Refused::Denied => StatusCode::UNAUTHORIZED,
+            Refused::AppUnreachable => StatusCode::SERVICE_UNAVAILABLE,
+        });
+    }
+
+    fn accept(self) -> Result<(TunnelReader, TunnelWriter), Error> {
+        let target = self.0.authority;
+        match self.0.accept(HeaderMap::new()) {
+            Ok(tunnel) => Ok(tunnel.split()),
+            Err(e) => Err(Error::Internal(format!("answering CONNECT {target}: {e}"))),
         }
-    };
-    // A peer may open many streams at once to an app that never answers; each waits for one
-    // of the connection's dial slots, so the dials (sockets, timers) one peer holds are bounded.
-    let Ok(_dial_slot) = dials.acquire().await else {
-        incoming.reject(StatusCode::SERVICE_UNAVAILABLE);
-        record.close(&Err(Error::Internal("inbound dial slots closed".into())));
-        return;
-    };
-    // Boxed so the dial's state is freed once connected instead of sizing the stream's task.
-    let app = match Box::pin(app_dialer.connect_as(target.addr(), client_addr.ip())).await {
-        Ok(app) => app,
-        Err(e) => {
-            incoming.reject(StatusCode::SERVICE_UNAVAILABLE);
-            record.close(&Err(e));
-            return;
-        }
-    };
-    let result = match incoming.accept(HeaderMap::new()) {
-        Ok(tunnel) => {
-            let transferred = record.transferred.clone();
-            // Built in the call: a copy future held in a local would be stored twice in this task.
-            admission
-                .enforce(&inputs.force_close, async move {
-                    copy_bidirectional(tunnel.split(), tcp_halves(app), transferred).await.map_err(Error::from)
-                })
-                .await
-        }
-        Err(e) => Err(Error::Internal(format!("answering CONNECT {target}: {e}"))),
-    };
-    record.close(&result);
+    }
 }

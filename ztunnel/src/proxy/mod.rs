@@ -3,7 +3,8 @@
 //! Each accepted connection is planned first ([`route`], pure over state), then dialled
 //! ([`outbound`] / [`inbound`]), then copied ([`copy`]); [`connection`] records it in metrics and
 //! the access log. Inbound connections are authorized before the app is dialled
-//! ([`authorize`]) and stay tracked while open so policy changes can close them ([`admitted`]).
+//! ([`authorize`]) and stay tracked while open so policy changes can close them ([`admitted`]);
+//! both inbound paths share that tail (authorize, dial the app, copy, record) in `to_app`.
 //! Every failure is classified by whose fault it was ([`FailureSource`]) so operators know where
 //! to look and metric labels stay bounded.
 
@@ -31,6 +32,7 @@ pub mod socket;
 pub mod socks5;
 #[cfg(test)]
 mod task_size_tests;
+mod to_app;
 
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -21,11 +21,12 @@ use tokio::task::JoinSet;
 use tracing::debug;
 
 use super::accept::accept_until_drained;
-use super::authorize::{InboundFacts, authorize};
+use super::authorize::InboundFacts;
 use super::connection::{ConnectionRecord, Opening, Peer};
-use super::copy::{copy_bidirectional, tcp_halves};
+use super::copy::{TcpChunkReader, TcpChunkWriter, tcp_halves};
 use super::outbound::{Outbound, proxy_to};
 use super::socket::{Dialer, SocketFactory};
+use super::to_app::{InboundClient, Refused, deliver_to_app};
 use super::{Error, ProxyInputs, inbound};
 use crate::telemetry::Direction;
 use crate::types::{ClientAddr, OrigDst, WorkloadUid};
@@ -173,7 +174,7 @@ pub(super) async fn handle_inbound_plain(
         let workload = state.workload_by_uid(pod_uid).or_else(|| state.workload_by_ip(target.ip()));
         (workload, state.workload_by_ip(peer.ip()))
     };
-    let mut record = ConnectionRecord::open(
+    let record = ConnectionRecord::open(
         &inputs.connection_metrics,
         Opening {
             direction: Direction::Inbound,
@@ -193,28 +194,27 @@ pub(super) async fn handle_inbound_plain(
         return;
     };
     let facts = InboundFacts { source_identity: None, source_addr: client, destination: target, workload };
-    let admission = match authorize(inputs, facts, &mut record) {
-        Ok(admission) => admission,
-        Err(e) => {
-            record.close(&Err(e));
-            reset(stream);
-            return;
+    deliver_to_app(inputs, PlaintextClient(stream), facts, record, to_app, None).await;
+}
+
+/// A plaintext client on 15006: refused with a reset, answered by the copy itself.
+struct PlaintextClient(TcpStream);
+
+impl InboundClient for PlaintextClient {
+    type Reader = TcpChunkReader;
+    type Writer = TcpChunkWriter;
+
+    fn refuse(self, why: Refused) {
+        match why {
+            Refused::Denied => reset(self.0),
+            // Closed as the app's own refusal would be seen: the client's connection just ends.
+            Refused::AppUnreachable => drop(self.0),
         }
-    };
-    // Boxed so the dial's state is freed once connected instead of sizing the connection's task.
-    let result = match Box::pin(to_app.connect_as(target.addr(), client.ip())).await {
-        Ok(app) => {
-            let transferred = record.transferred.clone();
-            // Built in the call: a copy future held in a local would be stored twice in this task.
-            admission
-                .enforce(&inputs.force_close, async move {
-                    copy_bidirectional(tcp_halves(stream), tcp_halves(app), transferred).await.map_err(Error::from)
-                })
-                .await
-        }
-        Err(e) => Err(e),
-    };
-    record.close(&result);
+    }
+
+    fn accept(self) -> Result<(TcpChunkReader, TcpChunkWriter), Error> {
+        Ok(tcp_halves(self.0))
+    }
 }
 
 /// Closes a refused plaintext connection with a reset, so the client fails at once instead
