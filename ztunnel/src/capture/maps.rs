@@ -18,12 +18,6 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV
 /// The default `SO_MARK` of ztunnel's sockets (`--socket-mark`); the programs read the
 /// configured one from `ztunnel_config` ([`ZtunnelConfig`]).
 pub const ZTUNNEL_MARK: u32 = 0x539;
-/// Outbound capture listener port, inside every pod's netns.
-pub const OUTBOUND_PORT: u16 = 15001;
-/// Inbound plaintext listener port (sk_lookup target), inside every pod's netns.
-pub const INBOUND_PORT: u16 = 15006;
-/// Inbound HBONE listener port, inside every pod's netns.
-pub const HBONE_PORT: u16 = 15008;
 
 /// `family` value for IPv4 (Linux `AF_INET`).
 pub const FAMILY_V4: u16 = 2;

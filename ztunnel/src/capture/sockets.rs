@@ -15,13 +15,9 @@ use super::netns::NetnsWorker;
 use super::reply_routing::REPLY_MARK;
 use super::sys;
 use crate::proxy::pod::{OrigDstLookup, PodListeners};
+use crate::proxy::ports::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 use crate::proxy::socket::{SocketFactory, TransparentSocketFuture};
 use crate::types::{ClientAddr, OrigDst};
-
-/// Ports of the per-pod listeners (Istio's).
-pub const OUTBOUND_PORT: u16 = 15001;
-pub const INBOUND_PLAIN_PORT: u16 = 15006;
-pub const INBOUND_HBONE_PORT: u16 = 15008;
 
 /// The three listeners of a pod, still as std sockets (made in the pod's namespace).
 pub struct PodListenerSet {
@@ -61,8 +57,8 @@ impl PodListenerSet {
     pub fn bind(ipv6: bool, mark: Option<u32>) -> std::io::Result<PodListenerSet> {
         let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         let outbound = listener(any, OUTBOUND_PORT, mark)?;
-        let inbound_plain = listener(any, INBOUND_PLAIN_PORT, mark)?;
-        let inbound_hbone = listener(any, INBOUND_HBONE_PORT, mark)?;
+        let inbound_plain = listener(any, INBOUND_PLAINTEXT_PORT, mark)?;
+        let inbound_hbone = listener(any, HBONE_PORT, mark)?;
         Ok(PodListenerSet { outbound, inbound_plain, inbound_hbone })
     }
 

@@ -27,6 +27,7 @@ pub mod inbound;
 pub mod listeners;
 pub mod outbound;
 pub mod pod;
+pub mod ports;
 pub mod route;
 pub mod socket;
 pub mod socks5;
@@ -47,7 +48,7 @@ use crate::state::SharedState;
 pub use admitted::{Admission, AdmittedConnections};
 pub use authorize::{Denial, InboundFacts};
 pub use connection_labels::ConnectionMetricsCache;
-pub use route::HBONE_PORT;
+pub use ports::HBONE_PORT;
 
 /// Settings the proxy needs from the process configuration.
 #[derive(Clone, Debug)]

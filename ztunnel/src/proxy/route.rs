@@ -10,12 +10,10 @@ use std::sync::Arc;
 
 use rand::Rng;
 
+use super::ports::HBONE_PORT;
 use crate::identity::Identity;
 use crate::state::{Protocol, ProxyState, Service, Workload};
 use crate::types::OrigDst;
-
-/// Istio's port for inbound HBONE.
-pub const HBONE_PORT: u16 = 15008;
 
 /// Where an outbound connection goes.
 #[derive(Clone, Debug)]

@@ -19,9 +19,10 @@ use socket2::{Domain, Socket};
 use super::fixture::{Bpffs, Cgroup, Netns, accept_within, running_as_root};
 use super::{load, sys, take_map};
 use crate::capture::maps::{
-    HBONE_PORT, INBOUND_PORT, IpKey, IpPortKey, NetnsCookie, OUTBOUND_PORT, OrigDst, PeerKey, PodCidr4Key, PodCidr6Key,
-    PodConfig, PodPortKey, Present, SocketCookie, ZTUNNEL_MARK, ZtunnelConfig,
+    IpKey, IpPortKey, NetnsCookie, OrigDst, PeerKey, PodCidr4Key, PodCidr6Key, PodConfig, PodPortKey, Present,
+    SocketCookie, ZTUNNEL_MARK, ZtunnelConfig,
 };
+use crate::proxy::ports::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
 mod dual_stack_and_config;
 use crate::capture::programs::*;
@@ -230,7 +231,7 @@ impl Env {
         let at = SocketAddr::new;
         let listen = Listeners {
             outbound: pod.listen(at(family.pod, OUTBOUND_PORT)),
-            inbound: Some(pod.listen(at(family.pod, INBOUND_PORT))),
+            inbound: Some(pod.listen(at(family.pod, INBOUND_PLAINTEXT_PORT))),
             hbone: pod.listen(at(family.pod, HBONE_PORT)),
             app: pod.listen(at(family.any, APP_PORT)),
             pod_loopback: pod.listen(at(family.loopback, LOOPBACK_PORT)),
@@ -393,7 +394,7 @@ fn excluded_ports_and_cidrs_are_not_captured(t: &mut Pod) {
 
 fn apps_cannot_bind_ztunnel_ports(t: &mut Pod) {
     let socket = t.app_socket();
-    for port in [OUTBOUND_PORT, INBOUND_PORT, HBONE_PORT] {
+    for port in [OUTBOUND_PORT, INBOUND_PLAINTEXT_PORT, HBONE_PORT] {
         for ip in [t.family.pod, t.family.any] {
             let addr = t.at(ip, port);
             assert_eperm(socket.bind(&addr.into()), &format!("an application binding {addr}"));
