@@ -3,7 +3,7 @@
 //! Modules form layers (see ARCHITECTURE.md at the repository root); a module imports only
 //! from lower layers.
 //!
-//! 0. [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`], [`descriptors`]
+//! 0. `accept_loop`, [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`], [`descriptors`]
 //! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification), [`policy`] (pure
 //!    authorization evaluation)
 //! 2. [`state`] (workloads, services, policies; lookups), [`identity`] certificate manager and local CA
@@ -11,6 +11,7 @@
 //! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), [`admin`]
 //! 5. [`app`] (composition root)
 
+pub(crate) mod accept_loop;
 pub mod admin;
 pub mod app;
 pub mod capture;

@@ -1,6 +1,7 @@
-//! The HTTP/1 plumbing shared by the admin, metrics and readiness servers: an accept loop
-//! over an already-bound listener that stops at the drain signal and lets requests in flight
-//! finish, plus small response and query helpers. Knows nothing about any endpoint.
+//! The HTTP/1 plumbing shared by the admin, metrics and readiness servers: serving an
+//! already-bound listener through the shared accept loop ([`crate::accept_loop`]) until the
+//! drain signal, letting requests in flight finish, plus small response and query helpers.
+//! Knows nothing about any endpoint.
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -19,7 +20,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tracing::{debug, info};
 
-use crate::descriptors;
+use crate::accept_loop::accept_until_drained;
 use crate::drain::{DrainMode, DrainWatch};
 
 /// Response type of every handler.
@@ -40,22 +41,13 @@ where
     let address = listener.local_addr().ok();
     info!(server, address = ?address, "serving");
     let mut connections = JoinSet::new();
-    descriptors::reserve_spare();
-    let mode = loop {
-        tokio::select! {
-            mode = drain.signaled() => break mode,
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let conn = serve_connection(server, stream, peer, handler.clone(), drain.clone());
-                    connections.spawn(conn);
-                }
-                // Out of descriptors: the waiting client is shed, not left in the backlog
-                // (these servers may use the descriptors the proxy leaves in reserve).
-                Err(error) => descriptors::after_accept_error(server, &error, || listener.accept()).await,
-            },
-            Some(_) = connections.join_next(), if !connections.is_empty() => {}
-        }
-    };
+    // These servers may use the descriptors the proxy leaves in reserve: no reserve check.
+    let mode = accept_until_drained(&listener, server, &drain, |(stream, peer)| {
+        // Finished connections are collected as new ones come, so the set holds the live ones.
+        while connections.try_join_next().is_some() {}
+        connections.spawn(serve_connection(server, stream, peer, handler.clone(), drain.clone()));
+    })
+    .await;
     drop(listener);
     debug!(server, ?mode, open = connections.len(), "draining");
     while connections.join_next().await.is_some() {}

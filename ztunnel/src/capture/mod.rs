@@ -23,8 +23,6 @@
 //! [`crate::state::CaptureExclusions`]) go into the per-pod exclusion maps ([`exclusions`]) when
 //! it is enrolled and when the config changes them.
 
-use crate::types::WorkloadUid;
-
 pub mod control;
 pub mod exclusions;
 mod keeper;
@@ -53,6 +51,7 @@ use crate::proxy::ProxyInputs;
 use crate::proxy::pod::PodProxy;
 use crate::readiness::Ready;
 use crate::state::{CaptureExclusions, PodCapture};
+use crate::types::WorkloadUid;
 use keeper::Held;
 use loader::{LoadError, Loaded};
 use netns::{NetnsError, NetnsWorker};

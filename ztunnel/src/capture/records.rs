@@ -5,8 +5,9 @@
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
-use crate::types::WorkloadUid;
 use serde::{Deserialize, Serialize};
+
+use crate::types::WorkloadUid;
 
 /// Who asked for an enrollment.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -8,8 +8,6 @@
 //! Every failure is classified by whose fault it was ([`FailureSource`]) so operators know where
 //! to look and metric labels stay bounded.
 
-use crate::types::WorkloadUid;
-
 pub mod accept;
 pub mod admitted;
 #[cfg(test)]
@@ -44,6 +42,7 @@ use crate::hbone::{H2Settings, HbonePool};
 use crate::identity::{CertManager, Identity};
 use crate::metrics::Metrics;
 use crate::state::SharedState;
+use crate::types::WorkloadUid;
 
 pub use admitted::{Admission, AdmittedConnections};
 pub use authorize::{Denial, InboundFacts};

@@ -6,8 +6,6 @@
 //! arrive within [`LINE_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at
 //! once. A client over a bound gets one error answer and the connection is closed.
 
-use crate::types::WorkloadUid;
-
 mod framing;
 mod socket;
 #[cfg(test)]
@@ -26,7 +24,9 @@ use tracing::{debug, warn};
 
 use super::Capture;
 use super::records::{EnrollRecord, EnrollSource};
+use crate::accept_loop::accept_until_drained;
 use crate::drain::DrainWatch;
+use crate::types::WorkloadUid;
 pub(crate) use framing::{LineFramer, LineTooLong};
 pub(crate) use socket::bind;
 
@@ -124,31 +124,20 @@ impl ControlHandler for Capture {
 /// Serves control requests until the drain starts.
 pub(crate) async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>, drain: DrainWatch) {
     let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    loop {
-        let accepted = tokio::select! {
-            accepted = listener.accept() => accepted,
-            _ = drain.signaled() => return,
+    accept_until_drained(&listener, "control socket", &drain, |(stream, _)| {
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            refuse_busy(&stream);
+            return;
         };
-        match accepted {
-            Ok((stream, _)) => {
-                let Ok(slot) = slots.clone().try_acquire_owned() else {
-                    refuse_busy(&stream);
-                    continue;
-                };
-                let handler = handler.clone();
-                tokio::spawn(async move {
-                    if let Err(e) = handle(stream, &*handler).await {
-                        warn!(error = %e, "control connection failed");
-                    }
-                    drop(slot);
-                });
+        let handler = handler.clone();
+        tokio::spawn(async move {
+            if let Err(e) = handle(stream, &*handler).await {
+                warn!(error = %e, "control connection failed");
             }
-            Err(e) => {
-                warn!(error = %e, "control socket accept failed");
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        }
-    }
+            drop(slot);
+        });
+    })
+    .await;
 }
 
 /// Answers a connection over the limit without waiting for it: the answer is far smaller
