@@ -197,7 +197,9 @@ mod tests {
         let state = ztunnel::state::SharedState::new("");
         ztunnel::state::apply(&state, parsed);
         let snapshot = state.read();
-        let w = snapshot.workload_by_uid(&pod_uid("default", "server")).expect("the workload is in state");
+        let w = snapshot
+            .workload_by_uid(&ztunnel::types::WorkloadUid::from(pod_uid("default", "server")))
+            .expect("the workload is in state");
         assert_eq!(w.workload_ips.len(), 2, "{text}");
         assert!(snapshot.service_by_vip(vip).is_some(), "the service is in state: {text}");
     }

@@ -22,6 +22,7 @@ use super::sockets::current_netns_cookie;
 use super::{Capture, CaptureError, EnrolledPod, Serving};
 use crate::drain::DrainWatch;
 use crate::readiness::ReadyGuard;
+use crate::types::WorkloadUid;
 
 /// First retry delay after a pod's listeners failed to start; doubles up to [`MAX_RETRY`].
 const FIRST_RETRY: Duration = Duration::from_millis(100);
@@ -63,11 +64,11 @@ pub(super) struct Held {
 
 impl Capture {
     /// A new held state for the pod `uid`, holding readiness down.
-    pub(super) fn held(&self, uid: &str) -> Held {
+    pub(super) fn held(&self, uid: &WorkloadUid) -> Held {
         Held { backoff: Backoff::new(), not_ready: Some(self.not_ready(uid)) }
     }
 
-    fn not_ready(&self, uid: &str) -> ReadyGuard {
+    fn not_ready(&self, uid: &WorkloadUid) -> ReadyGuard {
         self.ready.register(&format!("listeners of captured pod {uid}"))
     }
 

@@ -269,15 +269,15 @@ impl Capture {
     }
 
     /// The addresses of the workload `uid` in state.
-    fn workload_ips(&self, uid: &str) -> Result<Vec<IpAddr>, CaptureError> {
+    fn workload_ips(&self, uid: &WorkloadUid) -> Result<Vec<IpAddr>, CaptureError> {
         let workload = self
             .inputs
             .state
             .read()
             .workload_by_uid(uid)
-            .ok_or_else(|| CaptureError::UnknownWorkload { uid: uid.into() })?;
+            .ok_or_else(|| CaptureError::UnknownWorkload { uid: uid.to_string() })?;
         if workload.workload_ips.is_empty() {
-            return Err(CaptureError::NoAddress { uid: uid.into() });
+            return Err(CaptureError::NoAddress { uid: uid.to_string() });
         }
         Ok(workload.workload_ips.clone())
     }
@@ -306,7 +306,7 @@ impl Capture {
     }
 
     /// Rewrites an enrolled pod's exclusions when they differ from what the maps hold.
-    async fn update_exclusions(&self, uid: &str, exclusions: &CaptureExclusions) {
+    async fn update_exclusions(&self, uid: &WorkloadUid, exclusions: &CaptureExclusions) {
         let mut pods = self.pods.lock().await;
         let Some(pod) = pods.get_mut(uid) else { return };
         if pod.exclusions.as_ref() == Some(exclusions) {
@@ -320,14 +320,14 @@ impl Capture {
         );
         match applied {
             Ok(()) => {
-                info!(uid, ?exclusions, "capture exclusions updated");
+                info!(uid = uid.as_str(), ?exclusions, "capture exclusions updated");
                 pod.exclusions = Some(exclusions.clone());
             }
-            Err(e) => warn!(uid, error = %e, "cannot update capture exclusions"),
+            Err(e) => warn!(uid = uid.as_str(), error = %e, "cannot update capture exclusions"),
         }
     }
 
-    fn pod_ips(&self, uid: &str) -> Vec<IpAddr> {
+    fn pod_ips(&self, uid: &WorkloadUid) -> Vec<IpAddr> {
         self.inputs.state.read().workload_by_uid(uid).map(|w| w.workload_ips.clone()).unwrap_or_default()
     }
 

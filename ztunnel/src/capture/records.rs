@@ -73,7 +73,7 @@ impl Records {
         std::fs::rename(tmp, path)
     }
 
-    pub fn remove(&self, uid: &str) -> std::io::Result<()> {
+    pub fn remove(&self, uid: &WorkloadUid) -> std::io::Result<()> {
         match std::fs::remove_file(self.dir.join(format!("{}.json", pod_key(uid)))) {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(e),
             _ => Ok(()),

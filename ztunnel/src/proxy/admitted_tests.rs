@@ -26,7 +26,7 @@ fn facts(state: &SharedState, peer_ns: &str, port: u16) -> InboundFacts {
         source_identity: Some(Identity::new("cluster.local", peer_ns, "default")),
         source_addr: ClientAddr(SocketAddr::from(([10, 0, 0, 1], port))),
         destination: OrigDst(SocketAddr::from(([10, 0, 0, 2], 8080))),
-        workload: state.read().workload_by_uid("w").unwrap(),
+        workload: state.read().workload_by_uid(&"w".into()).unwrap(),
     }
 }
 

@@ -145,7 +145,8 @@ services:
         let state = SharedState::new("");
         apply(&state, parse_local_config(CONFIG.as_bytes(), "connect-request.yaml", "cluster.local").unwrap());
         let snapshot = state.read();
-        let source: Arc<Workload> = snapshot.workload_by_uid(src_uid).expect("source workload in the test config");
+        let source: Arc<Workload> =
+            snapshot.workload_by_uid(&src_uid.into()).expect("source workload in the test config");
         let route = plan_outbound(&snapshot, OrigDst(dst.parse().unwrap()), &mut StdRng::seed_from_u64(1)).unwrap();
         connect_request(&route, &source, ClientAddr(client.parse().unwrap()), "Kubernetes", TRACE).unwrap()
     }

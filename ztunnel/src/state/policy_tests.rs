@@ -34,8 +34,9 @@ fn state(yaml: &str) -> SharedState {
 fn mtls_strict_lists_the_static_strict_policy() {
     let st = state(YAML).read();
     let strict = static_strict_key();
-    let listed =
-        |uid: &str| st.workload_by_uid(uid).unwrap().authorization_policies.iter().any(|k| **k == *strict.as_str());
+    let listed = |uid: &str| {
+        st.workload_by_uid(&uid.into()).unwrap().authorization_policies.iter().any(|k| **k == *strict.as_str())
+    };
     assert!(listed("cart"), "namespace STRICT applies to its workloads");
     assert!(!listed("legacy"), "a workload's PERMISSIVE overrides its namespace's STRICT");
     assert!(listed("probe"), "a workload's STRICT applies in a PERMISSIVE namespace");
@@ -61,7 +62,7 @@ fn snapshot_authorizes_with_the_destination_policies() {
     let lab = Identity::new("cluster.local", "lab", "default");
     let shop = Identity::new("cluster.local", "shop", "default");
     let decide = |uid: &str, id: Option<&Identity>| {
-        let w = st.workload_by_uid(uid).unwrap();
+        let w = st.workload_by_uid(&uid.into()).unwrap();
         let conn = Connection {
             source_identity: id,
             source_ip: "10.0.0.9".parse().unwrap(),

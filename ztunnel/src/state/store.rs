@@ -76,7 +76,7 @@ impl ProxyState {
     /// A workload lists exactly those in its `services` (xDS builds endpoints from that list;
     /// local config validation adds the services that declare the workload), so this is a
     /// lookup per listed service that exists.
-    pub fn services_of(&self, uid: &str) -> impl Iterator<Item = &Arc<Service>> + Clone {
+    pub fn services_of(&self, uid: &WorkloadUid) -> impl Iterator<Item = &Arc<Service>> + Clone {
         let named = self.workloads.get(uid).map(|w| w.services.as_slice()).unwrap_or_default();
         named.iter().filter_map(|key| self.service_entry(&key.namespace, &key.hostname)).map(|e| &e.service)
     }
@@ -124,7 +124,7 @@ impl ProxyState {
         self.by_ip.get(&ip)?.as_slice().iter().find(|w| &*w.network == network).cloned()
     }
 
-    pub fn workload_by_uid(&self, uid: &str) -> Option<Arc<Workload>> {
+    pub fn workload_by_uid(&self, uid: &WorkloadUid) -> Option<Arc<Workload>> {
         self.workloads.get(uid).cloned()
     }
 

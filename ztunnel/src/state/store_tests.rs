@@ -54,7 +54,7 @@ fn lookups_by_ip_vip_uid_host_and_node() {
     assert_eq!(&*st.service_by_vip(ip("10.96.0.2")).unwrap().hostname, "split");
     assert_eq!(&*st.service_by_address("far", ip("10.96.0.1")).unwrap().name, "web");
     assert!(st.service_by_vip(ip("10.0.0.1")).is_none());
-    assert_eq!(&*st.workload_by_uid("c").unwrap().name, "c");
+    assert_eq!(&*st.workload_by_uid(&"c".into()).unwrap().name, "c");
     assert!(st.service_by_host("ns", "web").is_some());
     assert!(st.service_by_host("other", "web").is_none());
     let mut on_n2: Vec<_> = st.workloads_on_node("n2").iter().map(|w| w.uid.to_string()).collect();
@@ -71,7 +71,7 @@ fn lookups_by_ip_vip_uid_host_and_node() {
         assert_eq!(indexed, scanned, "services of {}", w.uid);
     }
     assert!(st.services().any(|s| !s.endpoints.is_empty()), "the fixture must have endpoints");
-    assert!(st.services_of("no-such-uid").next().is_none());
+    assert!(st.services_of(&"no-such-uid".into()).next().is_none());
     assert_eq!(st.workloads().count(), 7);
     assert_eq!(st.services().count(), 3);
     assert_eq!(st.policies().len(), 1);
