@@ -25,7 +25,7 @@ pub enum DrainMode {
 
 /// How a drain ended.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum DrainOutcome {
+pub(crate) enum DrainOutcome {
     /// Every watch was dropped before the deadline.
     Complete,
     /// The deadline passed while this many watches were still held.
@@ -34,7 +34,7 @@ pub enum DrainOutcome {
 
 /// Starts a drain; see [`DrainTrigger::drain`]. Not `Clone`: there is one owner of shutdown.
 #[derive(Debug)]
-pub struct DrainTrigger {
+pub(crate) struct DrainTrigger {
     signal: watch::Sender<Option<DrainMode>>,
 }
 
@@ -46,20 +46,20 @@ pub struct DrainWatch {
 }
 
 /// A connected trigger and watch.
-pub fn new() -> (DrainTrigger, DrainWatch) {
+pub(crate) fn new() -> (DrainTrigger, DrainWatch) {
     let (signal, rx) = watch::channel(None);
     (DrainTrigger { signal }, DrainWatch { signal: rx })
 }
 
 impl DrainTrigger {
     /// Signals a graceful drain, then waits until every watch is dropped or `deadline` passes.
-    pub async fn drain(self, deadline: Duration) -> DrainOutcome {
+    pub(crate) async fn drain(self, deadline: Duration) -> DrainOutcome {
         self.drain_with(DrainMode::Graceful, deadline).await
     }
 
     /// Signals a drain of the given mode, then waits until every watch is dropped or
     /// `deadline` passes (measured with `tokio::time`).
-    pub async fn drain_with(self, mode: DrainMode, deadline: Duration) -> DrainOutcome {
+    pub(crate) async fn drain_with(self, mode: DrainMode, deadline: Duration) -> DrainOutcome {
         self.signal.send_replace(Some(mode));
         match tokio::time::timeout(deadline, self.signal.closed()).await {
             Ok(()) => DrainOutcome::Complete,
@@ -67,8 +67,9 @@ impl DrainTrigger {
         }
     }
 
+    #[cfg(test)]
     /// Number of watches currently held.
-    pub fn watchers(&self) -> usize {
+    pub(crate) fn watchers(&self) -> usize {
         self.signal.receiver_count()
     }
 }

@@ -10,14 +10,20 @@
 //! 3. [`hbone`] (HTTP/2 CONNECT client, server, pool; knows nothing of state)
 //! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), [`admin`]
 //! 5. [`app`] (composition root)
+//!
+//! The public surface is chosen, not accidental (`unreachable_pub` is on): what the binary,
+//! the integration tests, the benchmarks and the fuzz targets use. `admin`, `drain`,
+//! `readiness`, the unsafe wrappers (`capture::sys`, the map mirrors, the loader) and the
+//! proxy's and hbone's internals are crate-private; the layers above reach them through the
+//! re-exports of each module's `mod.rs`.
 
 pub(crate) mod accept_loop;
-pub mod admin;
+pub(crate) mod admin;
 pub mod app;
 pub mod capture;
 pub mod config;
 pub mod descriptors;
-pub mod drain;
+pub(crate) mod drain;
 /// Entry points for the fuzz targets in `fuzz/` (the `fuzzing` feature; never in the binary).
 #[cfg(any(test, feature = "fuzzing"))]
 pub mod fuzzing;
@@ -26,7 +32,7 @@ pub mod identity;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
-pub mod readiness;
+pub(crate) mod readiness;
 pub mod state;
 pub mod telemetry;
 /// How tests that cannot run here say so (the `testing` feature; never in the binary).

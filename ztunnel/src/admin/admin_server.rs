@@ -29,7 +29,7 @@ pub(crate) const DUMP_QUEUE_WAIT: Duration = Duration::from_secs(10);
 
 /// What the admin server needs from the rest of the process.
 #[derive(Clone)]
-pub struct AdminInputs {
+pub(crate) struct AdminInputs {
     /// Live control of the log filter (`/logging`).
     pub log: LogHandle,
     /// Produces the `/config_dump` document; called once per request, on a blocking thread.
@@ -77,7 +77,7 @@ struct Admin {
 }
 
 /// Serves the admin endpoint on `listener` until `inputs.drain` fires.
-pub async fn serve_admin(listener: TcpListener, inputs: AdminInputs) {
+pub(crate) async fn serve_admin(listener: TcpListener, inputs: AdminInputs) {
     serve_admin_with(listener, inputs, DumpLimits::default()).await
 }
 

@@ -15,12 +15,12 @@ use crate::drain::DrainWatch;
 use crate::metrics::Metrics;
 
 /// Content type answered to scrapers that accept OpenMetrics.
-pub const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text;charset=utf-8;version=1.0.0";
+pub(crate) const OPENMETRICS_CONTENT_TYPE: &str = "application/openmetrics-text;charset=utf-8;version=1.0.0";
 /// Content type answered otherwise.
-pub const PLAIN_TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
+pub(crate) const PLAIN_TEXT_CONTENT_TYPE: &str = "text/plain; charset=utf-8";
 
 /// Serves the metrics endpoint on `listener` until `drain` fires.
-pub async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, drain: DrainWatch) {
+pub(crate) async fn serve_metrics(listener: TcpListener, metrics: Arc<Metrics>, drain: DrainWatch) {
     server::serve("metrics", listener, drain, move |req| {
         let metrics = metrics.clone();
         async move {

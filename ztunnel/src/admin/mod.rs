@@ -18,6 +18,8 @@ mod server;
 #[cfg(test)]
 mod tests;
 
-pub use admin_server::{AdminInputs, serve_admin};
-pub use metrics_server::{OPENMETRICS_CONTENT_TYPE, PLAIN_TEXT_CONTENT_TYPE, serve_metrics};
-pub use readiness_server::serve_readiness;
+pub(crate) use admin_server::{AdminInputs, serve_admin};
+pub(crate) use metrics_server::serve_metrics;
+#[cfg(test)]
+pub(crate) use metrics_server::{OPENMETRICS_CONTENT_TYPE, PLAIN_TEXT_CONTENT_TYPE};
+pub(crate) use readiness_server::serve_readiness;

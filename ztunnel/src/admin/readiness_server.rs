@@ -9,7 +9,7 @@ use crate::drain::DrainWatch;
 use crate::readiness::Ready;
 
 /// Serves the readiness endpoint on `listener` until `drain` fires.
-pub async fn serve_readiness(listener: TcpListener, ready: Ready, drain: DrainWatch) {
+pub(crate) async fn serve_readiness(listener: TcpListener, ready: Ready, drain: DrainWatch) {
     server::serve("readiness", listener, drain, move |req| {
         let ready = ready.clone();
         async move {

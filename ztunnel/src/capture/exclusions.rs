@@ -16,7 +16,7 @@ use crate::state::CaptureExclusions;
 /// A failed update of an exclusion map.
 #[derive(Debug, thiserror::Error)]
 #[error("exclusion map {map}: {action}: {source}")]
-pub struct ExclusionError {
+pub(crate) struct ExclusionError {
     map: &'static str,
     action: String,
     #[source]
@@ -24,7 +24,7 @@ pub struct ExclusionError {
 }
 
 /// The four per-pod exclusion maps.
-pub struct ExclusionMaps {
+pub(crate) struct ExclusionMaps {
     pub(crate) ports: BpfHashMap<MapData, PodPortKey, Present>,
     pub(crate) cidrs4: LpmTrie<MapData, [u8; 12], Present>,
     pub(crate) cidrs6: LpmTrie<MapData, [u8; 24], Present>,
@@ -33,7 +33,7 @@ pub struct ExclusionMaps {
 
 impl ExclusionMaps {
     /// Makes the pod in `netns` with addresses `ips` exclude exactly `exclusions`.
-    pub fn apply(
+    pub(crate) fn apply(
         &mut self,
         netns: NetnsCookie,
         ips: &[IpAddr],
@@ -73,7 +73,7 @@ impl ExclusionMaps {
     }
 
     /// Removes every exclusion of the pod in `netns` with addresses `ips`.
-    pub fn clear(&mut self, netns: NetnsCookie, ips: &[IpAddr]) -> Result<(), ExclusionError> {
+    pub(crate) fn clear(&mut self, netns: NetnsCookie, ips: &[IpAddr]) -> Result<(), ExclusionError> {
         let fail = |map: &'static str| move |source| ExclusionError { map, action: "removing".into(), source };
         let ports: Vec<PodPortKey> = self.ports.keys().flatten().filter(|k| k.netns() == netns).collect();
         for key in ports {

@@ -59,7 +59,7 @@ const CGROUP_PROGRAMS: [&str; 6] = [
 const RETIRED_MAPS: [&str; 3] = ["excluded_ports", "excluded_cidrs4", "excluded_cidrs6"];
 
 /// The loaded programs and their maps.
-pub struct Loaded {
+pub(crate) struct Loaded {
     ebpf: Mutex<Ebpf>,
     pub pod_config: Mutex<BpfHashMap<MapData, u64, PodConfig>>,
     pub orig_dst: Mutex<BpfHashMap<MapData, PeerKey, OrigDst>>,
@@ -80,7 +80,7 @@ fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
 impl Loaded {
     /// Loads the object (re-adopting maps pinned under `pin_dir/maps`) and every program, and
     /// tells the programs ztunnel's `socket_mark` (`None`: ztunnel marks nothing).
-    pub fn load(pin_dir: &Path, socket_mark: Option<u32>) -> Result<Loaded, LoadError> {
+    pub(crate) fn load(pin_dir: &Path, socket_mark: Option<u32>) -> Result<Loaded, LoadError> {
         let maps_dir = pin_dir.join("maps");
         let links_dir = pin_dir.join("links");
         let host_dir = pin_dir.join("host");
@@ -154,19 +154,19 @@ impl Loaded {
     }
 
     /// Where the links of the pod with key `pod_key` are pinned.
-    pub fn pod_links_dir(&self, pod_key: &str) -> PathBuf {
+    pub(crate) fn pod_links_dir(&self, pod_key: &str) -> PathBuf {
         self.links_dir.join(pod_key)
     }
 
     /// Pod keys that have pinned links (enrolled before, possibly by an earlier process).
-    pub fn pinned_pods(&self) -> Vec<String> {
+    pub(crate) fn pinned_pods(&self) -> Vec<String> {
         let Ok(entries) = std::fs::read_dir(&self.links_dir) else { return Vec::new() };
         entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()
     }
 
     /// Attaches the cgroup programs to `cgroup` and `sk_lookup` to `netns`, pinning each link.
     /// On failure, whatever was attached is detached again.
-    pub fn attach_pod(&self, pod_key: &str, cgroup: &File, netns: &File) -> Result<(), LoadError> {
+    pub(crate) fn attach_pod(&self, pod_key: &str, cgroup: &File, netns: &File) -> Result<(), LoadError> {
         let dir = self.pod_links_dir(pod_key);
         std::fs::create_dir_all(&dir)
             .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
@@ -206,7 +206,7 @@ impl Loaded {
     /// records `host_netns` as the namespace whose sockets count, and attaches `host_sockops`
     /// to `cgroup` (as a link, so programs below it, like the pods', can still attach),
     /// replacing an earlier attachment. `None` removes the exemption.
-    pub fn set_host_probes(&self, host_netns: u64, cgroup: Option<&File>) -> Result<(), LoadError> {
+    pub(crate) fn set_host_probes(&self, host_netns: u64, cgroup: Option<&File>) -> Result<(), LoadError> {
         let path = self.host_dir.join(programs::HOST_SOCKOPS);
         if let Ok(old) = PinnedLink::from_pin(&path) {
             old.unpin().map_err(|e| LoadError::Pin { path: path.display().to_string(), reason: e.to_string() })?;
@@ -229,7 +229,7 @@ impl Loaded {
     }
 
     /// Detaches every program of a pod by removing its pinned links.
-    pub fn detach_pod(&self, pod_key: &str) -> Result<(), LoadError> {
+    pub(crate) fn detach_pod(&self, pod_key: &str) -> Result<(), LoadError> {
         detach_dir(&self.pod_links_dir(pod_key))
     }
 }

@@ -15,26 +15,28 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 
+#[cfg(test)]
 /// The default `SO_MARK` of ztunnel's sockets (`--socket-mark`); the programs read the
 /// configured one from `ztunnel_config` ([`ZtunnelConfig`]).
-pub const ZTUNNEL_MARK: u32 = 0x539;
+pub(crate) const ZTUNNEL_MARK: u32 = 0x539;
 
 /// `family` value for IPv4 (Linux `AF_INET`).
-pub const FAMILY_V4: u16 = 2;
+pub(crate) const FAMILY_V4: u16 = 2;
 /// `family` value for IPv6 (Linux `AF_INET6`).
-pub const FAMILY_V6: u16 = 10;
+pub(crate) const FAMILY_V6: u16 = 10;
 
 /// Key of `pod_config`: the pod's network-namespace cookie (`SO_NETNS_COOKIE`).
-pub type NetnsCookie = u64;
+pub(crate) type NetnsCookie = u64;
+#[cfg(test)]
 /// Key of `orig_dst_by_cookie`: a socket's cookie (`SO_COOKIE`).
-pub type SocketCookie = u64;
+pub(crate) type SocketCookie = u64;
 /// Value of the exclusion maps (ignored; write 1).
-pub type Present = u8;
+pub(crate) type Present = u8;
 
 /// Value of `pod_config` (C `struct pod_config`): one enrolled pod's addresses and state.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct PodConfig {
+pub(crate) struct PodConfig {
     /// IPv4 address, network order; valid with [`PodConfig::HAS_V4`].
     ip4: [u8; 4],
     /// IPv6 address, network order; valid with [`PodConfig::HAS_V6`].
@@ -45,14 +47,14 @@ pub struct PodConfig {
 
 impl PodConfig {
     /// ztunnel's listeners for the pod exist; without it the pod's connects are refused.
-    pub const READY: u32 = 1;
+    pub(crate) const READY: u32 = 1;
     /// `ip4` is valid.
-    pub const HAS_V4: u32 = 2;
+    pub(crate) const HAS_V4: u32 = 2;
     /// `ip6` is valid.
-    pub const HAS_V6: u32 = 4;
+    pub(crate) const HAS_V6: u32 = 4;
 
     /// A pod with these addresses, not ready yet.
-    pub fn new(ip4: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Self {
+    pub(crate) fn new(ip4: Option<Ipv4Addr>, ip6: Option<Ipv6Addr>) -> Self {
         let mut config = Self::default();
         if let Some(ip) = ip4 {
             config.ip4 = ip.octets();
@@ -67,7 +69,7 @@ impl PodConfig {
 
     /// The same pod, ready (captured connects are redirected) or not (they are refused).
     #[must_use]
-    pub fn with_ready(mut self, ready: bool) -> Self {
+    pub(crate) fn with_ready(mut self, ready: bool) -> Self {
         if ready {
             self.flags |= Self::READY;
         } else {
@@ -76,20 +78,22 @@ impl PodConfig {
         self
     }
 
-    pub fn is_ready(&self) -> bool {
+    #[cfg(test)]
+    pub(crate) fn is_ready(&self) -> bool {
         self.flags & Self::READY != 0
     }
 
-    pub fn ip4(&self) -> Option<Ipv4Addr> {
+    pub(crate) fn ip4(&self) -> Option<Ipv4Addr> {
         (self.flags & Self::HAS_V4 != 0).then(|| Ipv4Addr::from(self.ip4))
     }
 
-    pub fn ip6(&self) -> Option<Ipv6Addr> {
+    pub(crate) fn ip6(&self) -> Option<Ipv6Addr> {
         (self.flags & Self::HAS_V6 != 0).then(|| Ipv6Addr::from(self.ip6))
     }
 
+    #[cfg(test)]
     /// The raw `POD_*` bits.
-    pub fn flags(&self) -> u32 {
+    pub(crate) fn flags(&self) -> u32 {
         self.flags
     }
 }
@@ -221,7 +225,7 @@ impl TryFrom<IpKey> for IpAddr {
 /// SYN shows it. IPv4-mapped addresses fold to IPv4 (the SYN is IPv4 then).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct ConnKey {
+pub(crate) struct ConnKey {
     /// The connecting socket's address; network order, IPv4 in the first 4 bytes.
     src: [u8; 16],
     /// The pod's address, the same encoding.
@@ -236,7 +240,7 @@ pub struct ConnKey {
 
 impl ConnKey {
     /// The connection from `src` to `dst`, or `None` when their families differ.
-    pub fn new(src: SocketAddr, dst: SocketAddr) -> Option<Self> {
+    pub(crate) fn new(src: SocketAddr, dst: SocketAddr) -> Option<Self> {
         let (src_ip, family) = encode_ip(src.ip());
         let (dst_ip, dst_family) = encode_ip(dst.ip());
         (family == dst_family).then_some(Self {
@@ -266,7 +270,9 @@ unsafe impl aya::Pod for IpKey {}
 unsafe impl aya::Pod for ConnKey {}
 
 mod exclusion_keys;
-pub use exclusion_keys::{InvalidPrefix, IpPortKey, PodCidr4Key, PodCidr6Key, PodPortKey, ZtunnelConfig};
+#[cfg(test)]
+pub(crate) use exclusion_keys::InvalidPrefix;
+pub(crate) use exclusion_keys::{IpPortKey, PodCidr4Key, PodCidr6Key, PodPortKey, ZtunnelConfig};
 
 #[cfg(test)]
 mod tests;

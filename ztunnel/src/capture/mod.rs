@@ -24,19 +24,19 @@
 //! it is enrolled and when the config changes them.
 
 pub mod control;
-pub mod exclusions;
+pub(crate) mod exclusions;
 mod keeper;
-pub mod loader;
-pub mod maps;
-pub mod mounts;
+pub(crate) mod loader;
+pub(crate) mod maps;
+pub(crate) mod mounts;
 pub mod netns;
-pub mod programs;
+pub(crate) mod programs;
 pub mod records;
-pub mod reply_routing;
-pub mod requirements;
+pub(crate) mod reply_routing;
+pub(crate) mod requirements;
 mod serving;
 mod sockets;
-pub mod sys;
+pub(crate) mod sys;
 
 use std::collections::HashMap;
 use std::fs::File;

@@ -40,7 +40,7 @@ fn mountinfo() -> std::io::Result<String> {
 }
 
 /// Where the cgroup v2 hierarchy is mounted.
-pub fn cgroup2_root() -> std::io::Result<PathBuf> {
+pub(crate) fn cgroup2_root() -> std::io::Result<PathBuf> {
     mount_points(&mountinfo()?, "cgroup2")
         .next()
         .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no cgroup2 filesystem is mounted"))
@@ -48,7 +48,7 @@ pub fn cgroup2_root() -> std::io::Result<PathBuf> {
 
 /// Makes sure a bpf filesystem is mounted at `/sys/fs/bpf` (or wherever `path` lives), mounting
 /// one when none is.
-pub fn ensure_bpffs(path: &Path) -> std::io::Result<()> {
+pub(crate) fn ensure_bpffs(path: &Path) -> std::io::Result<()> {
     let text = mountinfo()?;
     if mount_points(&text, "bpf").any(|m| path.starts_with(&m)) {
         return Ok(());

@@ -25,7 +25,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 /// Mark of ztunnel's transparent dials to applications and of the applications' answers
 /// (Istio's in-pod connection mark).
-pub const REPLY_MARK: u32 = 0x111;
+pub(crate) const REPLY_MARK: u32 = 0x111;
 const REPLY_MASK: u32 = 0xfff;
 /// Routing table holding `local default dev lo` (Istio's in-pod table).
 const REPLY_TABLE: u8 = 100;
@@ -41,7 +41,7 @@ const SYSCTLS: [(&str, &str); 3] = [
 
 /// Failures installing or removing the routing; each names the step.
 #[derive(Debug, thiserror::Error)]
-pub enum ReplyRoutingError {
+pub(crate) enum ReplyRoutingError {
     #[error("setting {path}: {source}")]
     Sysctl {
         path: &'static str,
@@ -58,7 +58,7 @@ pub enum ReplyRoutingError {
 
 /// Installs the sysctls, rules and routes in the calling thread's network namespace. Already
 /// present rules and routes are fine (a restarted ztunnel re-adopting its pods).
-pub fn install() -> Result<(), ReplyRoutingError> {
+pub(crate) fn install() -> Result<(), ReplyRoutingError> {
     for (path, value) in SYSCTLS {
         match std::fs::write(path, value) {
             Ok(()) => {}
@@ -81,7 +81,7 @@ pub fn install() -> Result<(), ReplyRoutingError> {
 }
 
 /// Removes the rules and routes [`install`] made; missing ones are fine.
-pub fn remove() -> Result<(), ReplyRoutingError> {
+pub(crate) fn remove() -> Result<(), ReplyRoutingError> {
     let netlink = Netlink::open()?;
     for family in [libc::AF_INET as u8, libc::AF_INET6 as u8] {
         let v6 = family == libc::AF_INET6 as u8;

@@ -18,7 +18,7 @@ use aya::sys::{BpfHelper, is_helper_supported, is_map_supported, is_program_supp
 use super::{mounts, sys};
 
 /// The oldest Linux release that has every [`Feature`] (sk_lookup and `bpf_sk_assign` from it).
-pub const MINIMUM_KERNEL: &str = "5.9";
+pub(crate) const MINIMUM_KERNEL: &str = "5.9";
 
 /// One kernel capability capture relies on.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -86,10 +86,10 @@ impl Feature {
 }
 
 /// The answer of a probe that could not decide.
-pub type ProbeError = String;
+pub(crate) type ProbeError = String;
 
 /// Asks whether the kernel has a feature.
-pub trait Probe {
+pub(crate) trait Probe {
     fn supports(&self, feature: Feature) -> Result<bool, ProbeError>;
 }
 
@@ -127,7 +127,7 @@ impl fmt::Display for MissingFeatures {
 
 /// Asks `probe` about every feature; fails naming all that are missing. A probe that cannot
 /// decide counts as missing (fail closed: capture would not work reliably).
-pub fn check(probe: &dyn Probe) -> Result<(), MissingFeatures> {
+pub(crate) fn check(probe: &dyn Probe) -> Result<(), MissingFeatures> {
     let missing: Vec<Missing> = Feature::ALL
         .into_iter()
         .filter_map(|feature| match probe.supports(feature) {
@@ -140,7 +140,7 @@ pub fn check(probe: &dyn Probe) -> Result<(), MissingFeatures> {
 }
 
 /// The running kernel.
-pub struct KernelProbe;
+pub(crate) struct KernelProbe;
 
 impl Probe for KernelProbe {
     fn supports(&self, feature: Feature) -> Result<bool, ProbeError> {

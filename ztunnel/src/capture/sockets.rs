@@ -20,7 +20,7 @@ use crate::proxy::socket::{SocketFactory, TransparentSocketFuture};
 use crate::types::{ClientAddr, OrigDst};
 
 /// The three listeners of a pod, still as std sockets (made in the pod's namespace).
-pub struct PodListenerSet {
+pub(super) struct PodListenerSet {
     pub outbound: std::net::TcpListener,
     pub inbound_plain: std::net::TcpListener,
     pub inbound_hbone: std::net::TcpListener,
@@ -46,7 +46,7 @@ fn listener(ip: IpAddr, port: u16, mark: Option<u32>) -> std::io::Result<std::ne
 
 /// The cookie of the network namespace the calling thread is in (the key of `pod_config`);
 /// run it on the pod's netns worker.
-pub fn current_netns_cookie() -> std::io::Result<u64> {
+pub(super) fn current_netns_cookie() -> std::io::Result<u64> {
     let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     sys::netns_cookie(probe.as_fd())
 }
@@ -54,7 +54,7 @@ pub fn current_netns_cookie() -> std::io::Result<u64> {
 impl PodListenerSet {
     /// Binds the listeners of one family (`ipv6`); must run on a thread inside the pod's
     /// namespace. IPv6 listeners are v6-only, so IPv4 peers never appear as mapped addresses.
-    pub fn bind(ipv6: bool, mark: Option<u32>) -> std::io::Result<PodListenerSet> {
+    pub(super) fn bind(ipv6: bool, mark: Option<u32>) -> std::io::Result<PodListenerSet> {
         let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         let outbound = listener(any, OUTBOUND_PORT, mark)?;
         let inbound_plain = listener(any, INBOUND_PLAINTEXT_PORT, mark)?;
@@ -63,7 +63,7 @@ impl PodListenerSet {
     }
 
     /// Hands the listeners to the async runtime.
-    pub fn into_tokio(self) -> std::io::Result<PodListeners> {
+    pub(super) fn into_tokio(self) -> std::io::Result<PodListeners> {
         Ok(PodListeners {
             outbound: tokio::net::TcpListener::from_std(self.outbound)?,
             inbound_plain: tokio::net::TcpListener::from_std(self.inbound_plain)?,
@@ -83,7 +83,7 @@ const SOCKETS_PER_TRIP: usize = 8;
 /// pod's [`NetnsWorker`]; to keep that thread hop off most connections they are made in
 /// batches and kept in a small reserve per address family (unconnected sockets: one file
 /// descriptor each, at most `SOCKETS_PER_TRIP - 1` per family and pod).
-pub struct PodSockets {
+pub(super) struct PodSockets {
     worker: Arc<NetnsWorker>,
     /// Spare sockets, IPv4 at index 0 and IPv6 at index 1.
     reserve: std::sync::Mutex<[Vec<Socket>; 2]>,
@@ -94,7 +94,7 @@ pub struct PodSockets {
 }
 
 impl PodSockets {
-    pub fn new(worker: Arc<NetnsWorker>, transparent_dials: Option<Arc<Loaded>>) -> PodSockets {
+    pub(super) fn new(worker: Arc<NetnsWorker>, transparent_dials: Option<Arc<Loaded>>) -> PodSockets {
         PodSockets { worker, reserve: Default::default(), transparent_dials }
     }
 
@@ -174,7 +174,7 @@ impl Drop for DialRegistration {
 }
 
 /// Reads original destinations from the `orig_dst` map.
-pub struct MapOrigDst(pub Arc<Loaded>);
+pub(super) struct MapOrigDst(pub Arc<Loaded>);
 
 impl OrigDstLookup for MapOrigDst {
     fn take(&self, client: ClientAddr) -> Option<OrigDst> {

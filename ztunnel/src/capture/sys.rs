@@ -9,7 +9,7 @@ use std::os::fd::{AsRawFd, BorrowedFd};
 
 /// Moves the calling thread into the network namespace `netns` (an open `/proc/<pid>/ns/net`
 /// or `/var/run/netns/<name>` file). Only this thread changes namespace.
-pub fn enter_netns(netns: BorrowedFd<'_>) -> io::Result<()> {
+pub(crate) fn enter_netns(netns: BorrowedFd<'_>) -> io::Result<()> {
     // SAFETY: setns only reads the descriptor, which `BorrowedFd` keeps open for the call;
     // CLONE_NEWNET restricts it to the network namespace.
     let rc = unsafe { libc::setns(netns.as_raw_fd(), libc::CLONE_NEWNET) };
@@ -20,7 +20,7 @@ pub fn enter_netns(netns: BorrowedFd<'_>) -> io::Result<()> {
 const SO_NETNS_COOKIE: libc::c_int = 71;
 
 /// The cookie of the network namespace `socket` lives in (what `bpf_get_netns_cookie` sees).
-pub fn netns_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
+pub(crate) fn netns_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
     let mut cookie: u64 = 0;
     let mut len = std::mem::size_of::<u64>() as libc::socklen_t;
     // SAFETY: the kernel writes at most `len` bytes into `cookie`, which is a live u64 of that
@@ -42,7 +42,7 @@ pub fn netns_cookie(socket: BorrowedFd<'_>) -> io::Result<u64> {
 /// destinations (and TIME_WAIT ports, with `tcp_tw_reuse`). Without it, every dial bound to
 /// 127.0.0.6 takes a port of its own until TIME_WAIT ends, and at thousands of connections per
 /// second `bind()` runs out of ports and slows to a crawl searching for one.
-pub fn set_bind_address_no_port(socket: BorrowedFd<'_>, enabled: bool) -> io::Result<()> {
+pub(crate) fn set_bind_address_no_port(socket: BorrowedFd<'_>, enabled: bool) -> io::Result<()> {
     let on: libc::c_int = enabled.into();
     // SAFETY: the kernel reads `size_of::<c_int>()` bytes from `on`, a live c_int; the
     // descriptor is kept open by `BorrowedFd`.
@@ -59,7 +59,7 @@ pub fn set_bind_address_no_port(socket: BorrowedFd<'_>, enabled: bool) -> io::Re
 }
 
 /// Mounts a bpf filesystem at `target` (an existing directory).
-pub fn mount_bpffs(target: &std::path::Path) -> io::Result<()> {
+pub(crate) fn mount_bpffs(target: &std::path::Path) -> io::Result<()> {
     use std::ffi::CString;
     use std::os::unix::ffi::OsStrExt;
     let target = CString::new(target.as_os_str().as_bytes()).map_err(io::Error::other)?;
@@ -71,11 +71,11 @@ pub fn mount_bpffs(target: &std::path::Path) -> io::Result<()> {
 }
 
 /// `BPF_PROG_TYPE_CGROUP_SOCK_ADDR` (linux/bpf.h `enum bpf_prog_type`).
-pub const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
+pub(crate) const PROG_TYPE_CGROUP_SOCK_ADDR: u32 = 18;
 /// `BPF_CGROUP_INET4_GETPEERNAME` (linux/bpf.h `enum bpf_attach_type`, Linux 5.8).
-pub const ATTACH_INET4_GETPEERNAME: u32 = 29;
+pub(crate) const ATTACH_INET4_GETPEERNAME: u32 = 29;
 /// `BPF_CGROUP_INET6_GETPEERNAME`.
-pub const ATTACH_INET6_GETPEERNAME: u32 = 30;
+pub(crate) const ATTACH_INET6_GETPEERNAME: u32 = 30;
 
 /// The leading fields of `union bpf_attr` used by `BPF_PROG_LOAD`, up to
 /// `expected_attach_type`; the kernel treats the fields after a shorter attr as zero.
@@ -99,7 +99,7 @@ struct ProgLoadAttr {
 /// Whether the kernel loads a trivial program (`r0 = 1; exit`) of `prog_type` for
 /// `expected_attach_type`: `Ok(false)` when it rejects the pair as invalid (EINVAL, what an
 /// older kernel answers for an attach type it does not know).
-pub fn loads_trivial_program(prog_type: u32, expected_attach_type: u32) -> io::Result<bool> {
+pub(crate) fn loads_trivial_program(prog_type: u32, expected_attach_type: u32) -> io::Result<bool> {
     // mov64 r0, 1 (BPF_ALU64 | BPF_MOV | BPF_K); exit (BPF_JMP | BPF_EXIT).
     let insns: [u64; 2] =
         [u64::from_le_bytes([0xb7, 0, 0, 0, 1, 0, 0, 0]), u64::from_le_bytes([0x95, 0, 0, 0, 0, 0, 0, 0])];

@@ -7,11 +7,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 /// Where Istio mounts the istiod root certificate in ztunnel's pod.
-pub const DEFAULT_ROOT_CA: &str = "/var/run/secrets/istio/root-cert.pem";
+pub(super) const DEFAULT_ROOT_CA: &str = "/var/run/secrets/istio/root-cert.pem";
 /// Where Istio mounts ztunnel's projected service-account token (audience istio-ca).
-pub const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/tokens/istio-token";
+pub(super) const DEFAULT_TOKEN_FILE: &str = "/var/run/secrets/tokens/istio-token";
 /// Concurrent certificate requests to the CA.
-pub const DEFAULT_CA_CONCURRENCY: usize = 16;
+pub(super) const DEFAULT_CA_CONCURRENCY: usize = 16;
 
 #[derive(Debug, Clone, Args)]
 pub struct IstiodArgs {

@@ -7,11 +7,11 @@
 //! workloads, policy or certificates: callers pass closures that dial and decide.
 
 pub mod client;
-pub mod pool;
-pub mod refusals;
-pub mod server;
-pub mod settings;
-pub mod stream;
+pub(crate) mod pool;
+pub(crate) mod refusals;
+pub(crate) mod server;
+pub(crate) mod settings;
+pub(crate) mod stream;
 
 pub use pool::{HbonePool, PoolConfig, PoolStats};
 pub use server::{IncomingConnect, serve_connection};

@@ -15,13 +15,13 @@ use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 /// Lines logged per kind of refusal within one [`WINDOW`].
-pub const LINES_PER_WINDOW: u32 = 10;
+pub(crate) const LINES_PER_WINDOW: u32 = 10;
 /// Length of a rate-limit window.
-pub const WINDOW: Duration = Duration::from_secs(10);
+pub(crate) const WINDOW: Duration = Duration::from_secs(10);
 
 /// What kind of refusal a line reports (logged as `refusal`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Refusal {
+pub(crate) enum Refusal {
     /// The TLS handshake failed or timed out (bad or missing client certificate, ...).
     TlsHandshake,
     /// The peer spoke something other than TLS.
@@ -31,7 +31,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    pub fn as_str(self) -> &'static str {
+    pub(crate) fn as_str(self) -> &'static str {
         match self {
             Refusal::TlsHandshake => "tls_handshake",
             Refusal::Plaintext => "plaintext",
@@ -82,7 +82,7 @@ impl Limiter {
 static LIMITER: Limiter = Limiter::new();
 
 /// Logs one refused connection (or counts it, when the kind's lines are used up).
-pub fn log_refusal(kind: Refusal, peer: SocketAddr, local: Option<SocketAddr>, reason: &dyn Display) {
+pub(crate) fn log_refusal(kind: Refusal, peer: SocketAddr, local: Option<SocketAddr>, reason: &dyn Display) {
     let Some(suppressed) = LIMITER.admit(kind, Instant::now()) else { return };
     tracing::event!(
         target: "access",

@@ -15,8 +15,12 @@ use crate::descriptors;
 use crate::drain::DrainWatch;
 
 /// Accepts on `listener` until `drain` fires, spawning `handle(stream, peer)` per connection.
-pub async fn accept_until_drained<H, Fut>(listener: TcpListener, what: &'static str, drain: &DrainWatch, mut handle: H)
-where
+pub(crate) async fn accept_until_drained<H, Fut>(
+    listener: TcpListener,
+    what: &'static str,
+    drain: &DrainWatch,
+    mut handle: H,
+) where
     H: FnMut(TcpStream, SocketAddr) -> Fut,
     Fut: Future<Output = ()> + Send + 'static,
 {

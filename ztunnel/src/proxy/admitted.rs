@@ -134,7 +134,7 @@ impl Drop for Admission {
 
 /// Re-evaluates the admitted connections after every state change, closing the ones now
 /// denied. Runs until the state's change channel closes (the task is aborted at shutdown).
-pub async fn reevaluate_on_change(state: SharedState, admitted: AdmittedConnections, metrics: Arc<Metrics>) {
+pub(crate) async fn reevaluate_on_change(state: SharedState, admitted: AdmittedConnections, metrics: Arc<Metrics>) {
     let mut generations = state.subscribe();
     while generations.changed().await.is_ok() {
         let snapshot = state.read();

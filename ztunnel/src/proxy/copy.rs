@@ -29,13 +29,13 @@ const MIN_BUF: usize = 16 * 1024;
 const MAX_BUF: usize = 256 * 1024;
 
 /// Source of chunks.
-pub trait ChunkRead: Send {
+pub(crate) trait ChunkRead: Send {
     /// The next chunk, or `None` at end of stream (the peer half-closed).
     fn read_chunk(&mut self) -> impl Future<Output = io::Result<Option<Bytes>>> + Send;
 }
 
 /// Sink of chunks.
-pub trait ChunkWrite: Send {
+pub(crate) trait ChunkWrite: Send {
     fn write_chunk(&mut self, chunk: Bytes) -> impl Future<Output = io::Result<()>> + Send;
     /// Half-closes (TCP FIN, or END_STREAM on a tunnel stream).
     fn close(&mut self) -> impl Future<Output = io::Result<()>> + Send;
@@ -49,13 +49,13 @@ pub trait ChunkWrite: Send {
 /// The buffer is allocated only once the socket is readable and handed off whole with the
 /// chunk, so an idle connection holds no buffer at all (thousands of idle tunnelled
 /// connections would otherwise pin 16 KiB each per direction).
-pub struct TcpChunkReader {
+pub(crate) struct TcpChunkReader {
     io: OwnedReadHalf,
     size: usize,
 }
 
 impl TcpChunkReader {
-    pub fn new(io: OwnedReadHalf) -> Self {
+    pub(crate) fn new(io: OwnedReadHalf) -> Self {
         TcpChunkReader { io, size: MIN_BUF }
     }
 }
@@ -88,12 +88,12 @@ impl ChunkRead for TcpChunkReader {
 /// reads as a clean end of stream to a peer that reads it first. A reset therefore sets
 /// `SO_LINGER` 0 and gives the half up without the shutdown: the socket closes with an RST
 /// alone once its read half is dropped too.
-pub struct TcpChunkWriter {
+pub(crate) struct TcpChunkWriter {
     io: Option<OwnedWriteHalf>,
 }
 
 impl TcpChunkWriter {
-    pub fn new(io: OwnedWriteHalf) -> Self {
+    pub(crate) fn new(io: OwnedWriteHalf) -> Self {
         TcpChunkWriter { io: Some(io) }
     }
 
@@ -103,7 +103,7 @@ impl TcpChunkWriter {
 }
 
 /// Both halves of a TCP stream for [`copy_bidirectional`].
-pub fn tcp_halves(stream: tokio::net::TcpStream) -> (TcpChunkReader, TcpChunkWriter) {
+pub(crate) fn tcp_halves(stream: tokio::net::TcpStream) -> (TcpChunkReader, TcpChunkWriter) {
     let (r, w) = stream.into_split();
     (TcpChunkReader::new(r), TcpChunkWriter::new(w))
 }
@@ -228,7 +228,7 @@ impl<CW: ChunkWrite, UW: ChunkWrite> Drop for Writers<CW, UW> {
 
 /// Copies client <-> upstream until both directions ended. On an error in either direction the
 /// other is abandoned and both sides are reset (see the module docs).
-pub async fn copy_bidirectional<CR, CW, UR, UW>(
+pub(crate) async fn copy_bidirectional<CR, CW, UR, UW>(
     client: (CR, CW),
     upstream: (UR, UW),
     transferred: Arc<Transferred>,

@@ -17,7 +17,7 @@ use socket2::{Domain, Socket, Type};
 
 /// A destination SOCKS5 will not connect to.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum HostDestinationError {
+pub(crate) enum HostDestinationError {
     #[error("destination {dst} is ztunnel's own listener {listener}")]
     OwnListener { dst: SocketAddr, listener: SocketAddr },
     #[error("destination {dst} is an address of this host and no workload's or service's")]

@@ -50,7 +50,7 @@ const MAX_APP_DIALS_PER_CONNECTION: usize = 100;
 /// Serves inbound HBONE on `listener` until the drain starts; live connections get GOAWAY and
 /// finish their streams.
 /// `app_dialer` reaches the destination app (from inside its pod when traffic is captured).
-pub async fn serve(listener: TcpListener, inputs: ProxyInputs, app_dialer: Dialer) {
+pub(crate) async fn serve(listener: TcpListener, inputs: ProxyInputs, app_dialer: Dialer) {
     let drain = inputs.drain.clone();
     super::accept::accept_until_drained(listener, "inbound hbone", &drain, |stream, peer| {
         let inputs = inputs.clone();

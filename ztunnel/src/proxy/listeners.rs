@@ -47,7 +47,12 @@ fn desired(inputs: &ProxyInputs) -> (BTreeSet<IpAddr>, BTreeSet<Identity>) {
 /// true) and a reconcile after that has bound every listener and fetched certificates. With
 /// `host_listeners` false (eBPF capture: pods have their own 15008), only certificates are
 /// managed here.
-pub async fn run(inputs: ProxyInputs, ready: ReadyGuard, host_listeners: bool, mut synced: watch::Receiver<bool>) {
+pub(crate) async fn run(
+    inputs: ProxyInputs,
+    ready: ReadyGuard,
+    host_listeners: bool,
+    mut synced: watch::Receiver<bool>,
+) {
     let mut generations = inputs.state.subscribe();
     let mut running: HashMap<IpAddr, JoinHandle<()>> = HashMap::new();
     let mut identities: BTreeSet<Identity> = BTreeSet::new();

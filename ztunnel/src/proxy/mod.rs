@@ -8,27 +8,27 @@
 //! Every failure is classified by whose fault it was ([`FailureSource`]) so operators know where
 //! to look and metric labels stay bounded.
 
-pub mod accept;
-pub mod admitted;
+pub(crate) mod accept;
+pub(crate) mod admitted;
 #[cfg(test)]
 mod admitted_tests;
 pub mod authorize;
 pub(crate) mod client_address;
 pub(crate) mod connect_request;
 pub mod connection;
-pub mod connection_labels;
-pub mod copy;
+pub(crate) mod connection_labels;
+pub(crate) mod copy;
 #[cfg(test)]
 mod fault_tests;
 pub(crate) mod host_destination;
-pub mod inbound;
-pub mod listeners;
-pub mod outbound;
-pub mod pod;
-pub mod ports;
-pub mod route;
-pub mod socket;
-pub mod socks5;
+pub(crate) mod inbound;
+pub(crate) mod listeners;
+pub(crate) mod outbound;
+pub(crate) mod pod;
+pub(crate) mod ports;
+pub(crate) mod route;
+pub(crate) mod socket;
+pub(crate) mod socks5;
 #[cfg(test)]
 mod task_size_tests;
 mod to_app;

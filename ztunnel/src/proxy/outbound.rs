@@ -27,25 +27,25 @@ use crate::telemetry::Direction;
 use crate::types::{ClientAddr, OrigDst};
 
 /// A dialled upstream, ready for bytes.
-pub enum Upstream {
+pub(crate) enum Upstream {
     Tcp(TcpStream),
     Hbone(Tunnel),
 }
 
 /// Outbound connection handling for one ztunnel.
 #[derive(Clone)]
-pub struct Outbound {
+pub(crate) struct Outbound {
     inputs: ProxyInputs,
 }
 
 impl Outbound {
-    pub fn new(inputs: ProxyInputs) -> Outbound {
+    pub(crate) fn new(inputs: ProxyInputs) -> Outbound {
         Outbound { inputs }
     }
 
     /// Plans and dials the upstream for a connection from `source` (at `client`) to `dst`.
     /// The record is returned even on failure so the caller closes it with the outcome.
-    pub async fn establish(
+    pub(crate) async fn establish(
         &self,
         client: ClientAddr,
         source: Arc<Workload>,
@@ -174,7 +174,11 @@ pub(crate) fn tls_error(peer: SocketAddr, e: std::io::Error) -> Error {
 }
 
 /// Copies between the client and the dialled upstream until both directions end.
-pub async fn proxy_to(client: TcpStream, upstream: Upstream, transferred: Arc<Transferred>) -> Result<(), Error> {
+pub(crate) async fn proxy_to(
+    client: TcpStream,
+    upstream: Upstream,
+    transferred: Arc<Transferred>,
+) -> Result<(), Error> {
     let client = tcp_halves(client);
     match upstream {
         Upstream::Tcp(tcp) => {

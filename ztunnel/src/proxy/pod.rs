@@ -33,20 +33,20 @@ use crate::types::{ClientAddr, OrigDst, WorkloadUid};
 
 /// Source address of ztunnel's connections to apps inside their pod when the client's own
 /// address cannot be used.
-pub const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
+pub(crate) const INBOUND_SOURCE: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 6));
 /// Bound on dialling an app inside its own pod.
 const APP_DIAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 /// The same for IPv6 destinations (the capture programs leave `::1` alone too).
-pub const INBOUND_SOURCE_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
+pub(crate) const INBOUND_SOURCE_V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
 
 /// Where a captured connection was originally headed, recorded by the capture programs.
-pub trait OrigDstLookup: Send + Sync {
+pub(crate) trait OrigDstLookup: Send + Sync {
     /// Takes (reads and forgets) the original destination of the client at `client`.
     fn take(&self, client: ClientAddr) -> Option<OrigDst>;
 }
 
 /// The listeners of one pod, already bound inside its namespace.
-pub struct PodListeners {
+pub(crate) struct PodListeners {
     pub outbound: TcpListener,
     pub inbound_plain: TcpListener,
     pub inbound_hbone: TcpListener,
@@ -54,7 +54,7 @@ pub struct PodListeners {
 
 /// What the pod proxy needs besides the shared inputs.
 #[derive(Clone)]
-pub struct PodContext {
+pub(crate) struct PodContext {
     /// The workload this pod is.
     pub workload_uid: WorkloadUid,
     /// Creates sockets inside the pod's namespace.
@@ -63,13 +63,13 @@ pub struct PodContext {
 }
 
 /// Serves one pod until dropped (its tasks stop accepting; live connections finish).
-pub struct PodProxy {
+pub(crate) struct PodProxy {
     tasks: JoinSet<()>,
 }
 
 impl PodProxy {
     /// Serves the pod's listeners (one set per address family it has).
-    pub fn start(inputs: ProxyInputs, families: Vec<PodListeners>, ctx: PodContext) -> PodProxy {
+    pub(crate) fn start(inputs: ProxyInputs, families: Vec<PodListeners>, ctx: PodContext) -> PodProxy {
         let settings = &inputs.settings;
         let in_pod = Dialer {
             factory: Some(ctx.sockets.clone()),
@@ -102,7 +102,7 @@ impl PodProxy {
 
     /// True once one of the pod's accept loops has ended: they end only on drain, so outside a
     /// drain a listener has been lost and the pod must get new ones.
-    pub fn has_stopped(&mut self) -> bool {
+    pub(crate) fn has_stopped(&mut self) -> bool {
         self.tasks.try_join_next().is_some()
     }
 }

@@ -7,9 +7,9 @@
 //! checks that both sides agree.
 
 /// Outbound capture listener: the pod's connections are redirected here.
-pub const OUTBOUND_PORT: u16 = 15001;
+pub(crate) const OUTBOUND_PORT: u16 = 15001;
 /// Inbound plaintext listener (the `sk_lookup` target).
-pub const INBOUND_PLAINTEXT_PORT: u16 = 15006;
+pub(crate) const INBOUND_PLAINTEXT_PORT: u16 = 15006;
 /// Inbound HBONE (mTLS + HTTP/2 `CONNECT`).
 pub const HBONE_PORT: u16 = 15008;
 

@@ -17,7 +17,7 @@ use crate::types::OrigDst;
 
 /// Where an outbound connection goes.
 #[derive(Clone, Debug)]
-pub struct Route {
+pub(crate) struct Route {
     /// The workload that will receive the connection, if the destination is meshed state.
     pub workload: Option<Arc<Workload>>,
     /// The service the client addressed, when it connected to a VIP.
@@ -29,7 +29,7 @@ pub struct Route {
 
 /// How bytes reach [`Route::target`].
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Transport {
+pub(crate) enum Transport {
     /// An HBONE tunnel to `gateway` (the workload's 15008) expecting the peer's identity.
     Hbone { gateway: SocketAddr, identity: Identity },
     /// Plain TCP to the target: the destination is not meshed (or speaks TCP only).
@@ -48,7 +48,7 @@ pub enum RouteError {
 }
 
 /// Plans the route for a connection to `dst`.
-pub fn plan_outbound<R: Rng>(state: &ProxyState, dst: OrigDst, rng: &mut R) -> Result<Route, RouteError> {
+pub(crate) fn plan_outbound<R: Rng>(state: &ProxyState, dst: OrigDst, rng: &mut R) -> Result<Route, RouteError> {
     if let Some(service) = state.service_by_vip(dst.ip()) {
         let key = format!("{}/{}", service.namespace, service.hostname);
         if !service.ports.contains_key(&dst.port()) {

@@ -20,7 +20,7 @@ use super::Error;
 use crate::descriptors;
 
 /// Creates TCP sockets in the network namespace they must live in (a pod's, for capture).
-pub trait SocketFactory: Send + Sync {
+pub(crate) trait SocketFactory: Send + Sync {
     /// A new, unconnected TCP socket of the address family of `ipv6`.
     fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>>;
 
@@ -33,14 +33,14 @@ pub trait SocketFactory: Send + Sync {
 }
 
 /// A bound transparent socket and a guard that keeps its handshake allowed until dropped.
-pub type TransparentSocket = (Socket, Box<dyn Send>);
+pub(crate) type TransparentSocket = (Socket, Box<dyn Send>);
 /// What [`SocketFactory::transparent_socket`] returns.
-pub type TransparentSocketFuture<'a> =
+pub(crate) type TransparentSocketFuture<'a> =
     Pin<Box<dyn Future<Output = std::io::Result<Option<TransparentSocket>>> + Send + 'a>>;
 
 /// How ztunnel dials: in which network namespace, from which source address, with which mark.
 #[derive(Clone)]
-pub struct Dialer {
+pub(crate) struct Dialer {
     /// Where sockets are created; `None` is ztunnel's own namespace.
     pub factory: Option<Arc<dyn SocketFactory>>,
     /// Local address to bind before connecting to an IPv4 destination.
@@ -53,7 +53,7 @@ pub struct Dialer {
 
 impl Dialer {
     /// Dials from ztunnel's own namespace.
-    pub fn host(mark: Option<u32>, timeout: Duration) -> Dialer {
+    pub(crate) fn host(mark: Option<u32>, timeout: Duration) -> Dialer {
         Dialer { factory: None, source: None, source6: None, mark, timeout }
     }
 
@@ -61,7 +61,7 @@ impl Dialer {
     /// its real client), else like [`Dialer::connect`]. Loopback clients and clients of the
     /// other address family are dialled from the fixed source. A kernel that refuses the
     /// transparent socket is reported once and the fixed source is used.
-    pub async fn connect_as(&self, addr: SocketAddr, client: IpAddr) -> Result<TcpStream, Error> {
+    pub(crate) async fn connect_as(&self, addr: SocketAddr, client: IpAddr) -> Result<TcpStream, Error> {
         let usable = client.is_ipv4() == addr.is_ipv4() && !client.is_loopback() && !client.is_unspecified();
         if let Some(factory) = self.factory.as_ref().filter(|_| usable) {
             match factory.transparent_socket(client, addr).await {
@@ -86,7 +86,7 @@ impl Dialer {
     }
 
     /// Dials `addr` (with `TCP_NODELAY`), failing after the timeout.
-    pub async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, Error> {
+    pub(crate) async fn connect(&self, addr: SocketAddr) -> Result<TcpStream, Error> {
         let connect_err = |source| Error::Connect { addr, source };
         let socket = match &self.factory {
             Some(factory) => {
@@ -137,7 +137,7 @@ fn apply_mark(socket: &TcpSocket, mark: u32) {
 /// addresses), whatever `net.ipv6.bindv6only` says, so probes and scrapes reach the readiness
 /// and metrics ports over either family, as with Istio's ztunnel. Where the kernel has no IPv6
 /// at all it falls back to the IPv4 wildcard. Any other address listens on that address only.
-pub fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+pub(crate) fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     match bind_listener(addr) {
         Err(e) if addr.ip() == IpAddr::V6(Ipv6Addr::UNSPECIFIED) && ipv6_unavailable(&e) => {
             let v4 = SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), addr.port());

@@ -52,7 +52,7 @@ pub(crate) enum Reply {
 
 /// Accepts SOCKS5 clients until the drain starts. `own_listeners` are the addresses of
 /// ztunnel's servers (admin, metrics, readiness, this one), never dialled for a client.
-pub async fn serve(listener: TcpListener, inputs: ProxyInputs, own_listeners: Vec<SocketAddr>) {
+pub(crate) async fn serve(listener: TcpListener, inputs: ProxyInputs, own_listeners: Vec<SocketAddr>) {
     let outbound = Outbound::new(inputs.clone());
     let drain = inputs.drain.clone();
     let own: Arc<[SocketAddr]> = own_listeners.into();

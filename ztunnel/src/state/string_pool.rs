@@ -13,7 +13,7 @@ use std::sync::Arc;
 const PRUNE_FLOOR: usize = 1024;
 
 #[derive(Debug, Default)]
-pub struct StringPool {
+pub(crate) struct StringPool {
     texts: HashSet<Arc<str>, foldhash::fast::RandomState>,
     /// Size after the last prune.
     kept: usize,
@@ -21,7 +21,7 @@ pub struct StringPool {
 
 impl StringPool {
     /// The pooled copy of `text`, added first if new.
-    pub fn get(&mut self, text: &str) -> Arc<str> {
+    pub(crate) fn get(&mut self, text: &str) -> Arc<str> {
         if let Some(shared) = self.texts.get(text) {
             return shared.clone();
         }
@@ -32,7 +32,7 @@ impl StringPool {
 
     /// Drops texts only the pool holds, once the pool has grown to twice its size after the
     /// last prune (so churn costs amortized O(1) per text).
-    pub fn prune(&mut self) {
+    pub(crate) fn prune(&mut self) {
         if self.texts.len() < PRUNE_FLOOR.max(2 * self.kept) {
             return;
         }

@@ -11,7 +11,7 @@ use super::{NetnsCookie, encode_ip};
 /// Value of `ztunnel_config` (C `struct ztunnel_config`), written at every load.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub struct ZtunnelConfig {
+pub(crate) struct ZtunnelConfig {
     /// `SO_MARK` of ztunnel's sockets, host order; 0 = none (no socket is exempt by mark).
     pub socket_mark: u32,
 }
@@ -19,7 +19,7 @@ pub struct ZtunnelConfig {
 /// Key of `pod_excluded_ports` (C `struct pod_port_key`): a pod's excluded destination port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct PodPortKey {
+pub(crate) struct PodPortKey {
     /// The pod's netns cookie.
     netns: u64,
     /// HOST order.
@@ -28,11 +28,11 @@ pub struct PodPortKey {
 }
 
 impl PodPortKey {
-    pub fn new(netns: NetnsCookie, port: u16) -> Self {
+    pub(crate) fn new(netns: NetnsCookie, port: u16) -> Self {
         Self { netns, port, pad: [0; 3] }
     }
 
-    pub fn netns(&self) -> NetnsCookie {
+    pub(crate) fn netns(&self) -> NetnsCookie {
         self.netns
     }
 }
@@ -40,7 +40,7 @@ impl PodPortKey {
 /// A prefix length longer than the address.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("prefix length {prefix} is longer than {max} bits")]
-pub struct InvalidPrefix {
+pub(crate) struct InvalidPrefix {
     pub prefix: u8,
     pub max: u8,
 }
@@ -52,7 +52,7 @@ const NETNS_BITS: u32 = 64;
 /// networks. With aya use `LpmTrie<_, [u8; 12], Present>` and [`PodCidr4Key::to_lpm`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PodCidr4Key {
+pub(crate) struct PodCidr4Key {
     /// 64 + prefix bits, host order.
     prefixlen: u32,
     /// The netns cookie in host byte order.
@@ -63,7 +63,7 @@ pub struct PodCidr4Key {
 
 impl PodCidr4Key {
     /// `net/prefix` for the pod in `netns`; host bits are cleared.
-    pub fn new(netns: NetnsCookie, net: Ipv4Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
+    pub(crate) fn new(netns: NetnsCookie, net: Ipv4Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
         if prefix > 32 {
             return Err(InvalidPrefix { prefix, max: 32 });
         }
@@ -75,22 +75,23 @@ impl PodCidr4Key {
         })
     }
 
-    pub fn netns(&self) -> NetnsCookie {
+    pub(crate) fn netns(&self) -> NetnsCookie {
         u64::from_ne_bytes(self.netns)
     }
 
-    pub fn network(&self) -> (Ipv4Addr, u8) {
+    #[cfg(test)]
+    pub(crate) fn network(&self) -> (Ipv4Addr, u8) {
         (Ipv4Addr::from(self.addr), (self.prefixlen - NETNS_BITS) as u8)
     }
 
-    pub fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 12]> {
+    pub(crate) fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 12]> {
         let mut data = [0; 12];
         data[..8].copy_from_slice(&self.netns);
         data[8..].copy_from_slice(&self.addr);
         aya::maps::lpm_trie::Key::new(self.prefixlen, data)
     }
 
-    pub fn from_lpm(key: &aya::maps::lpm_trie::Key<[u8; 12]>) -> Self {
+    pub(crate) fn from_lpm(key: &aya::maps::lpm_trie::Key<[u8; 12]>) -> Self {
         let data = key.data();
         Self {
             prefixlen: key.prefix_len(),
@@ -104,7 +105,7 @@ impl PodCidr4Key {
 /// `LpmTrie<_, [u8; 24], Present>` and [`PodCidr6Key::to_lpm`].
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PodCidr6Key {
+pub(crate) struct PodCidr6Key {
     /// 64 + prefix bits, host order.
     prefixlen: u32,
     /// The netns cookie in host byte order.
@@ -115,7 +116,7 @@ pub struct PodCidr6Key {
 
 impl PodCidr6Key {
     /// `net/prefix` for the pod in `netns`; host bits are cleared.
-    pub fn new(netns: NetnsCookie, net: Ipv6Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
+    pub(crate) fn new(netns: NetnsCookie, net: Ipv6Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
         if prefix > 128 {
             return Err(InvalidPrefix { prefix, max: 128 });
         }
@@ -127,22 +128,23 @@ impl PodCidr6Key {
         })
     }
 
-    pub fn netns(&self) -> NetnsCookie {
+    pub(crate) fn netns(&self) -> NetnsCookie {
         u64::from_ne_bytes(self.netns)
     }
 
-    pub fn network(&self) -> (Ipv6Addr, u8) {
+    #[cfg(test)]
+    pub(crate) fn network(&self) -> (Ipv6Addr, u8) {
         (Ipv6Addr::from(self.addr), (self.prefixlen - NETNS_BITS) as u8)
     }
 
-    pub fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 24]> {
+    pub(crate) fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 24]> {
         let mut data = [0; 24];
         data[..8].copy_from_slice(&self.netns);
         data[8..].copy_from_slice(&self.addr);
         aya::maps::lpm_trie::Key::new(self.prefixlen, data)
     }
 
-    pub fn from_lpm(key: &aya::maps::lpm_trie::Key<[u8; 24]>) -> Self {
+    pub(crate) fn from_lpm(key: &aya::maps::lpm_trie::Key<[u8; 24]>) -> Self {
         let data = key.data();
         Self {
             prefixlen: key.prefix_len(),
@@ -156,7 +158,7 @@ impl PodCidr6Key {
 /// whose inbound TCP bypasses 15006; port 0 stands for every port.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
-pub struct IpPortKey {
+pub(crate) struct IpPortKey {
     /// Network order; IPv4 in the first 4 bytes.
     ip: [u8; 16],
     /// HOST order; 0 = every port.
@@ -167,18 +169,18 @@ pub struct IpPortKey {
 
 impl IpPortKey {
     /// Inbound to `ip` at `port` bypasses capture.
-    pub fn port(ip: IpAddr, port: u16) -> Self {
+    pub(crate) fn port(ip: IpAddr, port: u16) -> Self {
         let (ip, family) = encode_ip(ip);
         Self { ip, port, family }
     }
 
     /// Inbound to `ip` at any port bypasses capture.
-    pub fn every_port(ip: IpAddr) -> Self {
+    pub(crate) fn every_port(ip: IpAddr) -> Self {
         Self::port(ip, 0)
     }
 
     /// Both keys are about the same pod address (any ports).
-    pub fn same_address(&self, other: &IpPortKey) -> bool {
+    pub(crate) fn same_address(&self, other: &IpPortKey) -> bool {
         self.ip == other.ip && self.family == other.family
     }
 }
