@@ -3,12 +3,12 @@
 //! Modules form layers (see ARCHITECTURE.md at the repository root); a module imports only
 //! from lower layers.
 //!
-//! 0. `accept_loop`, [`config`], [`types`], [`drain`], [`readiness`], [`telemetry`], [`metrics`], [`descriptors`]
+//! 0. `accept_loop`, [`config`], [`types`], `drain`, `readiness`, [`telemetry`], [`metrics`], [`descriptors`]
 //! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification), [`policy`] (pure
 //!    authorization evaluation)
 //! 2. [`state`] (workloads, services, policies; lookups), [`identity`] certificate manager and local CA
 //! 3. [`hbone`] (HTTP/2 CONNECT client, server, pool; knows nothing of state)
-//! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), [`admin`]
+//! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), `admin`
 //! 5. [`app`] (composition root)
 //!
 //! The public surface is chosen, not accidental (`unreachable_pub` is on): what the binary,
