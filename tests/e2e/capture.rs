@@ -15,19 +15,6 @@ fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
-/// Polls (bounded) until `node`'s metric sum reaches `want`.
-fn wait_metric(mesh: &CaptureMesh, node: &str, name: &str, labels: &[(&str, &str)], want: u64) {
-    let mut got = 0;
-    for _ in 0..50 {
-        got = metric_sum(&mesh.metrics(node), name, labels);
-        if got == want {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("{node}: {name}{labels:?} is {got}, expected {want}:\n{}", mesh.metrics(node));
-}
-
 #[test]
 fn captured_pods_reach_each_other_through_hbone() {
     if !require_root("captured_pods_reach_each_other_through_hbone") {
@@ -74,12 +61,12 @@ fn captured_pods_reach_each_other_through_hbone() {
     assert_eq!(accepted_peers(&far_server).last().map(|p| p.ip()), Some(IpAddr::V6(client.ip6())));
     let hbone_out =
         [("reporter", "source"), ("source_workload", "client"), ("connection_security_policy", "mutual_tls")];
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &hbone_out, 3);
+    mesh.wait_metric("node-a", "istio_tcp_connections_closed_total", &hbone_out, 3);
     let far_in = [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", "far")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &far_in, 2);
-    wait_metric(&mesh, "node-b", "istio_tcp_received_bytes_total", &far_in, 2 * MIB as u64);
+    mesh.wait_metric("node-b", "istio_tcp_connections_closed_total", &far_in, 2);
+    mesh.wait_metric("node-b", "istio_tcp_received_bytes_total", &far_in, 2 * MIB as u64);
     let near_in = [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", "near")];
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &near_in, 1);
+    mesh.wait_metric("node-a", "istio_tcp_connections_closed_total", &near_in, 1);
 
     // By service VIP: the VIP is never routed; capture hands it to ztunnel, which picks `far`.
     let report = connect_from(&client, SocketAddr::new(vip, 80), 64 * 1024, 10);
@@ -88,9 +75,9 @@ fn captured_pods_reach_each_other_through_hbone() {
     // The source names the service it addressed; the destination infers it for both
     // connections to `far` (the by-IP one too: `far` serves `web` on that target port).
     let by_vip = [("reporter", "source"), ("destination_service", "web.default.svc.cluster.local")];
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &by_vip, 1);
+    mesh.wait_metric("node-a", "istio_tcp_connections_closed_total", &by_vip, 1);
     let by_service = [("reporter", "destination"), ("destination_service", "web.default.svc.cluster.local")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &by_service, 3);
+    mesh.wait_metric("node-b", "istio_tcp_connections_closed_total", &by_service, 3);
 
     // Unmeshed destination: passed through from the client's own namespace (its IP is seen).
     let report = connect_from(&client, at(outside.ip(), 8080), 64 * 1024, 10);
@@ -98,9 +85,9 @@ fn captured_pods_reach_each_other_through_hbone() {
     assert_eq!(accepted_peers(&outside_server).last().map(|p| p.ip()), Some(IpAddr::V4(client.ip())));
     let passthrough =
         [("reporter", "source"), ("destination_workload", "unknown"), ("connection_security_policy", "unknown")];
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &passthrough, 1);
+    mesh.wait_metric("node-a", "istio_tcp_connections_closed_total", &passthrough, 1);
     // ztunnel's own connections were not captured again: exactly one outbound record each.
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_opened_total", &[("reporter", "source")], 5);
+    mesh.wait_metric("node-a", "istio_tcp_connections_opened_total", &[("reporter", "source")], 5);
 
     // Apps in captured pods cannot take ztunnel's ports.
     let app = ztunnel_tests::netns::testapp_binary();
@@ -137,7 +124,7 @@ fn capture_fails_closed_is_readopted_and_unenroll_restores_direct_traffic() {
     );
     let plaintext_in =
         [("reporter", "destination"), ("connection_security_policy", "unknown"), ("destination_workload", "server")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &plaintext_in, 1);
+    mesh.wait_metric("node-b", "istio_tcp_connections_closed_total", &plaintext_in, 1);
     assert_eq!(
         metric_sum(&mesh.metrics("node-a"), "istio_tcp_connections_opened_total", &[("source_workload", "plain")]),
         0,
@@ -228,9 +215,9 @@ fn apps_see_the_real_client_address_over_hbone_and_captured_plaintext() {
         );
     }
     let hbone_in = [("reporter", "destination"), ("source_workload", "client"), ("destination_workload", "server")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &hbone_in, 2);
+    mesh.wait_metric("node-b", "istio_tcp_connections_closed_total", &hbone_in, 2);
     let plain_in = [("reporter", "destination"), ("connection_security_policy", "unknown")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &plain_in, 2);
+    mesh.wait_metric("node-b", "istio_tcp_connections_closed_total", &plain_in, 2);
 
     // A connection the app refuses still fails at once (the reset comes back to ztunnel too).
     for dst in [SocketAddr::new(IpAddr::V4(server.ip()), 8099), SocketAddr::new(IpAddr::V6(server.ip6()), 8099)] {

@@ -16,19 +16,6 @@ fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
     SocketAddr::new(IpAddr::V4(ip), port)
 }
 
-/// Polls (bounded) until `node`'s metric sum reaches `want`.
-fn wait_metric(mesh: &CaptureMesh, node: &str, name: &str, labels: &[(&str, &str)], want: u64) {
-    let mut got = 0;
-    for _ in 0..50 {
-        got = metric_sum(&mesh.metrics(node), name, labels);
-        if got == want {
-            return;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
-    panic!("{node}: {name}{labels:?} is {got}, expected {want}:\n{}", mesh.metrics(node));
-}
-
 #[test]
 fn a_dual_stack_socket_dialling_a_mapped_pod_address_goes_through_hbone() {
     if !require_root("a_dual_stack_socket_dialling_a_mapped_pod_address_goes_through_hbone") {
@@ -59,9 +46,9 @@ fn a_dual_stack_socket_dialling_a_mapped_pod_address_goes_through_hbone() {
         ("destination_workload", "far"),
         ("connection_security_policy", "mutual_tls"),
     ];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &hbone, 1);
+    mesh.wait_metric("node-b", "istio_tcp_connections_closed_total", &hbone, 1);
     let source = [("reporter", "source"), ("source_workload", "client"), ("destination_workload", "far")];
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_closed_total", &source, 1);
+    mesh.wait_metric("node-a", "istio_tcp_connections_closed_total", &source, 1);
 }
 
 #[test]
@@ -110,11 +97,11 @@ fn exclusion_annotations_and_a_custom_socket_mark_work_end_to_end() {
     }
     let report = connect_from(&client, at(outside.ip(), 8080), 4096, 10);
     assert!(report.echoed_intact, "client -> outside:8080:\n{}", report.raw);
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_opened_total", &from_client, 1);
+    mesh.wait_metric("node-a", "istio_tcp_connections_opened_total", &from_client, 1);
     // Another pod's exclusions are not this pod's: `peer` is captured on 9090.
     let report = connect_from(&peer, at(outside.ip(), 9090), 4096, 10);
     assert!(report.echoed_intact, "peer -> outside:9090:\n{}", report.raw);
-    wait_metric(&mesh, "node-a", "istio_tcp_connections_opened_total", &[("source_workload", "peer")], 1);
+    mesh.wait_metric("node-a", "istio_tcp_connections_opened_total", &[("source_workload", "peer")], 1);
 
     // Inbound from outside the mesh: the excluded port reaches the app without 15006 (node-b
     // records nothing), the pod's other port is captured; a bypassing pod is not captured.
@@ -135,8 +122,7 @@ fn exclusion_annotations_and_a_custom_socket_mark_work_end_to_end() {
     assert_eq!(inbound_plaintext("ingress"), 0, "a bypassing pod's inbound must not be captured");
     let report = connect_from(&plain, at(server.ip(), 8080), 4096, 10);
     assert!(report.echoed_intact, "plain -> server:8080:\n{}", report.raw);
-    wait_metric(
-        &mesh,
+    mesh.wait_metric(
         "node-b",
         "istio_tcp_connections_opened_total",
         &[("reporter", "destination"), ("destination_workload", "server")],
@@ -148,7 +134,7 @@ fn exclusion_annotations_and_a_custom_socket_mark_work_end_to_end() {
     assert!(report.echoed_intact, "client -> server through the mesh with --socket-mark 0x1f00:\n{}", report.raw);
     let hbone =
         [("reporter", "destination"), ("source_workload", "client"), ("connection_security_policy", "mutual_tls")];
-    wait_metric(&mesh, "node-b", "istio_tcp_connections_closed_total", &hbone, 1);
+    mesh.wait_metric("node-b", "istio_tcp_connections_closed_total", &hbone, 1);
 
     // A config change to the annotations applies to the enrolled pod: without its port
     // exclusion, the client's connections to 9090 are captured again.

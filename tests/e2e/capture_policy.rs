@@ -7,7 +7,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::Duration;
 
 use ztunnel_tests::capture_mesh::{CaptureMesh, Membership, accepted_peers, connect_from, serve_in};
-use ztunnel_tests::mesh::metric_sum;
 use ztunnel_tests::netns::require_root;
 
 fn at(ip: Ipv4Addr, port: u16) -> SocketAddr {
@@ -39,15 +38,8 @@ fn strict_resets_plaintext_and_permissive_lets_it_through() {
     assert!(!plain.echoed_intact && plain.error.is_some(), "STRICT must refuse plaintext:\n{}\n{}", plain.raw, logs());
     assert_eq!(accepted_peers(&app).len(), 1, "only the mTLS connection reached the app");
     let denied = [("policy", STRICT_POLICY), ("reason", "explicitly_denied")];
-    let mut got = 0;
-    for _ in 0..50 {
-        got = metric_sum(&mesh.metrics("node-b"), "istio_authorization_denied_connections_total", &denied);
-        if got == 1 {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(got, 1, "the plaintext refusal is counted under the STRICT policy:\n{}", mesh.metrics("node-b"));
+    // The plaintext refusal is counted under the STRICT policy.
+    mesh.wait_metric("node-b", "istio_authorization_denied_connections_total", &denied, 1);
     assert!(zb.stdout().contains("explicitly denied by: istio-system/istio_converted_static_strict"), "{}", logs());
 
     // PERMISSIVE applies live: the same plaintext client now gets through.

@@ -265,6 +265,14 @@ impl CaptureMesh {
         body
     }
 
+    /// Waits (bounded, 5 s) until the sum of `name{labels}` on `node` is `want`.
+    pub fn wait_metric(&self, node: &str, name: &str, labels: &[(&str, &str)], want: u64) {
+        let what = format!("{node}'s {name}{labels:?} is {want}");
+        crate::wait::eventually_blocking(&what, Duration::from_secs(5), || {
+            crate::mesh::metric_sum(&self.metrics(node), name, labels) == want
+        });
+    }
+
     /// Runs `ztunnel <args>` (a control command) against `node`'s daemon.
     pub fn ztunnel_cli(&self, node: &str, args: &[&str]) -> std::process::Output {
         let mut cmd = std::process::Command::new(ztunnel_binary());
