@@ -237,7 +237,12 @@ mod tests {
         let port = listener.local_addr().unwrap().port();
         round_trip(&listener, SocketAddr::new("::1".parse().unwrap(), port)).await.unwrap();
         let v4 = SocketAddr::new("127.0.0.1".parse().unwrap(), port);
-        assert!(TcpStream::connect(v4).await.is_err(), "[::1]:{port} must not accept {v4}");
+        let refused = TcpStream::connect(v4).await;
+        assert_eq!(
+            refused.as_ref().err().map(std::io::Error::kind),
+            Some(std::io::ErrorKind::ConnectionRefused),
+            "[::1]:{port} must not accept {v4}: {refused:?}"
+        );
     }
 
     #[test]
