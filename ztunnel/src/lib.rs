@@ -9,7 +9,8 @@
 //! 2. [`state`] (workloads, services, policies; lookups), [`identity`] certificate manager and local CA
 //! 3. [`hbone`] (HTTP/2 CONNECT client, server, pool; knows nothing of state)
 //! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), `admin`
-//! 5. [`app`] (composition root)
+//! 5. [`kubernetes`] (Kubernetes enrollment: rules, the CNI plugin's events)
+//! 6. [`app`] (composition root)
 //!
 //! The public surface is chosen, not accidental (`unreachable_pub` is on): what the binary,
 //! the integration tests, the benchmarks and the fuzz targets use. `admin`, `drain`,
@@ -29,6 +30,7 @@ pub(crate) mod drain;
 pub mod fuzzing;
 pub mod hbone;
 pub mod identity;
+pub mod kubernetes;
 pub mod metrics;
 pub mod policy;
 pub mod proxy;
