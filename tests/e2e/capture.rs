@@ -93,7 +93,11 @@ fn captured_pods_reach_each_other_through_hbone() {
     let app = ztunnel_tests::netns::testapp_binary();
     let out = client.run(&[app.to_str().unwrap(), "bind", "0.0.0.0:15008"]);
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(text.contains("error") && !text.contains("bound"), "binding 15008 in a captured pod must fail: {text}");
+    let error = ztunnel_tests::traffic::error(&text);
+    assert!(
+        error.as_deref().is_some_and(|e| e.contains("Operation not permitted")) && !out.status.success(),
+        "binding 15008 in a captured pod must fail with EPERM: {text}"
+    );
 }
 
 #[test]

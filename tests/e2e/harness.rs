@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use ztunnel_tests::netns::{Node, Pod, Topology, TopologyId, cgroup2_mount, leftovers, require_root, sweep_stale};
+use ztunnel_tests::traffic;
 
 const TESTAPP: &str = env!("CARGO_BIN_EXE_testapp");
 const WAIT: Duration = Duration::from_secs(10);
@@ -40,23 +41,15 @@ fn assert_echo(client: &Pod, server: &Pod, ip: IpAddr, client_ip: IpAddr, bytes:
         out.status,
         String::from_utf8_lossy(&out.stderr)
     );
-    assert!(stdout.contains(&format!("connected local={}:", host(client_ip))), "client address: {stdout}");
-    assert!(stdout.contains(&format!("peer={addr}")), "client should see the server as its peer: {stdout}");
-    assert!(stdout.contains(&format!("echo bytes={bytes} ")), "expected {bytes} bytes echoed: {stdout}");
-    let accepted = serve.wait_for_stdout("accepted peer=", WAIT).unwrap();
-    let want = format!("accepted peer={}:", host(client_ip));
-    assert!(
-        accepted.starts_with(&want),
-        "server should see the client pod's address: expected {want}.., got {accepted}"
-    );
-}
-
-/// `1.2.3.4` or `[fd00::1]`: the host part of a printed socket address.
-fn host(ip: IpAddr) -> String {
-    match ip {
-        IpAddr::V4(v4) => v4.to_string(),
-        IpAddr::V6(v6) => format!("[{v6}]"),
-    }
+    let connected = traffic::first(&stdout, "connected").expect("a connected line");
+    assert_eq!(traffic::addr(&connected, "local").map(|a| a.ip()), Some(client_ip), "client address: {stdout}");
+    assert_eq!(connected["peer"], addr.as_str(), "client should see the server as its peer: {stdout}");
+    let echo = traffic::first(&stdout, "echo").expect("an echo line");
+    assert_eq!(traffic::number(&echo, "bytes"), Some(bytes), "expected {bytes} bytes echoed: {stdout}");
+    let line = serve.wait_for_stdout("\"accepted\"", WAIT).unwrap();
+    let accepted = traffic::first(&line, "accepted").expect("an accepted line");
+    let peer = traffic::addr(&accepted, "peer").map(|p| p.ip().to_canonical());
+    assert_eq!(peer, Some(client_ip), "server should see the client pod's address: {line}");
 }
 
 #[test]

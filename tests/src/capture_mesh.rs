@@ -307,27 +307,15 @@ pub fn connect_from(pod: &Pod, dst: SocketAddr, bytes: usize, timeout_secs: u32)
         Duration::from_secs(u64::from(timeout_secs) + 10),
     );
     let raw = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let mut report = ConnectReport { raw: raw.clone(), ..Default::default() };
-    for line in raw.lines() {
-        if let Some(rest) = line.strip_prefix("connected ") {
-            for field in rest.split_whitespace() {
-                if let Some(v) = field.strip_prefix("local=") {
-                    report.local = v.parse().ok();
-                }
-                if let Some(v) = field.strip_prefix("peer=") {
-                    report.peer = v.parse().ok();
-                }
-            }
-        }
-        if let Some(rest) = line.strip_prefix("echo ") {
-            let get = |k: &str| rest.split_whitespace().find_map(|f| f.strip_prefix(k)).map(str::to_string);
-            report.echoed_intact = get("sha256=").is_some() && get("sha256=") == get("sent_sha256=");
-        }
-        if let Some(e) = line.strip_prefix("error: ") {
-            report.error = Some(e.to_string());
-        }
+    let connected = crate::traffic::first(&raw, "connected");
+    let echo = crate::traffic::first(&raw, "echo");
+    ConnectReport {
+        local: connected.as_ref().and_then(|c| crate::traffic::addr(c, "local")),
+        peer: connected.as_ref().and_then(|c| crate::traffic::addr(c, "peer")),
+        echoed_intact: echo.is_some_and(|e| e["sha256"].is_string() && e["sha256"] == e["sent_sha256"]),
+        error: crate::traffic::error(&raw),
+        raw,
     }
-    report
 }
 
 /// The testapp binary (built with this crate).
@@ -344,12 +332,11 @@ pub fn serve_in(pod: &Pod, addr: SocketAddr) -> ProcGuard {
     proc
 }
 
-/// Peers the server reported (`accepted peer=...`), in order.
+/// Peers the server reported (its `accepted` lines), in order.
 pub fn accepted_peers(server: &ProcGuard) -> Vec<SocketAddr> {
-    server
-        .stdout()
-        .lines()
-        .filter_map(|l| l.strip_prefix("accepted peer=")?.split_whitespace().next()?.parse::<SocketAddr>().ok())
+    crate::traffic::events(&server.stdout(), "accepted")
+        .iter()
+        .filter_map(|v| crate::traffic::addr(v, "peer"))
         // A dual-stack server reports IPv4 peers as v4-mapped addresses.
         .map(|p| SocketAddr::new(p.ip().to_canonical(), p.port()))
         .collect()

@@ -15,6 +15,7 @@ pub mod net;
 pub mod netns;
 pub mod policies;
 pub mod process;
+pub mod traffic;
 pub mod wait;
 
 pub use mesh::{Mesh, MeshNode, ServiceSpec, WorkloadSpec};

@@ -31,15 +31,9 @@ enum Command {
     /// from pods through the mesh, print what happened and what capture costs. Needs root.
     /// Exits non-zero, naming the step, if anything fails; removes everything it created.
     Demo(demo::DemoArgs),
-    /// The demo's measuring client and sink, run by the demo inside pods.
-    #[command(hide = true)]
-    Probe(lab::probe::ProbeArgs),
     /// Measure the mesh against direct TCP in one run (throughput, latency, CPU, connection
     /// rates, memory, state at scale); prints a table and writes JSON. Needs root.
     Bench(bench::BenchArgs),
-    /// The benchmark's clients and echo server, run by the bench inside pods.
-    #[command(hide = true)]
-    Load(bench::load::LoadArgs),
     /// Run the project's full test suite, installing missing prerequisites (Envoy) first.
     Test(test_suite::TestArgs),
     /// Compile the eBPF programs into the committed ebpf/ztunnel.bpf.o (needs clang-19);
@@ -54,9 +48,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::main(args),
         Command::Test(args) => test_suite::main(args),
-        Command::Probe(args) => lab::probe::main(args),
         Command::Bench(args) => bench::main(args),
-        Command::Load(args) => bench::load::main(args),
         Command::Ebpf(args) => ebpf::main(args),
         Command::Fuzz(args) => fuzz::main(args),
     };

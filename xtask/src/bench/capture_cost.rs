@@ -1,7 +1,7 @@
 //! The cost of capture, measured in the demo's own run: the same two pods (`sleep` on node-a,
 //! `data` on node-b), captured (HBONE through both ztunnels) and talking directly (both
-//! unenrolled with `ztunnel unenroll`). Two measurements, both by the probe running inside
-//! `sleep` (see [`probe`](crate::lab::probe)):
+//! unenrolled with `ztunnel unenroll`). Two measurements, both by the traffic tool `testapp`
+//! running inside `sleep`:
 //!
 //! - connect latency: sequential cycles of connect, one byte echoed, close;
 //! - single-stream throughput: one upload to the sink, checked by SHA-256.
@@ -21,11 +21,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ztunnel_tests::traffic::{self, Latency};
 
 use crate::lab::blocking::blocking;
 use crate::lab::cluster::{Cluster, DemoPod, Role, app_name};
 use crate::lab::layout::{App, DATA, SLEEP};
-use crate::lab::probe::{LatencyStats, field, parse_fields};
 use crate::lab::server_log::last_peer;
 use crate::lab::units::human_bytes;
 use crate::lab::{evidence, metrics};
@@ -66,7 +66,7 @@ pub(crate) struct BenchPlan {
 #[derive(Clone, Debug)]
 pub(crate) struct Measurement {
     pub(crate) path: Path,
-    pub(crate) latency: LatencyStats,
+    pub(crate) latency: Latency,
     pub(crate) cycles: usize,
     /// MiB/s of each round's upload, in round order.
     pub(crate) rates: Vec<f64>,
@@ -104,7 +104,7 @@ pub(crate) async fn run(cluster: &Cluster, plan: BenchPlan) -> anyhow::Result<[M
         human_bytes(plan.upload_bytes)
     );
 
-    let mut samples: [Vec<Duration>; 2] = Default::default();
+    let mut samples: [Vec<u64>; 2] = Default::default();
     let mut rates: [Vec<f64>; 2] = Default::default();
     let mut sink_saw: [String; 2] = Default::default();
     let mut enrolled = true;
@@ -134,7 +134,7 @@ pub(crate) async fn run(cluster: &Cluster, plan: BenchPlan) -> anyhow::Result<[M
             "    round {} {:<20} p50 {:>6} µs  upload {:>6.0} MiB/s",
             round + 1,
             path.label(),
-            LatencyStats::from_samples(&mut cycle_samples.clone()).p50_us,
+            Latency::from_samples(&mut cycle_samples.clone()).p50_us,
             rate
         );
         samples[i].extend(cycle_samples);
@@ -145,7 +145,7 @@ pub(crate) async fn run(cluster: &Cluster, plan: BenchPlan) -> anyhow::Result<[M
         let i = path as usize;
         Measurement {
             path,
-            latency: LatencyStats::from_samples(&mut samples[i].clone()),
+            latency: Latency::from_samples(&mut samples[i].clone()),
             cycles: samples[i].len(),
             rates: rates[i].clone(),
             upload_bytes: plan.upload_bytes,
@@ -164,24 +164,21 @@ async fn phase_once(
     cycles: usize,
     plan: BenchPlan,
     path: Path,
-) -> anyhow::Result<(Vec<Duration>, f64, String)> {
-    let xtask = cluster.binaries().xtask.display().to_string();
-    let rtt_argv = [&xtask, "probe", "rtt", &echo.to_string(), "--count", &cycles.to_string()]
+) -> anyhow::Result<(Vec<u64>, f64, String)> {
+    let testapp = cluster.binaries().testapp.display().to_string();
+    let rtt_argv = [&testapp, "rtt", &echo.to_string(), "--count", &cycles.to_string()]
         .into_iter()
-        .chain(["--warmup", &plan.warmup.to_string()])
+        .chain(["--warmup", &plan.warmup.to_string(), "--timeout", &(60 + cycles / 10).to_string()])
         .map(str::to_string)
         .collect();
-    let rtt = probe(from, rtt_argv, "rtt", Duration::from_secs(60 + cycles as u64 / 10)).await.context("latency")?;
-    let samples: Vec<Duration> = rtt
-        .iter()
-        .find(|(k, _)| k == "samples_us")
-        .map(|(_, v)| v.split(',').filter_map(|us| us.parse().ok()).map(Duration::from_micros).collect())
-        .unwrap_or_default();
+    let rtt = probe(from, rtt_argv, "rtt", Duration::from_secs(70 + cycles as u64 / 10)).await.context("latency")?;
+    let samples: Vec<u64> =
+        rtt["samples_us"].as_array().into_iter().flatten().filter_map(serde_json::Value::as_u64).collect();
     if samples.len() != cycles {
-        bail!("latency: the probe reported {} samples, expected {cycles}", samples.len());
+        bail!("latency: testapp reported {} samples, expected {cycles}", samples.len());
     }
 
-    let upload_argv = [&xtask, "probe", "upload", &sink.to_string(), "--bytes", &plan.upload_bytes.to_string()]
+    let upload_argv = [&testapp, "upload", &sink.to_string(), "--bytes", &plan.upload_bytes.to_string()]
         .into_iter()
         .map(str::to_string)
         .collect();
@@ -191,7 +188,7 @@ async fn phase_once(
     let after = metrics::parse(&cluster.metrics_text(DATA.node).await?);
     let tunnelled = evidence::side(&evidence::changes(&before, &after), "destination", SLEEP.name)
         .is_some_and(|c| c.opened > 0 && c.mutual_tls());
-    let micros: u64 = field(&upload, "micros").context("upload: no micros")?;
+    let micros = traffic::number(&upload, "micros").context("upload: no micros")?;
     let rate = plan.upload_bytes as f64 / (1024.0 * 1024.0) / (micros.max(1) as f64 / 1e6);
     let saw =
         last_peer(&cluster.app_output(&app_name(DATA.name, Role::Sink)), App::EchoAndSink(0, 0)).unwrap_or_default();
@@ -211,13 +208,13 @@ async fn phase_once(
     Ok((samples, rate, saw))
 }
 
-/// Runs the probe in `pod` and returns the fields of its `word` line.
+/// Runs testapp in `pod` and returns its `event` line.
 async fn probe(
     pod: &DemoPod,
     argv: Vec<String>,
-    word: &'static str,
+    event: &'static str,
     limit: Duration,
-) -> anyhow::Result<Vec<(String, String)>> {
+) -> anyhow::Result<serde_json::Value> {
     let pod = pod.pod.clone();
     let output = blocking(move || {
         let argv: Vec<&str> = argv.iter().map(String::as_str).collect();
@@ -225,17 +222,16 @@ async fn probe(
     })
     .await?;
     let stdout = String::from_utf8_lossy(&output.stdout);
-    if let Some(error) = stdout.lines().find_map(|l| l.strip_prefix("error: ")) {
+    if let Some(error) = traffic::error(&stdout) {
         bail!("{error}");
     }
-    let fields = parse_fields(&stdout, word).with_context(|| {
+    traffic::last(&stdout, event).with_context(|| {
         format!(
-            "the probe printed no `{word}` line ({}): {stdout}{}",
+            "testapp printed no `{event}` line ({}): {stdout}{}",
             output.status,
             String::from_utf8_lossy(&output.stderr)
         )
-    })?;
-    Ok(fields.into_iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    })
 }
 
 #[cfg(test)]
@@ -253,7 +249,7 @@ mod tests {
     fn the_median_round_is_reported() {
         let m = Measurement {
             path: Path::Direct,
-            latency: LatencyStats::default(),
+            latency: Latency::default(),
             cycles: 0,
             rates: vec![900.0, 300.0, 500.0],
             upload_bytes: 0,

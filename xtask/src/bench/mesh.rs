@@ -98,8 +98,8 @@ impl BenchMesh {
     }
 
     async fn start_servers(&mut self) -> anyhow::Result<()> {
-        let xtask = path_str(&self.cluster.binaries().xtask)?;
-        let echo = || strings(&[&xtask, "load", "echo", &format!("0.0.0.0:{ECHO_PORT}")]);
+        let testapp = path_str(&self.cluster.binaries().testapp)?;
+        let echo = || strings(&[&testapp, "serve", "--quiet", &format!("0.0.0.0:{ECHO_PORT}")]);
         let server = self.server.clone();
         let iperf = strings(&["iperf3", "--server", "--port", &IPERF_PORT.to_string(), "--forceflush"]);
         self.cluster.start_app(&server, "server iperf3".into(), iperf, "Server listening").await?;
@@ -164,9 +164,9 @@ impl BenchMesh {
         self.server.addr(ECHO_PORT)
     }
 
-    /// Runs `xtask load <args>` in `pod` to its end (bounded) and returns its JSON line.
+    /// Runs `testapp <args>` in `pod` to its end (bounded) and returns its last line.
     pub(crate) async fn load(&self, pod: &DemoPod, args: &[String], limit: Duration) -> anyhow::Result<Value> {
-        let mut argv = vec![path_str(&self.cluster.binaries().xtask)?, "load".to_string()];
+        let mut argv = vec![path_str(&self.cluster.binaries().testapp)?];
         argv.extend(args.iter().cloned());
         let proc = self.spawn(pod, argv).await?;
         finish(proc, limit).await
@@ -235,8 +235,8 @@ mod tests {
 
     #[test]
     fn the_last_json_object_line_is_the_result() {
-        let text = "listening\n{\"mode\":\"hold\",\"open\":3}\nnoise\n{\"mode\":\"released\"}\n";
-        assert_eq!(last_json(text).unwrap()["mode"], "released");
+        let text = "listening\n{\"event\":\"held\",\"open\":3}\nnoise\n{\"event\":\"released\"}\n";
+        assert_eq!(last_json(text).unwrap()["event"], "released");
         assert!(last_json("no json here").is_none());
     }
 }

@@ -14,7 +14,6 @@
 //! on every path, as in the demo.
 
 pub(crate) mod capture_cost;
-pub(crate) mod load;
 mod mesh;
 mod process_stats;
 mod results;

@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
+use ztunnel_tests::traffic;
 
 use crate::lab::blocking::blocking;
 use crate::lab::cluster::{Cluster, DemoPod, Role, app_name};
@@ -206,20 +207,16 @@ fn curl_view(stdout: &str, spec: &FlowSpec) -> anyhow::Result<ClientView> {
     })
 }
 
-/// Reads `testapp connect`'s report (see tests/src/bin/testapp.rs).
+/// Reads `testapp connect`'s report (`ztunnel_tests::traffic`).
 fn echo_view(stdout: &str, success: bool, bytes: u64) -> anyhow::Result<ClientView> {
-    if let Some(error) = stdout.lines().find_map(|l| l.strip_prefix("error: ")) {
+    if let Some(error) = traffic::error(stdout) {
         bail!("testapp: {error}");
     }
-    let peer = stdout
-        .lines()
-        .find_map(|l| l.strip_prefix("connected "))
-        .and_then(|rest| rest.split_whitespace().find_map(|f| f.strip_prefix("peer=")))
-        .context("testapp printed no `connected` line")?;
-    let echo = stdout.lines().find_map(|l| l.strip_prefix("echo ")).context("testapp printed no `echo` line")?;
-    let get = |k: &str| echo.split_whitespace().find_map(|f| f.strip_prefix(k));
-    let (sha, sent_sha) = (get("sha256=").unwrap_or(""), get("sent_sha256=").unwrap_or("-"));
-    let received: u64 = get("bytes=").and_then(|v| v.parse().ok()).unwrap_or(0);
+    let connected = traffic::last(stdout, "connected").context("testapp printed no `connected` line")?;
+    let peer = connected["peer"].as_str().context("testapp's `connected` line has no peer")?;
+    let echo = traffic::last(stdout, "echo").context("testapp printed no `echo` line")?;
+    let (sha, sent_sha) = (echo["sha256"].as_str().unwrap_or(""), echo["sent_sha256"].as_str().unwrap_or("-"));
+    let received = traffic::number(&echo, "bytes").unwrap_or(0);
     if !success || sha != sent_sha || received != bytes {
         bail!("echo mismatch: sent {bytes} bytes (SHA-256 {sent_sha}), got {received} back (SHA-256 {sha})");
     }
@@ -300,14 +297,16 @@ pub(crate) fn failures(flows: &[Flow]) -> Vec<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn testapp_reports_are_checked() {
-        let good = "connected local=10.0.1.2:5000 peer=10.0.2.3:9000\necho bytes=4 sha256=ab sent_sha256=ab\n";
-        let view = echo_view(good, true, 4).expect("intact echo");
+        let connected = traffic::line("connected", json!({"local": "10.0.1.2:5000", "peer": "10.0.2.3:9000"}));
+        let echo = |sent: &str| traffic::line("echo", json!({"bytes": 4, "sha256": "ab", "sent_sha256": sent}));
+        let view = echo_view(&format!("{connected}\n{}\n", echo("ab")), true, 4).expect("intact echo");
         assert_eq!((view.peer.as_str(), view.sent, view.received), ("10.0.2.3:9000", 4, 4));
-        let bad = "connected local=10.0.1.2:5000 peer=10.0.2.3:9000\necho bytes=4 sha256=ab sent_sha256=cd\n";
-        assert!(echo_view(bad, false, 4).is_err());
-        assert!(echo_view("error: connect: refused\n", false, 4).unwrap_err().to_string().contains("refused"));
+        assert!(echo_view(&format!("{connected}\n{}\n", echo("cd")), false, 4).is_err());
+        let refused = traffic::line("error", json!({"message": "connect: refused"}));
+        assert!(echo_view(&refused, false, 4).unwrap_err().to_string().contains("refused"));
     }
 }

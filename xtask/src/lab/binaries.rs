@@ -1,6 +1,6 @@
-//! Building what the demo runs: the release `ztunnel` and the release `testapp` (the echo
-//! server and client of the tests crate), with cargo's progress on the terminal and the
-//! executables' paths taken from cargo's own report.
+//! Building what the demo and the benchmark run: the release `ztunnel` and the release
+//! `testapp` (the traffic tool of the tests crate: every server and client the pods run), with
+//! cargo's progress on the terminal and the executables' paths taken from cargo's own report.
 
 use std::path::PathBuf;
 use std::process::Stdio;
@@ -9,12 +9,11 @@ use anyhow::{Context, bail};
 
 use crate::workspace;
 
-/// Paths of the built executables, plus this program (which runs in pods as `probe`).
+/// Paths of the built executables.
 #[derive(Clone, Debug)]
 pub(crate) struct Binaries {
     pub(crate) ztunnel: PathBuf,
     pub(crate) testapp: PathBuf,
-    pub(crate) xtask: PathBuf,
 }
 
 /// Two builds, not one: building both packages together would unify their features, and the
@@ -26,8 +25,7 @@ const TESTAPP_BUILD: &str = "cargo build --release -p ztunnel-tests --bin testap
 pub(crate) fn build() -> anyhow::Result<Binaries> {
     let ztunnel = build_one(ZTUNNEL_BUILD, "ztunnel")?;
     let testapp = build_one(TESTAPP_BUILD, "testapp")?;
-    let xtask = std::env::current_exe().context("cannot find this program's own path")?;
-    Ok(Binaries { ztunnel, testapp, xtask })
+    Ok(Binaries { ztunnel, testapp })
 }
 
 /// Runs one `cargo build` line (printed first) and returns the path of the executable `name`

@@ -122,7 +122,7 @@ impl Cluster {
     pub(crate) async fn start_apps(&mut self, www: &Path) -> anyhow::Result<()> {
         for p in self.pods.clone() {
             let b = &self.binaries;
-            let (testapp, xtask) = (path_str(&b.testapp)?, path_str(&b.xtask)?);
+            let testapp = path_str(&b.testapp)?;
             let any = |port: u16| SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port).to_string();
             let commands: Vec<(Role, Vec<String>, &str)> = match p.spec.app {
                 App::Client => Vec::new(),
@@ -135,7 +135,7 @@ impl Cluster {
                 App::Echo(port) => vec![(Role::Echo, strings(&[&testapp, "serve", &any(port)]), "listening")],
                 App::EchoAndSink(echo, sink) => vec![
                     (Role::Echo, strings(&[&testapp, "serve", &any(echo)]), "listening"),
-                    (Role::Sink, strings(&[&xtask, "probe", "sink", &any(sink)]), "listening"),
+                    (Role::Sink, strings(&[&testapp, "sink", &any(sink)]), "listening"),
                 ],
             };
             for (role, argv, ready_line) in commands {

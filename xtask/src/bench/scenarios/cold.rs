@@ -66,11 +66,11 @@ pub(crate) async fn run(mesh: &mut BenchMesh, plan: &Plan) -> anyhow::Result<Sce
 async fn one_run(mesh: &BenchMesh) -> anyhow::Result<(f64, f64, usize)> {
     let servers: Vec<String> = mesh.cold_servers.iter().map(|s| s.addr(ECHO_PORT).to_string()).collect();
     let start = SystemTime::now().duration_since(UNIX_EPOCH)? + START_DELAY;
-    let xtask = crate::lab::cluster::path_str(&mesh.cluster.binaries().xtask)?;
+    let testapp = crate::lab::cluster::path_str(&mesh.cluster.binaries().testapp)?;
     let mut procs = Vec::new();
     for (i, client) in mesh.cold_clients.iter().enumerate() {
         // Each client starts at a different server, so the first handshakes spread out.
-        let mut argv = vec![xtask.clone(), "load".into(), "cold".into()];
+        let mut argv = vec![testapp.clone(), "cold".into()];
         argv.extend(servers.iter().cycle().skip(i).take(servers.len()).cloned());
         argv.push(format!("--start-at-ms={}", start.as_millis()));
         procs.push(mesh.spawn(client, argv).await?);
@@ -89,6 +89,6 @@ async fn one_run(mesh: &BenchMesh) -> anyhow::Result<(f64, f64, usize)> {
     }
     let count = samples.len();
     let span = (ended.saturating_sub(began)).max(1) as f64 / 1e6;
-    let p99 = crate::bench::load::percentiles(&mut samples)["p99_us"].as_f64().unwrap_or(0.0);
+    let p99 = ztunnel_tests::traffic::Latency::from_samples(&mut samples).p99_us as f64;
     Ok((count as f64 / span, p99, count))
 }

@@ -14,7 +14,9 @@ use anyhow::{Context, bail};
 use serde_json::json;
 
 use super::Plan;
-use crate::bench::mesh::{BenchMesh, Path, finish, last_json};
+use ztunnel_tests::traffic;
+
+use crate::bench::mesh::{BenchMesh, Path, finish};
 use crate::bench::process_stats::{Resident, settled_resident};
 use crate::bench::results::{Better, ScenarioResult, Series, Target};
 use crate::lab::blocking::blocking;
@@ -35,8 +37,7 @@ pub(crate) async fn run(mesh: &mut BenchMesh, plan: &Plan, dir: &std::path::Path
     let _ = std::fs::remove_file(&release);
     let n = plan.s6_connections;
     let argv = vec![
-        path_str(&mesh.cluster.binaries().xtask)?,
-        "load".into(),
+        path_str(&mesh.cluster.binaries().testapp)?,
         "hold".into(),
         mesh.echo_addr().to_string(),
         format!("--connections={n}"),
@@ -44,13 +45,13 @@ pub(crate) async fn run(mesh: &mut BenchMesh, plan: &Plan, dir: &std::path::Path
     ];
     let mut proc = mesh.spawn(&mesh.client, argv).await?;
     let opened = blocking(move || {
-        let line = proc.wait_for_stdout("\"open\"", Duration::from_secs(120));
+        let line = proc.wait_for_stdout("\"held\"", Duration::from_secs(120));
         Ok((line, proc))
     })
     .await?;
     let (line, mut proc) = opened;
     let line = line.with_context(|| format!("S6: opening {n} connections: {}", proc.stdout()))?;
-    let open = last_json(&line).and_then(|v| v["open"].as_u64()).unwrap_or(0) as usize;
+    let open = traffic::last(&line, "held").and_then(|v| traffic::number(&v, "open")).unwrap_or(0) as usize;
     if open != n {
         bail!("S6: {open} of {n} connections opened");
     }

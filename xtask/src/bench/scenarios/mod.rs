@@ -92,9 +92,9 @@ pub(crate) fn number(v: &serde_json::Value, pointer: &str) -> anyhow::Result<f64
 
 /// Fails if a load result counted errors.
 pub(crate) fn no_errors(v: &serde_json::Value, what: &str) -> anyhow::Result<()> {
-    let errors = v.pointer("/errors/errors").and_then(serde_json::Value::as_u64).unwrap_or(0);
+    let errors = v.pointer("/errors/count").and_then(serde_json::Value::as_u64).unwrap_or(0);
     if errors > 0 {
-        anyhow::bail!("{what}: {errors} connection(s) failed, first: {}", v["errors"]["first_error"]);
+        anyhow::bail!("{what}: {errors} connection(s) failed, first: {}", v["errors"]["first"]);
     }
     Ok(())
 }

@@ -1,20 +1,24 @@
-//! The timed clients: `rate` (fixed request rate, latency), `cps` (new connections per
-//! second) and `cold` (one connection per address, each timed to its first echoed byte).
-//! Every connect, read and write is bounded by [`IO_TIMEOUT`]; any failure counts as an error
-//! and the first one is reported with the results.
+//! The load clients of the benchmark: `rate` (fixed request rate, latency), `cps` (new
+//! connections per second), `cold` (one connection per address, each timed to its first echoed
+//! byte, from a common wall-clock start) and `hold` (many idle connections, each checked end to
+//! end, held until a release file appears). Every connect, read and write is bounded by
+//! [`IO_TIMEOUT`]; a failed connection counts as an error and the first one is reported with
+//! the results (`errors: {count, first}`).
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::path::Path;
 use std::sync::Mutex;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use anyhow::{Context, bail};
-use serde_json::json;
+use serde_json::{Value, json};
+use ztunnel_tests::traffic::{Latency, print};
 
-use super::{IO_TIMEOUT, percentiles, say};
+use crate::IO_TIMEOUT;
 
 /// Connects with the IO bounds set and Nagle off (request/response traffic).
-pub(super) fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
+pub(crate) fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
     let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -23,7 +27,7 @@ pub(super) fn connect(addr: SocketAddr) -> std::io::Result<TcpStream> {
 }
 
 /// Sends `out` and reads the same number of bytes back.
-pub(super) fn exchange(stream: &mut TcpStream, out: &[u8], back: &mut [u8]) -> std::io::Result<()> {
+pub(crate) fn exchange(stream: &mut TcpStream, out: &[u8], back: &mut [u8]) -> std::io::Result<()> {
     stream.write_all(out)?;
     stream.read_exact(&mut back[..out.len()])
 }
@@ -42,14 +46,14 @@ impl Errors {
         e.first.get_or_insert(what);
     }
 
-    fn json(&self) -> serde_json::Value {
-        json!({ "errors": self.count, "first_error": self.first })
+    fn json(&self) -> Value {
+        json!({ "count": self.count, "first": self.first })
     }
 }
 
 /// `connections` connections, each sending `size` bytes at `rate / connections` per second on
 /// a fixed schedule (offset per connection) and timing each echo from its send.
-pub(super) fn rate(
+pub(crate) fn rate(
     addr: SocketAddr,
     connections: usize,
     rate: u32,
@@ -105,19 +109,20 @@ pub(super) fn rate(
     let elapsed = started.elapsed().as_secs_f64();
     let errors = errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let requests = samples.len();
-    say(&json!({
-        "mode": "rate",
+    print(
+        "rate",
+        json!({
         "requests": requests,
         "seconds": elapsed,
-        "latency": percentiles(&mut samples),
+        "latency": Latency::from_samples(&mut samples).json(),
         "errors": errors.json(),
-    })
-    .to_string());
+        }),
+    );
     Ok(())
 }
 
 /// `workers` threads each looping connect, `size` bytes echoed, close, for `duration`.
-pub(super) fn cps(addr: SocketAddr, workers: usize, duration: Duration, size: usize) -> anyhow::Result<()> {
+pub(crate) fn cps(addr: SocketAddr, workers: usize, duration: Duration, size: usize) -> anyhow::Result<()> {
     let errors = Mutex::new(Errors::default());
     let started = Instant::now();
     let mut samples: Vec<u64> = Vec::new();
@@ -147,22 +152,23 @@ pub(super) fn cps(addr: SocketAddr, workers: usize, duration: Duration, size: us
     let elapsed = started.elapsed().as_secs_f64();
     let errors = errors.into_inner().unwrap_or_else(std::sync::PoisonError::into_inner);
     let count = samples.len();
-    say(&json!({
-        "mode": "cps",
+    print(
+        "cps",
+        json!({
         "connections": count,
         "seconds": elapsed,
         "per_second": count as f64 / elapsed,
-        "latency": percentiles(&mut samples),
+        "latency": Latency::from_samples(&mut samples).json(),
         "errors": errors.json(),
-    })
-    .to_string());
+        }),
+    );
     Ok(())
 }
 
 /// Waits until `start_at_ms`, then one connection to each address in turn: connect, 1 byte
 /// echoed, close. Reports each setup time and the wall-clock span, so the bench can add up
 /// many clients started together.
-pub(super) fn cold(addrs: &[SocketAddr], start_at_ms: u64) -> anyhow::Result<()> {
+pub(crate) fn cold(addrs: &[SocketAddr], start_at_ms: u64) -> anyhow::Result<()> {
     let start = UNIX_EPOCH + Duration::from_millis(start_at_ms);
     match start.duration_since(SystemTime::now()) {
         Ok(wait) if wait > Duration::from_secs(60) => bail!("--start-at-ms is more than a minute away"),
@@ -184,17 +190,64 @@ pub(super) fn cold(addrs: &[SocketAddr], start_at_ms: u64) -> anyhow::Result<()>
         }
     }
     let ended = epoch_us()?;
-    say(&json!({
-        "mode": "cold",
+    print(
+        "cold",
+        json!({
         "began_us": began,
         "ended_us": ended,
         "samples_us": samples,
         "errors": errors.json(),
-    })
-    .to_string());
+        }),
+    );
     Ok(())
 }
 
 fn epoch_us() -> anyhow::Result<u64> {
     Ok(SystemTime::now().duration_since(UNIX_EPOCH).context("clock before 1970")?.as_micros() as u64)
+}
+
+/// Threads opening connections (each waits for its echo before the next connect).
+const OPENERS: usize = 8;
+const POLL: Duration = Duration::from_millis(50);
+
+pub(crate) fn hold(addr: SocketAddr, connections: usize, release: &Path, max: Duration) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let per_thread = connections.div_ceil(OPENERS);
+    let opened: Vec<std::io::Result<Vec<TcpStream>>> = std::thread::scope(|s| {
+        let handles: Vec<_> = (0..OPENERS)
+            .map(|t| {
+                let n = per_thread.min(connections.saturating_sub(t * per_thread));
+                s.spawn(move || {
+                    let mut mine = Vec::with_capacity(n);
+                    let mut back = [0u8; 1];
+                    for _ in 0..n {
+                        let mut stream = connect(addr)?;
+                        exchange(&mut stream, b"h", &mut back)?;
+                        mine.push(stream);
+                    }
+                    Ok(mine)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(std::io::Error::other("opener panicked"))))
+            .collect()
+    });
+    let mut streams = Vec::with_capacity(connections);
+    for result in opened {
+        streams.extend(result?);
+    }
+    print("held", json!({ "open": streams.len(), "seconds": started.elapsed().as_secs_f64() }));
+    let waiting = Instant::now();
+    while !release.exists() {
+        if waiting.elapsed() > max {
+            bail!("{} did not appear within {max:?}", release.display());
+        }
+        std::thread::sleep(POLL);
+    }
+    let closed = streams.len();
+    drop(streams);
+    print("released", json!({ "closed": closed }));
+    Ok(())
 }

@@ -1,11 +1,11 @@
-//! The bulk upload's bytes: a table of pseudo-random bytes (xorshift64*, fixed seed) built
+//! The bytes `connect` and `upload` send: a table of pseudo-random bytes (xorshift64*, fixed seed) built
 //! once, sent as a sequence of windows at varying offsets. Sending borrows slices of the table,
-//! so the sender does no per-byte work (xtask is built unoptimised) and the measured rate is
+//! so the sender does no per-byte work (test builds are unoptimised) and the measured rate is
 //! the path's, while reordered, repeated or lost chunks still change the SHA-256.
 //! Not for anything that needs real randomness.
 
 /// Bytes per chunk (one write).
-pub(crate) const CHUNK: usize = 256 * 1024;
+pub(super) const CHUNK: usize = 256 * 1024;
 /// Table size: 4 MiB of pattern plus room for a full window at the last offset.
 const TABLE_LEN: usize = 4 * 1024 * 1024 + CHUNK;
 /// Distance between the offsets of consecutive chunks (odd, so offsets cycle through many values).
@@ -13,12 +13,12 @@ const STRIDE: usize = 786_433;
 const SEED: u64 = 0x9e37_79b9_7f4a_7c15;
 
 #[derive(Clone, Debug)]
-pub(crate) struct Pattern {
+pub(super) struct Pattern {
     table: Vec<u8>,
 }
 
 impl Pattern {
-    pub(crate) fn new() -> Pattern {
+    pub(super) fn new() -> Pattern {
         let mut state = SEED;
         let mut table = Vec::with_capacity(TABLE_LEN);
         while table.len() < TABLE_LEN {
@@ -32,7 +32,7 @@ impl Pattern {
     }
 
     /// The chunks making up the first `total` bytes of the stream.
-    pub(crate) fn chunks(&self, total: u64) -> impl Iterator<Item = &[u8]> {
+    pub(super) fn chunks(&self, total: u64) -> impl Iterator<Item = &[u8]> {
         let span = TABLE_LEN - CHUNK + 1;
         let mut left = total;
         (0usize..).map_while(move |i| {
