@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ztunnel_tests::mesh::write_atomically;
 use ztunnel_tests::process::{ChildGuard, node_command, spawn_ready, spawn_ready_node, ztunnel_binary};
+use ztunnel_tests::wait::until_ok;
 use ztunnel_tests::{Mesh, echo_server, http_get, socks5_connect};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -38,15 +39,11 @@ async fn reload_status(admin: SocketAddr) -> serde_json::Value {
 
 /// Polls the reload status (bounded) until `done` holds; returns it.
 async fn wait_reload(admin: SocketAddr, what: &str, done: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
-    let deadline = Instant::now() + WAIT;
-    loop {
+    until_ok(what, WAIT, || async {
         let status = reload_status(admin).await;
-        if done(&status) {
-            return status;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for {what}; reload status: {status}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        if done(&status) { Ok(status) } else { Err(format!("reload status: {status}")) }
+    })
+    .await
 }
 
 /// CPU time (user + system) the process has used so far.
@@ -194,15 +191,11 @@ async fn removing_a_workload_from_the_config_logs_a_warning_naming_it() {
     node.mesh.workloads.retain(|w| w.name != "web");
     node.mesh.write_config();
 
-    let deadline = Instant::now() + WAIT;
-    let line = loop {
+    let line = until_ok("ztunnel warns about the removed workload", WAIT, || async {
         let text = std::fs::read_to_string(&log).unwrap();
-        if let Some(line) = text.lines().find(|l| l.contains("removed from the local config")) {
-            break line.to_string();
-        }
-        assert!(Instant::now() < deadline, "no warning about the removed workload; log:\n{text}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+        text.lines().find(|l| l.contains("removed from the local config")).map(str::to_string).ok_or(text)
+    })
+    .await;
     assert!(
         line.contains("WARN")
             && line.contains("default/web")

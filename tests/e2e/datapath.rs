@@ -14,6 +14,7 @@ use ztunnel::identity::Identity;
 use ztunnel_tests::mesh::{MeshNode, TRUST_DOMAIN};
 use ztunnel_tests::policies::mesh_tls_connect;
 use ztunnel_tests::process::spawn_ready_node_logged;
+use ztunnel_tests::wait::until_ok;
 use ztunnel_tests::{Mesh, echo_server, socks5_connect};
 
 /// Bytes the resetting app sends before its reset.
@@ -160,15 +161,12 @@ fn refusal_lines<'a>(log: &'a str, kind: &str) -> Vec<&'a str> {
 
 /// Waits (bounded, 5 s) until `log_path` holds at least `want` refusal lines of `kind`.
 async fn wait_refusals(log_path: &std::path::Path, kind: &str, want: usize) -> String {
-    let mut log = String::new();
-    for _ in 0..50 {
-        log = std::fs::read_to_string(log_path).unwrap_or_default();
-        if refusal_lines(&log, kind).len() >= want {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    log
+    let what = format!("{want} refusal lines of kind {kind}");
+    until_ok(&what, Duration::from_secs(5), || async {
+        let log = std::fs::read_to_string(log_path).unwrap_or_default();
+        if refusal_lines(&log, kind).len() >= want { Ok(log) } else { Err(log) }
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -15,6 +15,7 @@ use ztunnel_tests::envoy::{
     EnvoyDir, OriginatedTunnel, TerminatedTunnel, TlsFiles, hbone_originator, hbone_terminator,
 };
 use ztunnel_tests::mesh::{MeshNode, TRUST_DOMAIN, metric_sum};
+use ztunnel_tests::wait::until_ok;
 use ztunnel_tests::{Mesh, echo_server, sha256_hex, socks5_connect};
 
 const PAYLOAD_LEN: usize = 1 << 20;
@@ -68,16 +69,15 @@ async fn connect_from(source: IpAddr, dst: SocketAddr) -> TcpStream {
 
 /// Polls `node`'s metrics (bounded: 5 s) until `check` holds; panics with them otherwise.
 async fn wait_metrics(node: &MeshNode, what: &str, check: impl Fn(&str) -> bool) -> String {
-    for _ in 0..50 {
+    let what = format!("ztunnel's metrics show {what}");
+    until_ok(&what, Duration::from_secs(5), || async {
         let text = node.metrics().await;
         if check(&text) {
-            return text;
+            return Ok(text);
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    let text = node.metrics().await;
-    let istio: Vec<&str> = text.lines().filter(|l| l.starts_with("istio_tcp_")).collect();
-    panic!("ztunnel metrics never showed {what}:\n{}", istio.join("\n"));
+        Err(text.lines().filter(|l| l.starts_with("istio_tcp_")).collect::<Vec<_>>().join("\n"))
+    })
+    .await
 }
 
 fn field<'a>(entry: &'a Value, name: &str) -> &'a str {

@@ -16,6 +16,7 @@ use ztunnel::proxy::authorize::decide;
 use ztunnel::types::{ClientAddr, OrigDst};
 use ztunnel_tests::http_get;
 use ztunnel_tests::process::{ChildGuard, ztunnel_binary};
+use ztunnel_tests::wait::{eventually, until_ok};
 
 use super::*;
 
@@ -56,13 +57,10 @@ async fn strict_refuses_plaintext_and_permissive_accepts_it() {
     // Switching the namespace to PERMISSIVE applies live.
     mesh.namespace_mtls("shop", MtlsMode::Permissive);
     mesh.write_config();
-    for _ in 0..100 {
-        if plaintext_decision(&b, "web", lab, 8080).is_allowed() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(plaintext_decision(&b, "web", lab, 8080).is_allowed(), "PERMISSIVE after the reload");
+    eventually("plaintext is allowed (PERMISSIVE) after the reload", Duration::from_secs(5), || async {
+        plaintext_decision(&b, "web", lab, 8080).is_allowed()
+    })
+    .await;
     a.echo(lab, app.addr).await.expect("mTLS still passes");
 }
 
@@ -131,14 +129,11 @@ async fn dry_run_lets_traffic_through_and_counts_what_it_would_deny() {
 
 /// Polls `path` (bounded) until a line satisfies `want`; returns it.
 async fn wait_log_line(path: &std::path::Path, what: &str, want: impl Fn(&str) -> bool) -> String {
-    for _ in 0..100 {
+    until_ok(&format!("a log line for {what}"), Duration::from_secs(10), || async {
         let text = std::fs::read_to_string(path).unwrap_or_default();
-        if let Some(line) = text.lines().find(|l| want(l)) {
-            return line.to_string();
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    panic!("no log line for {what} in:\n{}", std::fs::read_to_string(path).unwrap_or_default());
+        text.lines().find(|l| want(l)).map(str::to_string).ok_or(text)
+    })
+    .await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -173,15 +168,10 @@ async fn the_binary_logs_denials_dry_runs_and_late_rejections_with_the_policy() 
     cmd.args(["--readiness-addr", &addr(15021), "--log-level", "info"]);
     cmd.stdout(Stdio::from(std::fs::File::create(&log).unwrap()));
     let _b = ChildGuard::spawn(cmd);
-    let mut ready = false;
-    for _ in 0..200 {
-        if let Ok((200, _)) = http_get(SocketAddr::new(ip, 15021), "/healthz/ready").await {
-            ready = true;
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    assert!(ready, "ztunnel binary did not become ready");
+    eventually("the ztunnel binary is ready", Duration::from_secs(10), || async {
+        matches!(http_get(SocketAddr::new(ip, 15021), "/healthz/ready").await, Ok((200, _)))
+    })
+    .await;
 
     assert_refused(&a, lab, app.addr, "lab is denied").await;
     let denied =
