@@ -49,83 +49,60 @@ pub(crate) struct InvalidPrefix {
 const NETNS_BITS: u32 = 64;
 
 /// Key of `pod_excluded_cidrs4` (C `struct pod_cidr4_key`): one of a pod's excluded IPv4
-/// networks. With aya use `LpmTrie<_, [u8; 12], Present>` and [`PodCidr4Key::to_lpm`].
+/// networks. With aya use `LpmTrie<_, [u8; 12], Present>` and [`PodCidrKey::to_lpm`].
+pub(crate) type PodCidr4Key = PodCidrKey<4>;
+/// Key of `pod_excluded_cidrs6` (C `struct pod_cidr6_key`). With aya use
+/// `LpmTrie<_, [u8; 24], Present>` and [`PodCidrKey::to_lpm`].
+pub(crate) type PodCidr6Key = PodCidrKey<16>;
+
+/// A per-pod LPM key: the netns cookie, then a network address of `ADDR` bytes.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PodCidr4Key {
+pub(crate) struct PodCidrKey<const ADDR: usize> {
     /// 64 + prefix bits, host order.
     prefixlen: u32,
     /// The netns cookie in host byte order.
     netns: [u8; 8],
     /// Network address, network order; bits past the prefix are zero.
-    addr: [u8; 4],
+    addr: [u8; ADDR],
 }
 
 impl PodCidr4Key {
     /// `net/prefix` for the pod in `netns`; host bits are cleared.
     pub(crate) fn new(netns: NetnsCookie, net: Ipv4Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
-        if prefix > 32 {
-            return Err(InvalidPrefix { prefix, max: 32 });
-        }
-        let mask = u32::MAX.checked_shl(32 - u32::from(prefix)).unwrap_or(0);
-        Ok(Self {
-            prefixlen: NETNS_BITS + u32::from(prefix),
-            netns: netns.to_ne_bytes(),
-            addr: (u32::from(net) & mask).to_be_bytes(),
-        })
-    }
-
-    pub(crate) fn netns(&self) -> NetnsCookie {
-        u64::from_ne_bytes(self.netns)
+        Self::from_octets(netns, net.octets(), prefix)
     }
 
     #[cfg(test)]
     pub(crate) fn network(&self) -> (Ipv4Addr, u8) {
-        (Ipv4Addr::from(self.addr), (self.prefixlen - NETNS_BITS) as u8)
+        (Ipv4Addr::from(self.addr), self.prefix())
     }
-
-    pub(crate) fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 12]> {
-        let mut data = [0; 12];
-        data[..8].copy_from_slice(&self.netns);
-        data[8..].copy_from_slice(&self.addr);
-        aya::maps::lpm_trie::Key::new(self.prefixlen, data)
-    }
-
-    pub(crate) fn from_lpm(key: &aya::maps::lpm_trie::Key<[u8; 12]>) -> Self {
-        let data = key.data();
-        Self {
-            prefixlen: key.prefix_len(),
-            netns: data[..8].try_into().unwrap_or_default(),
-            addr: data[8..].try_into().unwrap_or_default(),
-        }
-    }
-}
-
-/// Key of `pod_excluded_cidrs6` (C `struct pod_cidr6_key`). With aya use
-/// `LpmTrie<_, [u8; 24], Present>` and [`PodCidr6Key::to_lpm`].
-#[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct PodCidr6Key {
-    /// 64 + prefix bits, host order.
-    prefixlen: u32,
-    /// The netns cookie in host byte order.
-    netns: [u8; 8],
-    /// Network address, network order; bits past the prefix are zero.
-    addr: [u8; 16],
 }
 
 impl PodCidr6Key {
     /// `net/prefix` for the pod in `netns`; host bits are cleared.
     pub(crate) fn new(netns: NetnsCookie, net: Ipv6Addr, prefix: u8) -> Result<Self, InvalidPrefix> {
-        if prefix > 128 {
-            return Err(InvalidPrefix { prefix, max: 128 });
+        Self::from_octets(netns, net.octets(), prefix)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn network(&self) -> (Ipv6Addr, u8) {
+        (Ipv6Addr::from(self.addr), self.prefix())
+    }
+}
+
+impl<const ADDR: usize> PodCidrKey<ADDR> {
+    /// The address bytes with every bit past `prefix` cleared.
+    fn from_octets(netns: NetnsCookie, mut addr: [u8; ADDR], prefix: u8) -> Result<Self, InvalidPrefix> {
+        let max = (ADDR * 8) as u8;
+        if prefix > max {
+            return Err(InvalidPrefix { prefix, max });
         }
-        let mask = u128::MAX.checked_shl(128 - u32::from(prefix)).unwrap_or(0);
-        Ok(Self {
-            prefixlen: NETNS_BITS + u32::from(prefix),
-            netns: netns.to_ne_bytes(),
-            addr: (u128::from(net) & mask).to_be_bytes(),
-        })
+        for (i, byte) in addr.iter_mut().enumerate() {
+            let kept = usize::from(prefix).saturating_sub(i * 8).min(8);
+            *byte &= !(0xffu16 >> kept) as u8;
+        }
+        Ok(Self { prefixlen: NETNS_BITS + u32::from(prefix), netns: netns.to_ne_bytes(), addr })
     }
 
     pub(crate) fn netns(&self) -> NetnsCookie {
@@ -133,23 +110,26 @@ impl PodCidr6Key {
     }
 
     #[cfg(test)]
-    pub(crate) fn network(&self) -> (Ipv6Addr, u8) {
-        (Ipv6Addr::from(self.addr), (self.prefixlen - NETNS_BITS) as u8)
+    fn prefix(&self) -> u8 {
+        (self.prefixlen - NETNS_BITS) as u8
     }
 
-    pub(crate) fn to_lpm(self) -> aya::maps::lpm_trie::Key<[u8; 24]> {
-        let mut data = [0; 24];
+    /// The LPM trie key: `DATA` must be 8 + `ADDR` (checked at compile time).
+    pub(crate) fn to_lpm<const DATA: usize>(self) -> aya::maps::lpm_trie::Key<[u8; DATA]> {
+        const { assert!(DATA == 8 + ADDR, "an LPM key is the netns cookie and the address") };
+        let mut data = [0; DATA];
         data[..8].copy_from_slice(&self.netns);
         data[8..].copy_from_slice(&self.addr);
         aya::maps::lpm_trie::Key::new(self.prefixlen, data)
     }
 
-    pub(crate) fn from_lpm(key: &aya::maps::lpm_trie::Key<[u8; 24]>) -> Self {
+    pub(crate) fn from_lpm<const DATA: usize>(key: &aya::maps::lpm_trie::Key<[u8; DATA]>) -> Self {
+        const { assert!(DATA == 8 + ADDR, "an LPM key is the netns cookie and the address") };
         let data = key.data();
         Self {
             prefixlen: key.prefix_len(),
             netns: data[..8].try_into().unwrap_or_default(),
-            addr: data[8..].try_into().unwrap_or_default(),
+            addr: data[8..].try_into().unwrap_or([0; ADDR]),
         }
     }
 }

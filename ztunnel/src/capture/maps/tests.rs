@@ -197,7 +197,8 @@ fn pod_cidr_keys_clear_host_bits_and_reject_long_prefixes() {
     assert_eq!(key.network(), ("10.1.0.0".parse().unwrap(), 16));
     assert_eq!(key.netns(), 7);
     assert_eq!(PodCidr4Key::new(7, Ipv4Addr::UNSPECIFIED, 33), Err(InvalidPrefix { prefix: 33, max: 32 }));
-    let lpm = PodCidr4Key::new(7, "192.168.7.9".parse().unwrap(), 24).unwrap().to_lpm();
+    let lpm: aya::maps::lpm_trie::Key<[u8; 12]> =
+        PodCidr4Key::new(7, "192.168.7.9".parse().unwrap(), 24).unwrap().to_lpm();
     assert_eq!(lpm.prefix_len(), 64 + 24, "the netns cookie is part of the prefix");
     assert_eq!(&lpm.data()[8..], &[192, 168, 7, 0]);
     assert_eq!(PodCidr4Key::from_lpm(&lpm).network(), ("192.168.7.0".parse().unwrap(), 24));
@@ -205,5 +206,16 @@ fn pod_cidr_keys_clear_host_bits_and_reject_long_prefixes() {
     let key = PodCidr6Key::new(9, "fd00:1:2::9".parse().unwrap(), 32).unwrap();
     assert_eq!((key.network(), key.netns()), (("fd00:1::".parse().unwrap(), 32), 9));
     assert_eq!(PodCidr6Key::new(9, Ipv6Addr::UNSPECIFIED, 129), Err(InvalidPrefix { prefix: 129, max: 128 }));
-    assert_eq!(key.to_lpm().prefix_len(), 64 + 32);
+    assert_eq!(key.to_lpm::<24>().prefix_len(), 64 + 32);
+
+    // Prefixes that end inside a byte, and the extremes.
+    let cases4 = [(13, "10.248.0.0"), (0, "0.0.0.0"), (32, "10.255.255.255"), (1, "0.0.0.0")];
+    for (prefix, want) in cases4 {
+        let key = PodCidr4Key::new(1, "10.255.255.255".parse().unwrap(), prefix).unwrap();
+        assert_eq!(key.network(), (want.parse().unwrap(), prefix), "/{prefix}");
+    }
+    let key = PodCidr6Key::new(1, "ffff:ffff::ffff".parse().unwrap(), 127).unwrap();
+    assert_eq!(key.network(), ("ffff:ffff::fffe".parse().unwrap(), 127));
+    let key = PodCidr6Key::new(1, "ffff:ffff::ffff".parse().unwrap(), 20).unwrap();
+    assert_eq!(key.network(), ("ffff:f000::".parse().unwrap(), 20));
 }
