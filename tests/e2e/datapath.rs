@@ -134,11 +134,8 @@ async fn resets_propagate_through_plaintext_passthrough_both_ways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_connection_cut_by_the_drain_deadline_is_reset() {
-    let mut mesh = Mesh::new();
-    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
-    mesh.write_config();
-    let server = echo_server(SocketAddr::new(server, 8080)).await;
+    let (mesh, client, server) = Mesh::client_and_server();
+    let server = echo_server(server).await;
     let _b = mesh.start_node("node-b").await;
     let mut config = mesh.node_config("node-a");
     config.drain_deadline = Duration::from_millis(500);

@@ -154,23 +154,38 @@ async fn envoy_originates_hbone_into_ztunnel() {
     b.shutdown().await;
 }
 
+/// A client workload on node-a and a server workload on a node without ztunnel, whose HBONE
+/// port is an Envoy terminating tunnels to the server's echo app (`bootstrap`, not started).
+struct TerminatedByEnvoy {
+    mesh: Mesh,
+    client: IpAddr,
+    app: SocketAddr,
+    listen: SocketAddr,
+    dir: EnvoyDir,
+    bootstrap: Value,
+}
+
+impl TerminatedByEnvoy {
+    async fn new() -> TerminatedByEnvoy {
+        let mut mesh = Mesh::new();
+        let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
+        let server = mesh.workload("server", "default", "echo", 20, "node-envoy", true);
+        mesh.write_config();
+        let app = echo_server(SocketAddr::new(server, APP_PORT)).await;
+        let dir = EnvoyDir::new();
+        let tls = dir.write_tls("server", &mesh_cert(&mesh, "default", "echo"));
+        let listen = SocketAddr::new(server, HBONE_PORT);
+        let tunnel = TerminatedTunnel { name: "server".into(), listen, app, tls, trust_domain: TRUST_DOMAIN.into() };
+        let bootstrap = hbone_terminator(&dir, &[tunnel]);
+        TerminatedByEnvoy { mesh, client, app, listen, dir, bootstrap }
+    }
+}
+
 /// A client on node-a reaches, through its ztunnel, a workload on a node with no ztunnel whose
 /// HBONE port is served by Envoy: ztunnel -> mTLS HTTP/2 CONNECT -> Envoy -> echo app.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ztunnel_reaches_workload_behind_envoy_terminating_hbone() {
-    let mut mesh = Mesh::new();
-    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-envoy", true);
-    mesh.write_config();
-    let app = echo_server(SocketAddr::new(server, APP_PORT)).await;
-
-    let dir = EnvoyDir::new();
-    let tls = dir.write_tls("server", &mesh_cert(&mesh, "default", "echo"));
-    let listen = SocketAddr::new(server, HBONE_PORT);
-    let bootstrap = hbone_terminator(
-        &dir,
-        &[TerminatedTunnel { name: "server".into(), listen, app, tls, trust_domain: TRUST_DOMAIN.into() }],
-    );
+    let TerminatedByEnvoy { mesh, client, app, listen, dir, bootstrap } = TerminatedByEnvoy::new().await;
     let envoy = dir.start(bootstrap).await;
     envoy.wait_accepting(listen).await;
     let a = mesh.start_node("node-a").await;
@@ -406,19 +421,7 @@ async fn ztunnel_refuses_envoy_presenting_the_wrong_identity() {
 /// refused stream once on a new connection (RFC 9113 section 6.8: it was never processed).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ztunnel_opens_a_new_connection_after_envoy_sends_goaway() {
-    let mut mesh = Mesh::new();
-    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-envoy", true);
-    mesh.write_config();
-    let app = echo_server(SocketAddr::new(server, APP_PORT)).await;
-
-    let dir = EnvoyDir::new();
-    let tls = dir.write_tls("server", &mesh_cert(&mesh, "default", "echo"));
-    let listen = SocketAddr::new(server, HBONE_PORT);
-    let mut bootstrap = hbone_terminator(
-        &dir,
-        &[TerminatedTunnel { name: "server".into(), listen, app, tls, trust_domain: TRUST_DOMAIN.into() }],
-    );
+    let TerminatedByEnvoy { mesh, client, app, dir, mut bootstrap, .. } = TerminatedByEnvoy::new().await;
     // Envoy drains (GOAWAY) every connection once it has carried one request.
     bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]["common_http_protocol_options"] =
         serde_json::json!({ "max_requests_per_connection": 1 });

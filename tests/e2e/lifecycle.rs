@@ -37,11 +37,8 @@ async fn wait_dump(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn config_reload_applies_good_files_and_keeps_serving_through_bad_ones() {
-    let mut mesh = Mesh::new();
-    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
-    mesh.write_config();
-    echo_server(SocketAddr::new(server, 8080)).await;
+    let (mut mesh, client, server) = Mesh::client_and_server();
+    echo_server(server).await;
     let a = mesh.start_node("node-a").await;
     let _b = mesh.start_node("node-b").await;
     let vip = SocketAddr::new(mesh.subnet.ip(100), 80);
@@ -80,11 +77,8 @@ async fn config_reload_applies_good_files_and_keeps_serving_through_bad_ones() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_a_live_transfer_finish_then_exits() {
-    let mut mesh = Mesh::new();
-    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
-    mesh.write_config();
-    let server = echo_server(SocketAddr::new(server, 8080)).await;
+    let (mesh, client, server) = Mesh::client_and_server();
+    let server = echo_server(server).await;
     let _b = mesh.start_node("node-b").await;
 
     // Node A is the real binary, so SIGTERM is a real signal.
@@ -134,11 +128,8 @@ async fn sigterm_lets_a_live_transfer_finish_then_exits() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drain_deadline_closes_connections_that_do_not_finish() {
-    let mut mesh = Mesh::new();
-    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
-    mesh.write_config();
-    let server = echo_server(SocketAddr::new(server, 8080)).await;
+    let (mesh, client, server) = Mesh::client_and_server();
+    let server = echo_server(server).await;
     let _b = mesh.start_node("node-b").await;
     let mut config = mesh.node_config("node-a");
     config.drain_deadline = Duration::from_millis(500);

@@ -8,18 +8,9 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ztunnel_tests::mesh::metric_sum;
 use ztunnel_tests::{Mesh, echo_server, sha256_hex, socks5_connect};
 
-/// client (node-a) -> server (node-b), both HBONE; returns (mesh, client ip, server addr).
-fn two_node_mesh() -> (Mesh, std::net::IpAddr, SocketAddr) {
-    let mut mesh = Mesh::new();
-    let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
-    mesh.write_config();
-    (mesh, client, SocketAddr::new(server, 8080))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bytes_arrive_intact_through_hbone_and_metrics_count_them() {
-    let (mesh, client, server) = two_node_mesh();
+    let (mesh, client, server) = Mesh::client_and_server();
     echo_server(server).await;
     let a = mesh.start_node("node-a").await;
     let b = mesh.start_node("node-b").await;
@@ -105,7 +96,7 @@ use sha2::Digest as _;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundred_mib_transfer_is_intact_and_measured_against_direct_tcp() {
-    let (mesh, client, server) = two_node_mesh();
+    let (mesh, client, server) = Mesh::client_and_server();
     echo_server(server).await;
     let a = mesh.start_node("node-a").await;
     let _b = mesh.start_node("node-b").await;
@@ -129,7 +120,7 @@ async fn hundred_mib_transfer_is_intact_and_measured_against_direct_tcp() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_connections_share_pooled_tunnels() {
-    let (mesh, client, server) = two_node_mesh();
+    let (mesh, client, server) = Mesh::client_and_server();
     echo_server(server).await;
     let a = mesh.start_node("node-a").await;
     let _b = mesh.start_node("node-b").await;
@@ -153,7 +144,7 @@ async fn concurrent_connections_share_pooled_tunnels() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn half_close_is_carried_in_both_directions() {
-    let (mesh, client, server) = two_node_mesh();
+    let (mesh, client, server) = Mesh::client_and_server();
     let listener = tokio::net::TcpListener::bind(server).await.unwrap();
     let a = mesh.start_node("node-a").await;
     let _b = mesh.start_node("node-b").await;

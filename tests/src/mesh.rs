@@ -86,6 +86,17 @@ impl Mesh {
         }
     }
 
+    /// The two-node mesh most tests start from: `client` (`sleep`, 10) on node-a and `server`
+    /// (`echo`, 20) on node-b, both HBONE, config written. Returns the mesh, the client's
+    /// address and the server's port 8080 (no app started there).
+    pub fn client_and_server() -> (Mesh, IpAddr, SocketAddr) {
+        let mut mesh = Mesh::new();
+        let client = mesh.workload("client", "default", "sleep", 10, "node-a", true);
+        let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
+        mesh.write_config();
+        (mesh, client, SocketAddr::new(server, 8080))
+    }
+
     /// Adds a workload at `127.a.b.host` on `node`; returns its address.
     pub fn workload(
         &mut self,
