@@ -6,27 +6,18 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use ztunnel_tests::mesh::write_atomically;
 use ztunnel_tests::process::{ChildGuard, node_command, spawn_ready, spawn_ready_node, ztunnel_binary};
 use ztunnel_tests::wait::until_ok;
-use ztunnel_tests::{Mesh, echo_server, http_get, socks5_connect};
+use ztunnel_tests::{Mesh, echo_server, http_get, socks5_echo};
 
 const WAIT: Duration = Duration::from_secs(10);
 
 /// One echo round trip through the node's SOCKS5 entry, bounded.
 async fn echo(socks: SocketAddr, client: IpAddr, dst: SocketAddr) -> anyhow::Result<()> {
-    tokio::time::timeout(Duration::from_secs(5), async {
-        let mut s = socks5_connect(socks, client, dst).await?;
-        s.write_all(b"ping").await?;
-        s.shutdown().await?;
-        let mut back = Vec::new();
-        s.read_to_end(&mut back).await?;
-        anyhow::ensure!(back == b"ping", "echo returned {back:?}");
-        Ok(())
-    })
-    .await
-    .map_err(|_| anyhow::anyhow!("echo through {socks} to {dst} timed out"))?
+    tokio::time::timeout(Duration::from_secs(5), socks5_echo(socks, client, dst))
+        .await
+        .map_err(|_| anyhow::anyhow!("echo through {socks} to {dst} timed out"))?
 }
 
 /// The `localConfig` reload status from `/config_dump`.

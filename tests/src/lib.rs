@@ -19,4 +19,4 @@ pub mod traffic;
 pub mod wait;
 
 pub use mesh::{Mesh, MeshNode, ServiceSpec, WorkloadSpec};
-pub use net::{Subnet, echo_server, http_get, sha256_hex, socks5_connect};
+pub use net::{Subnet, echo_server, http_get, sha256_hex, socks5_connect, socks5_echo};

@@ -282,14 +282,7 @@ impl MeshNode {
     /// One echo round trip through this node's SOCKS5 entry from `client` to `dst`: the
     /// bytes sent come back and the connection ends cleanly.
     pub async fn echo(&self, client: IpAddr, dst: SocketAddr) -> anyhow::Result<()> {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        let mut s = crate::socks5_connect(self.socks5(), client, dst).await?;
-        s.write_all(b"ping").await?;
-        s.shutdown().await?;
-        let mut back = Vec::new();
-        s.read_to_end(&mut back).await?;
-        anyhow::ensure!(back == b"ping", "echo returned {back:?}");
-        Ok(())
+        crate::net::socks5_echo(self.socks5(), client, dst).await
     }
 
     /// Waits (bounded) for `/healthz/ready` to answer 200.

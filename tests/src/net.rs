@@ -86,6 +86,18 @@ pub async fn socks5_connect(socks: SocketAddr, source: IpAddr, dst: SocketAddr) 
     Ok(s)
 }
 
+/// One echo round trip through the SOCKS5 entry at `socks` from `client` to `dst`: the bytes
+/// sent come back and the connection ends cleanly.
+pub async fn socks5_echo(socks: SocketAddr, client: IpAddr, dst: SocketAddr) -> anyhow::Result<()> {
+    let mut s = socks5_connect(socks, client, dst).await?;
+    s.write_all(b"ping").await?;
+    s.shutdown().await?;
+    let mut back = Vec::new();
+    s.read_to_end(&mut back).await?;
+    anyhow::ensure!(back == b"ping", "echo returned {back:?}");
+    Ok(())
+}
+
 /// Plain HTTP/1.1 GET; returns (status, body).
 pub async fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
     let mut s = tokio::time::timeout(Duration::from_secs(5), TcpStream::connect(addr)).await??;
