@@ -144,7 +144,13 @@ async fn a_connection_cut_by_the_drain_deadline_is_reset() {
     live.write_all(b"x").await.unwrap();
     let mut echoed = [0u8; 1];
     live.read_exact(&mut echoed).await.unwrap();
+    let started = std::time::Instant::now();
     a.shutdown().await;
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "shutdown must stop at the deadline, took {:?}",
+        started.elapsed()
+    );
     let end = read_to_end(&mut live).await;
     let err = end.expect_err("a connection cut by the drain deadline ended like a complete one");
     assert_eq!(err.kind(), ErrorKind::ConnectionReset, "client read error: {err}");

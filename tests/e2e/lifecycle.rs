@@ -1,11 +1,12 @@
-//! Lifecycle: live config reloads (good and bad files) and SIGTERM draining of the real binary.
+//! Lifecycle: live config reloads (good and bad files) and SIGTERM draining of the real binary
+//! (the drain deadline cutting a connection is in `datapath.rs`).
 
 use std::net::SocketAddr;
 use std::process::Command;
 use std::time::Duration;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use ztunnel_tests::mesh::{metric_sum, write_atomically};
+use ztunnel_tests::mesh::write_atomically;
 use ztunnel_tests::process::{ChildGuard, ztunnel_binary};
 use ztunnel_tests::wait::eventually;
 use ztunnel_tests::{Mesh, echo_server, http_get, socks5_connect};
@@ -124,29 +125,4 @@ async fn sigterm_lets_a_live_transfer_finish_then_exits() {
     let status = tokio::task::spawn_blocking(move || node_a.wait_timeout(Duration::from_secs(10))).await.unwrap();
     let status = status.expect("ztunnel exits once its last connection is done, well before the 20 s deadline");
     assert!(status.success(), "ztunnel exit status after drain: {status}");
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn drain_deadline_closes_connections_that_do_not_finish() {
-    let (mesh, client, server) = Mesh::client_and_server();
-    let server = echo_server(server).await;
-    let _b = mesh.start_node("node-b").await;
-    let mut config = mesh.node_config("node-a");
-    config.drain_deadline = Duration::from_millis(500);
-    let a = mesh.start_with(config).await;
-    let mut live = socks5_connect(a.socks5(), client, server).await.unwrap();
-    live.write_all(b"x").await.unwrap();
-    let started = std::time::Instant::now();
-    a.shutdown().await;
-    assert!(
-        started.elapsed() < Duration::from_secs(5),
-        "shutdown must stop at the deadline, took {:?}",
-        started.elapsed()
-    );
-    let mut rest = Vec::new();
-    let read = tokio::time::timeout(Duration::from_secs(5), live.read_to_end(&mut rest))
-        .await
-        .expect("connection closed after the deadline");
-    assert!(read.is_err() || rest.len() <= 1, "the idle connection is closed by the deadline: {read:?} {rest:?}");
-    let _ = metric_sum;
 }

@@ -72,10 +72,9 @@ struct TwoNodes {
     b: MeshNode,
 }
 
-/// client (node-a) and server (node-b) pushed through the fake istiod; both nodes ready.
-async fn two_nodes() -> TwoNodes {
-    let mesh = Mesh::new();
-    let istiod = FakeIstiod::start(mesh.dir.path()).await;
+/// Pushes `client` (node-a) and `server` (node-b) and starts the server's echo app; returns
+/// the client's address and the app's.
+async fn push_client_and_server(mesh: &Mesh, istiod: &FakeIstiod) -> (IpAddr, SocketAddr) {
     let client = mesh.subnet.ip(10);
     let server = SocketAddr::new(mesh.subnet.ip(20), 8080);
     istiod.push(vec![
@@ -83,6 +82,14 @@ async fn two_nodes() -> TwoNodes {
         workload("server", "echo", server.ip(), "node-b").resource(),
     ]);
     echo_server(server).await;
+    (client, server)
+}
+
+/// client (node-a) and server (node-b) pushed through the fake istiod; both nodes ready.
+async fn two_nodes() -> TwoNodes {
+    let mesh = Mesh::new();
+    let istiod = FakeIstiod::start(mesh.dir.path()).await;
+    let (client, server) = push_client_and_server(&mesh, &istiod).await;
     let a = mesh.start_with(node_config(&istiod, "node-a")).await;
     let b = mesh.start_with(node_config(&istiod, "node-b")).await;
     TwoNodes { mesh, istiod, client, server, a, b }
@@ -222,13 +229,7 @@ async fn xds_restart_keeps_config_then_resyncs_with_initial_resource_versions() 
 async fn ca_outage_past_a_refresh_keeps_the_old_certificate_until_the_ca_returns() {
     let mesh = Mesh::new();
     let istiod = FakeIstiod::start(mesh.dir.path()).await;
-    let client = mesh.subnet.ip(10);
-    let server = SocketAddr::new(mesh.subnet.ip(20), 8080);
-    istiod.push(vec![
-        workload("client", "sleep", client, "node-a").resource(),
-        workload("server", "echo", server.ip(), "node-b").resource(),
-    ]);
-    echo_server(server).await;
+    let (client, server) = push_client_and_server(&mesh, &istiod).await;
     // Leaves start a minute in the past (clock skew allowance): with a 70 s TTL the refresh
     // is due about 5 s after issuance, and the certificate stays valid for 70 s.
     let ttl = |node| {
