@@ -177,44 +177,10 @@ async fn after_a_burst_one_idle_connection_per_key_stays_warm() {
     assert_eq!(pool.stats().connections_opened, 3, "the next stream reuses the warm connection");
 }
 
-/// A TCP relay that can be frozen: it then stops forwarding in both directions, like a peer
-/// that vanished without closing its socket.
-async fn freezable_relay(target: SocketAddr, frozen: Arc<AtomicBool>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        loop {
-            let (a, _) = listener.accept().await.unwrap();
-            let b = TcpStream::connect(target).await.unwrap();
-            let (ar, aw) = a.into_split();
-            let (br, bw) = b.into_split();
-            for (mut from, mut to) in [(ar, bw), (br, aw)] {
-                let frozen = frozen.clone();
-                tokio::spawn(async move {
-                    let mut buf = vec![0u8; 64 * 1024];
-                    while let Ok(n) = from.read(&mut buf).await {
-                        if n == 0 {
-                            break;
-                        }
-                        while frozen.load(Ordering::Relaxed) {
-                            tokio::time::sleep(Duration::from_millis(20)).await;
-                        }
-                        if to.write_all(&buf[..n]).await.is_err() {
-                            break;
-                        }
-                    }
-                });
-            }
-        }
-    });
-    addr
-}
-
 #[tokio::test]
 async fn dead_peer_is_detected_with_ping() {
     let server = echo_server(H2Settings::default()).await;
-    let frozen = Arc::new(AtomicBool::new(false));
-    let relay = freezable_relay(server, frozen.clone()).await;
+    let (relay, freeze) = relay_freezing_existing(server).await;
     let h2 = H2Settings {
         keepalive_interval: Duration::from_millis(100),
         keepalive_timeout: Duration::from_millis(300),
@@ -225,13 +191,12 @@ async fn dead_peer_is_detected_with_ping() {
     let (t, _) = conn.connect(connect_request("10.0.0.1:80"), None).await.unwrap();
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert!(!conn.is_closed(), "a peer answering pings must stay connected");
-    frozen.store(true, Ordering::Relaxed);
+    freeze();
     tokio::time::timeout(Duration::from_secs(5), conn.closed())
         .await
         .expect("frozen peer not detected by keepalive ping");
     assert!(conn.is_closed());
     drop(t);
-    frozen.store(false, Ordering::Relaxed);
 }
 
 #[tokio::test]
