@@ -25,7 +25,7 @@ use bytes::Bytes;
 use hyper::body::{Body, Frame};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::WatchEvent;
 use serde_json::json;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 
 use super::api::Filter;
 use super::objects::ApiObject;
@@ -99,15 +99,17 @@ pub(crate) fn start<K: ApiObject>(
     let seen = query.resource_version.unwrap_or(store.resource_version());
     drop(store);
     let timeout = query.timeout_seconds.map(Duration::from_secs).unwrap_or(LONGEST_WATCH).min(LONGEST_WATCH);
+    // Subscribed before the response goes out, so a bookmark or close asked for as soon as
+    // the client sees the watch open is not missed.
+    let signals = Signals { bookmark: shared.bookmarks.subscribe(), close: shared.close_watches.subscribe() };
     let stream = WatchStream {
-        shared: shared.clone(),
         tx,
         filter,
         in_scope: Box::new(in_scope::<K>(namespace)),
         bookmarks: query.allow_bookmarks,
         seen,
     };
-    tokio::spawn(stream.run(start, live, timeout));
+    tokio::spawn(stream.run(start, live, signals, timeout));
     Ok((WatchBody(rx), 200))
 }
 
@@ -115,8 +117,13 @@ fn in_scope<K: ApiObject>(namespace: Option<String>) -> impl Fn(&K) -> bool + Se
     move |o: &K| namespace.is_none() || o.metadata().namespace == namespace
 }
 
+/// The test's requests to every open watch.
+struct Signals {
+    bookmark: watch::Receiver<u64>,
+    close: watch::Receiver<u64>,
+}
+
 struct WatchStream<K> {
-    shared: Arc<Shared>,
     tx: mpsc::Sender<Bytes>,
     filter: Filter,
     in_scope: Box<dyn Fn(&K) -> bool + Send + Sync>,
@@ -126,9 +133,14 @@ struct WatchStream<K> {
 }
 
 impl<K: ApiObject> WatchStream<K> {
-    async fn run(mut self, start: Start<K>, mut live: mpsc::Receiver<Arc<Change<K>>>, timeout: Duration) {
-        let mut bookmark_asked = self.shared.bookmarks.subscribe();
-        let mut closed = self.shared.close_watches.subscribe();
+    async fn run(
+        mut self,
+        start: Start<K>,
+        mut live: mpsc::Receiver<Arc<Change<K>>>,
+        signals: Signals,
+        timeout: Duration,
+    ) {
+        let Signals { bookmark: mut bookmark_asked, close: mut closed } = signals;
         let deadline = tokio::time::sleep(timeout);
         tokio::pin!(deadline);
         let mut every = tokio::time::interval_at(tokio::time::Instant::now() + BOOKMARK_EVERY, BOOKMARK_EVERY);
