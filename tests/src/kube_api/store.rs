@@ -216,3 +216,53 @@ fn new_uid() -> String {
     let hex = hex::encode(bytes);
     format!("{}-{}-{}-{}-{}", &hex[..8], &hex[8..12], &hex[12..16], &hex[16..20], &hex[20..])
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::objects::{namespace, pod};
+    use super::*;
+
+    fn key(ns: &str, name: &str) -> ObjectKey {
+        (ns.into(), name.into())
+    }
+
+    #[test]
+    fn versions_rise_once_per_real_change() {
+        let mut store = Store::default();
+        store.create(namespace("apps", &[])).unwrap();
+        let created = store.create(pod("apps", "web", "node-a", "10.0.0.1")).unwrap();
+        assert_eq!(created.metadata.resource_version.as_deref(), Some("2"));
+        let same = store.update::<Pod>(&key("apps", "web"), |old| Ok(old.clone())).unwrap();
+        assert_eq!(
+            (same.metadata.resource_version.as_deref(), store.resource_version()),
+            (Some("2"), 2),
+            "a no-op stores nothing"
+        );
+        let deleted = store.delete::<Pod>(&key("apps", "web")).unwrap();
+        assert_eq!(deleted.metadata.resource_version.as_deref(), Some("3"), "a delete carries its own version");
+        assert_eq!(store.delete::<Pod>(&key("apps", "web")).unwrap_err().to_string(), "pods \"web\" not found");
+    }
+
+    #[test]
+    fn a_pod_needs_its_namespace_and_a_name() {
+        let mut store = Store::default();
+        let err = store.create(pod("ghost", "web", "node-a", "10.0.0.1")).unwrap_err();
+        assert_eq!(err.to_string(), "namespaces \"ghost\" not found");
+        let err = store.create(pod("ghost", "", "node-a", "10.0.0.1")).unwrap_err();
+        assert_eq!(err.to_string(), "Pod \"\" is invalid: metadata.name: name is required");
+    }
+
+    #[test]
+    fn watches_resume_from_history_until_it_is_compacted() {
+        let mut store = Store::default();
+        store.create(namespace("apps", &[])).unwrap();
+        store.create(pod("apps", "a", "node-a", "10.0.0.1")).unwrap();
+        store.create(pod("apps", "b", "node-a", "10.0.0.2")).unwrap();
+        let backlog: Vec<u64> =
+            store.subscribe::<Pod>(Some(2)).unwrap().backlog.iter().map(|c| c.resource_version).collect();
+        assert_eq!(backlog, [3], "only changes after the version asked for");
+        store.compact();
+        assert!(matches!(store.subscribe::<Pod>(Some(2)), Err(ApiError::Gone { requested: 2, oldest: 3 })));
+        assert!(store.subscribe::<Pod>(Some(3)).unwrap().backlog.is_empty(), "the compaction point itself resumes");
+    }
+}
