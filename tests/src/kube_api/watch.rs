@@ -96,9 +96,14 @@ pub(crate) fn start<K: ApiObject>(
             Err(other) => return Err(other),
         },
     };
-    let seen = query.resource_version.unwrap_or(store.resource_version());
+    let seen = match (&start, query.resource_version) {
+        (Start::Backlog(_), Some(rv)) => rv,
+        _ => store.resource_version(),
+    };
     drop(store);
-    let timeout = query.timeout_seconds.map(Duration::from_secs).unwrap_or(LONGEST_WATCH).min(LONGEST_WATCH);
+    // Zero, like none, means the server's own limit.
+    let timeout =
+        query.timeout_seconds.filter(|t| *t > 0).map(Duration::from_secs).unwrap_or(LONGEST_WATCH).min(LONGEST_WATCH);
     // Subscribed before the response goes out, so a bookmark or close asked for as soon as
     // the client sees the watch open is not missed.
     let signals = Signals { bookmark: shared.bookmarks.subscribe(), close: shared.close_watches.subscribe() };
