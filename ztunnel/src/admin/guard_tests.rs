@@ -2,7 +2,6 @@
 //! runtime, bounded in number, a turn held until the body is sent) and changes asked by a
 //! user who may not make them (refused 403 while the process keeps serving).
 
-use std::net::SocketAddr;
 use std::process::Stdio;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
@@ -12,11 +11,8 @@ use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
-use super::admin_server::{DUMP_CONCURRENCY, DumpLimits, serve_admin_with};
-use super::tests::{WAIT, bind, fetch, get, stop};
-use super::*;
-use crate::drain::{self, DrainTrigger};
-use crate::telemetry::LogHandle;
+use super::admin_server::{DUMP_CONCURRENCY, DumpLimits};
+use super::tests::{WAIT, admin_serving, fetch, get, stop};
 
 /// Bound on how long a probed dump waits for its gate (a blocked runtime never opens it).
 const GATE_WAIT: Duration = Duration::from_secs(5);
@@ -74,32 +70,6 @@ impl DumpProbe {
     }
 }
 
-struct Admin {
-    addr: SocketAddr,
-    log: LogHandle,
-    shutdowns: Arc<AtomicUsize>,
-    trigger: DrainTrigger,
-    server: tokio::task::JoinHandle<()>,
-}
-
-async fn admin(dump: Arc<dyn Fn() -> serde_json::Value + Send + Sync>, limits: DumpLimits) -> Admin {
-    let log = LogHandle::detached("info").unwrap();
-    let shutdowns = Arc::new(AtomicUsize::new(0));
-    let (listener, addr) = bind().await;
-    let (trigger, drain) = drain::new();
-    let counter = shutdowns.clone();
-    let inputs = AdminInputs {
-        log: log.clone(),
-        config_dump: dump,
-        shutdown: Arc::new(move || {
-            counter.fetch_add(1, Ordering::SeqCst);
-        }),
-        drain,
-    };
-    let server = tokio::spawn(serve_admin_with(listener, inputs, limits));
-    Admin { addr, log, shutdowns, trigger, server }
-}
-
 fn probed(probe: &Arc<DumpProbe>) -> Arc<dyn Fn() -> serde_json::Value + Send + Sync> {
     let (probe, runtime_thread) = (probe.clone(), std::thread::current().id());
     Arc::new(move || probe.dump(runtime_thread))
@@ -110,7 +80,7 @@ fn probed(probe: &Arc<DumpProbe>) -> Arc<dyn Fn() -> serde_json::Value + Send + 
 #[tokio::test]
 async fn slow_config_dumps_run_off_the_runtime_and_two_at_a_time() {
     let probe = Arc::new(DumpProbe::default());
-    let a = admin(probed(&probe), DumpLimits::default()).await;
+    let a = admin_serving(probed(&probe), DumpLimits::default()).await;
     let addr = a.addr;
     let dumps: Vec<_> = (0..8).map(|_| tokio::spawn(async move { get(addr, "/config_dump").await })).collect();
     probe.wait_active(DUMP_CONCURRENCY).await;
@@ -139,7 +109,7 @@ async fn slow_config_dumps_run_off_the_runtime_and_two_at_a_time() {
 async fn a_dump_that_cannot_start_in_time_is_answered_503() {
     let probe = Arc::new(DumpProbe::default());
     let limits = DumpLimits { concurrency: 1, queue_wait: Duration::from_millis(200) };
-    let a = admin(probed(&probe), limits).await;
+    let a = admin_serving(probed(&probe), limits).await;
     let addr = a.addr;
     let first = tokio::spawn(async move { get(addr, "/config_dump").await });
     probe.wait_active(1).await;
@@ -159,7 +129,7 @@ async fn a_dump_that_cannot_start_in_time_is_answered_503() {
 async fn a_dump_being_sent_still_holds_its_turn() {
     const BIG: usize = 16 * 1024 * 1024;
     let limits = DumpLimits { concurrency: 1, queue_wait: Duration::from_millis(200) };
-    let a = admin(Arc::new(|| serde_json::json!({"blob": "x".repeat(BIG)})), limits).await;
+    let a = admin_serving(Arc::new(|| serde_json::json!({"blob": "x".repeat(BIG)})), limits).await;
 
     let mut slow = TcpStream::connect(a.addr).await.unwrap();
     slow.write_all(b"GET /config_dump HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -214,7 +184,7 @@ async fn changes_from_another_user_are_refused_and_roots_are_honoured() {
         crate::test_skip::skip(test, "needs setpriv and curl");
         return;
     }
-    let a = admin(Arc::new(|| serde_json::json!({"workloads": []})), DumpLimits::default()).await;
+    let a = admin_serving(Arc::new(|| serde_json::json!({"workloads": []})), DumpLimits::default()).await;
     let url = |path: &str| format!("http://{}{path}", a.addr);
 
     let (code, body) = curl_as(65534, "POST", &url("/quitquitquit")).await;

@@ -161,15 +161,20 @@ async fn readiness_flips_after_last_guard() {
     stop(trigger, server).await;
 }
 
-struct AdminFixture {
-    addr: SocketAddr,
-    log: LogHandle,
-    shutdowns: Arc<AtomicUsize>,
-    trigger: DrainTrigger,
-    server: tokio::task::JoinHandle<()>,
+/// An admin server on loopback with a config dump of our choosing; `shutdowns` counts the
+/// calls of its shutdown hook.
+pub(super) struct AdminFixture {
+    pub(super) addr: SocketAddr,
+    pub(super) log: LogHandle,
+    pub(super) shutdowns: Arc<AtomicUsize>,
+    pub(super) trigger: DrainTrigger,
+    pub(super) server: tokio::task::JoinHandle<()>,
 }
 
-async fn admin_fixture() -> AdminFixture {
+pub(super) async fn admin_serving(
+    dump: Arc<dyn Fn() -> serde_json::Value + Send + Sync>,
+    limits: admin_server::DumpLimits,
+) -> AdminFixture {
     let log = LogHandle::detached("info").unwrap();
     let shutdowns = Arc::new(AtomicUsize::new(0));
     let (listener, addr) = bind().await;
@@ -177,14 +182,18 @@ async fn admin_fixture() -> AdminFixture {
     let counter = shutdowns.clone();
     let inputs = AdminInputs {
         log: log.clone(),
-        config_dump: Arc::new(|| serde_json::json!({"workloads": [{"name": "echo"}]})),
+        config_dump: dump,
         shutdown: Arc::new(move || {
             counter.fetch_add(1, Ordering::SeqCst);
         }),
         drain,
     };
-    let server = tokio::spawn(serve_admin(listener, inputs));
+    let server = tokio::spawn(admin_server::serve_admin_with(listener, inputs, limits));
     AdminFixture { addr, log, shutdowns, trigger, server }
+}
+
+async fn admin_fixture() -> AdminFixture {
+    admin_serving(Arc::new(|| serde_json::json!({"workloads": [{"name": "echo"}]})), Default::default()).await
 }
 
 #[tokio::test]
