@@ -132,7 +132,6 @@ impl CaptureMesh {
                 if p.membership == Membership::Captured {
                     c.capture = Some(ConfigCapture {
                         netns: p.pod.netns_path(),
-                        cgroup: p.pod.cgroup_path().to_path_buf(),
                         annotations: p.annotations.iter().cloned().collect(),
                     });
                 }

@@ -203,7 +203,7 @@ fn socket_directory_is_0700_under_umask_0() {
     let status = std::process::Command::new("sh")
         .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
         .arg(&exe)
-        .args(["--exact", "capture::control::tests::bind_in_child_process", "--ignored", "--test-threads=1"])
+        .args(["--exact", "pods::control::tests::bind_in_child_process", "--ignored", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(std::process::Stdio::null())
         .status()
