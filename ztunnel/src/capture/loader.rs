@@ -177,7 +177,8 @@ impl Loaded {
     /// `<pin dir>/cgroup`, replacing what an earlier load attached there only once the new
     /// links are in place.
     pub(crate) fn attach_capture_cgroup(&self, cgroup: &File) -> Result<(), LoadError> {
-        let fresh = self.cgroup_dir.with_extension("new");
+        // bpffs refuses names with a dot.
+        let fresh = self.cgroup_dir.with_file_name("cgroup-next");
         detach_dir(&fresh)?;
         std::fs::create_dir_all(&fresh)
             .map_err(|e| LoadError::Pin { path: fresh.display().to_string(), reason: e.to_string() })?;
@@ -209,16 +210,23 @@ impl Loaded {
         pin(link, &dir.join(name))
     }
 
-    /// Attaches `sk_lookup` to the pod's `netns`, pinning the link. On failure nothing stays.
+    /// Attaches `sk_lookup` to the pod's `netns`, pinning the link. On failure nothing new
+    /// stays, and links pinned earlier are kept (they may be all that captures the pod).
     pub(crate) fn attach_pod(&self, pod_key: &str, netns: &File) -> Result<(), LoadError> {
         let dir = self.pod_links_dir(pod_key);
         std::fs::create_dir_all(&dir)
             .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
         let result = self.attach_netns_programs(&dir, netns);
         if result.is_err() {
-            let _ = detach_dir(&dir);
+            // Removes the directory only if this call left it empty.
+            let _ = std::fs::remove_dir(&dir);
         }
         result
+    }
+
+    /// Whether the pod has a pinned `sk_lookup` link.
+    pub(crate) fn pod_has_link(&self, pod_key: &str) -> bool {
+        self.pod_links_dir(pod_key).join(programs::SK_LOOKUP).exists()
     }
 
     fn attach_netns_programs(&self, dir: &Path, netns: &File) -> Result<(), LoadError> {

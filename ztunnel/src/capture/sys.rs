@@ -141,14 +141,13 @@ struct ObjGetAttr {
     file_flags: u32,
 }
 
-/// Opens the BPF object pinned at `path` (`BPF_OBJ_GET`), read-only.
+/// Opens the BPF object pinned at `path` (`BPF_OBJ_GET`; links only open read-write).
 pub(crate) fn bpf_obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
     use std::os::fd::FromRawFd;
     let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
         .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
     const BPF_OBJ_GET: libc::c_long = 7;
-    const BPF_F_RDONLY: u32 = 1 << 3;
-    let attr = ObjGetAttr { pathname: path.as_ptr() as u64, file_flags: BPF_F_RDONLY, ..ObjGetAttr::default() };
+    let attr = ObjGetAttr { pathname: path.as_ptr() as u64, ..ObjGetAttr::default() };
     // SAFETY: `attr` is a live, fully initialised BPF_OBJ_GET attr of the size passed; the path
     // it points to outlives the call.
     let fd = unsafe {

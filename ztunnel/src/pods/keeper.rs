@@ -113,7 +113,7 @@ impl Pods {
                 warn!(uid = uid.as_str(), error = %e, "cannot mark a re-adopted pod as refusing");
             }
             if worker.is_some()
-                && self.loaded.pod_netns_alive(&pod_key(&uid)).is_none()
+                && !self.loaded.pod_has_link(&pod_key(&uid))
                 && let Err(e) = self.reattach(&record)
             {
                 warn!(uid = uid.as_str(), error = %e, "cannot attach capture to a re-adopted pod");
