@@ -172,3 +172,71 @@ fn through(mesh: &CaptureMesh, client: &Pod, server: &Pod) -> u64 {
     let out = [("reporter", "source"), ("source_workload", "client"), ("connection_security_policy", "mutual_tls")];
     ztunnel_tests::mesh::metric_sum(&mesh.metrics(NODE), "istio_tcp_connections_opened_total", &out)
 }
+
+/// A bind mount of a network namespace at a path of the test's own, unmounted on drop.
+struct NetnsAlias(std::path::PathBuf);
+
+impl NetnsAlias {
+    fn new(netns: &std::path::Path, at: std::path::PathBuf) -> NetnsAlias {
+        std::fs::write(&at, b"").expect("alias file");
+        let out = std::process::Command::new("mount").arg("--bind").arg(netns).arg(&at).output().expect("mount");
+        assert!(out.status.success(), "bind-mounting {}: {}", netns.display(), String::from_utf8_lossy(&out.stderr));
+        NetnsAlias(at)
+    }
+
+    /// Unmounts the alias: its path no longer holds a namespace.
+    fn unmount(&self) {
+        let _ = std::process::Command::new("umount").arg(&self.0).output();
+    }
+}
+
+impl Drop for NetnsAlias {
+    fn drop(&mut self) {
+        self.unmount();
+    }
+}
+
+#[test]
+fn a_pod_whose_recorded_path_moved_stays_held_until_enrolled_again() {
+    if !require_root("a_pod_whose_recorded_path_moved_stays_held_until_enrolled_again") {
+        return;
+    }
+    let mut mesh = CaptureMesh::new("seam-moved", &[NODE]);
+    // In the config as workloads; enrolled through the control socket.
+    let client = mesh.pod(NODE, "client", "sleep", Membership::Listed);
+    let server = mesh.pod(NODE, "server", "echo", Membership::Listed);
+    mesh.write_config();
+    let _app = serve_in(&server, at(Ipv4Addr::UNSPECIFIED, 8080));
+    let alias = NetnsAlias::new(&server.netns_path(), mesh.dir.path().join("server-netns"));
+    let enroll = |mesh: &CaptureMesh, pod: &Pod, netns: &std::path::Path| {
+        let uid = ztunnel_tests::local_config::pod_uid("default", pod.name());
+        let out = mesh.ztunnel_cli(NODE, &["enroll", "--uid", &uid, "--netns", netns.to_str().unwrap()]);
+        assert!(out.status.success(), "enrolling {}: {}", pod.name(), String::from_utf8_lossy(&out.stderr));
+    };
+    let mut first = mesh.start_ztunnel(NODE);
+    enroll(&mesh, &client, &client.netns_path());
+    enroll(&mesh, &server, &alias.0);
+    let report = connect_from(&client, at(server.ip(), 8080), 4096, 10);
+    assert!(report.echoed_intact, "baseline through the mesh:\n{}\n{}", report.raw, first.stdout());
+
+    // While ztunnel is down the recorded path stops holding the namespace (the namespace
+    // itself lives on): the restarted ztunnel keeps the pod captured and refusing.
+    first.kill();
+    alias.unmount();
+    let second = mesh.start_ztunnel(NODE);
+    let listed = String::from_utf8_lossy(&mesh.ztunnel_cli(NODE, &["pods"]).stdout).into_owned();
+    assert!(listed.contains("/server") && listed.contains("/client"), "both pods stay enrolled:\n{listed}");
+    for _ in 0..3 {
+        let report = connect_from(&client, at(server.ip(), 8080), 1024, 3);
+        assert!(report.error.is_some(), "the held pod must refuse:\n{}\n{}", report.raw, second.stdout());
+    }
+
+    // Enrolled again with a path that holds the same namespace: served again.
+    enroll(&mesh, &server, &server.netns_path());
+    eventually_blocking("the re-enrolled pod is served", Duration::from_secs(10), || {
+        connect_from(&client, at(server.ip(), 8080), 4096, 3).echoed_intact
+    });
+    let listed = String::from_utf8_lossy(&mesh.ztunnel_cli(NODE, &["pods"]).stdout).into_owned();
+    let server_line = listed.lines().find(|l| l.contains("/server")).unwrap_or_default().to_string();
+    assert!(server_line.contains(server.netns_path().to_str().unwrap()), "the new path is recorded:\n{listed}");
+}

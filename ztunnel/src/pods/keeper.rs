@@ -193,9 +193,17 @@ impl Pods {
             }
             let Serving::Held(held) = serving else { continue };
             if worker.is_none() {
-                // Waiting for its source; released only if its namespace is destroyed.
+                // Waiting for its source; released only if its namespace is destroyed. Not a
+                // listener ztunnel can bring up by itself, so it does not hold readiness once
+                // the config has synced.
                 if self.loaded.pod_netns_alive(&pod_key(uid)) == Some(false) {
                     gone.push(uid.clone());
+                } else if synced && held.not_ready.take().is_some() {
+                    warn!(
+                        uid = uid.as_str(),
+                        netns = %record.netns.display(),
+                        "captured pod held until a source enrolls it again with its namespace; its traffic is refused"
+                    );
                 }
                 continue;
             }
