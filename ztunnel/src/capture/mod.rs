@@ -2,7 +2,7 @@
 //! sockets inside a pod's network namespace. What a pod's enrollment means (the pod table,
 //! serving, records, sources) belongs to [`crate::pods`], which drives this module.
 //!
-//! [`start`] checks the kernel ([`requirements`]) and fails naming every missing feature,
+//! `start` checks the kernel (`requirements`) and fails naming every missing feature,
 //! mounts bpffs if needed, loads the programs (re-adopting pinned maps), attaches the cgroup
 //! programs (connect, bind, getpeername, sockops) *once* at the capture cgroup, and sets up the
 //! kubelet probe exemption when `kubelet_cgroup` is set. The capture cgroup is a parent of
@@ -15,12 +15,12 @@
 //!
 //! ztunnel's own sockets inside a pod's namespace (listeners, outbound dials, transparent
 //! dials to the application) meet the same programs; each carries a mark
-//! ([`crate::in_pod`]) that tells them apart. `sk_lookup` is attached per pod namespace.
+//! (`crate::in_pod`) that tells them apart. `sk_lookup` is attached per pod namespace.
 //!
-//! Pieces: [`loader`] (programs, pins, links), [`maps`] (the `#[repr(C)]` mirrors),
-//! [`pod_maps`] (a pod's entries), [`exclusions`] (Istio's annotations in the maps),
-//! [`netns`] (a worker thread inside a namespace), [`sockets`] (a pod's listeners and
-//! dialling sockets, as plain sockets), [`reply_routing`], [`mounts`], [`sys`].
+//! Pieces: `loader` (programs, pins, links), `maps` (the `#[repr(C)]` mirrors),
+//! `pod_maps` (a pod's entries), `exclusions` (Istio's annotations in the maps),
+//! [`netns`] (a worker thread inside a namespace), `sockets` (a pod's listeners and
+//! dialling sockets, as plain sockets), `reply_routing`, `mounts`, `sys`.
 
 pub(crate) mod exclusions;
 pub(crate) mod loader;

@@ -4,7 +4,7 @@
 //!
 //! A record names the pod's namespace twice: by path, where to find it, and by cookie, which
 //! namespace it is. Only the cookie decides: a path that holds another namespace (or none)
-//! after a restart does not release the pod (see [`super::keeper`]). Records written by
+//! after a restart does not release the pod (see the keeper). Records written by
 //! earlier versions carry a `cgroup` field; it is ignored.
 
 use std::net::IpAddr;
