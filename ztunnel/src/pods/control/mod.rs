@@ -57,8 +57,8 @@ pub enum ControlRequest {
         /// The pod's addresses, used until state has its workload.
         #[serde(default, skip_serializing_if = "Vec::is_empty")]
         ips: Vec<std::net::IpAddr>,
-        /// Sent by older clients; ignored.
-        #[serde(default, skip_serializing)]
+        /// Sent by older clients; ignored (with a warning). `ztunnel enroll` sends none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
         cgroup: Option<PathBuf>,
     },
     Unenroll {
