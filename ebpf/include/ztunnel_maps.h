@@ -29,6 +29,11 @@
  * src/common.h), so the flag and the programs always agree. */
 #define ZTUNNEL_MARK 0x539
 
+/* The SO_MARK of ztunnel's transparent dials to a pod's application (from the client's own
+ * address); the pod's reply routing sends answers to this mark back to ztunnel. Such sockets
+ * are ztunnel's too: the programs leave them alone like those with the configured mark. */
+#define ZTUNNEL_REPLY_MARK 0x111
+
 /* ztunnel's ports inside every pod's network namespace (host order). */
 #define ZTUNNEL_OUTBOUND_PORT 15001 /* captured outbound connections are redirected here */
 #define ZTUNNEL_INBOUND_PORT 15006  /* captured inbound plaintext, via sk_lookup */

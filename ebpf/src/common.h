@@ -51,9 +51,16 @@ static __always_inline __u32 ztunnel_mark(void)
 	return config ? config->socket_mark : 0;
 }
 
-/* True for a socket ztunnel opened (it carries the configured mark). */
+/*
+ * True for a socket ztunnel opened: it carries the configured mark, or the reply mark of a
+ * transparent dial to a pod's application. The programs sit at a parent cgroup of every pod,
+ * so ztunnel's own sockets inside a pod's network namespace meet them too; the mark is what
+ * tells them apart from the pod's.
+ */
 static __always_inline int is_ztunnel_socket(__u32 mark)
 {
+	if (mark == ZTUNNEL_REPLY_MARK)
+		return 1;
 	__u32 wanted = ztunnel_mark();
 	return wanted != 0 && mark == wanted;
 }

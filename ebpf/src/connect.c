@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * cgroup/connect4 and cgroup/connect6, attached to each enrolled pod's cgroup.
+ * cgroup/connect4 and cgroup/connect6, attached once at the capture cgroup (a parent of every
+ * pod's); a pod is selected by its network-namespace cookie (pod_config), whatever its cgroup.
  *
  * One job: send the pod's outbound TCP connect() to ztunnel's listener on <pod IP>:15001 and
  * remember, by socket cookie, where the application wanted to go (orig_dst_by_cookie).
@@ -11,7 +12,7 @@
  * 15001 listener in mapped form (::ffff:<pod IPv4>).
  *
  * Left alone (the connect proceeds unchanged): non-TCP sockets, sockets carrying ztunnel's
- * mark (ztunnel_config), loopback destinations (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104), the
+ * mark (ztunnel_config) or the reply mark, loopback destinations (127.0.0.0/8, ::1, ::ffff:127.0.0.0/104), the
  * pod's excluded ports and CIDRs, sockets whose network namespace has no pod_config (not
  * enrolled) or whose pod lacks an address of the connection's family, and connects to the
  * pod's own IP at ztunnel's ports.

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * cgroup/getpeername4 and cgroup/getpeername6, attached to each enrolled pod's cgroup.
+ * cgroup/getpeername4 and cgroup/getpeername6, attached once at the capture cgroup; they act
+ * only on sockets connect4/6 captured.
  *
  * One job: a captured socket is really connected to ztunnel on <pod IP>:15001; getpeername()
  * reports the original destination instead, so the application sees the peer it asked for.

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: Apache-2.0 */
 /*
- * sockops, attached to each enrolled pod's cgroup.
+ * sockops, attached once at the capture cgroup; acts only on sockets connect4/6 captured.
  *
  * One job: when a captured socket sends its SYN (BPF_SOCK_OPS_TCP_CONNECT_CB, always invoked,
  * no callback flags needed), its local address and port are known; copy its original

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use ztunnel::capture::netns::NetnsWorker;
-use ztunnel::capture::records::pod_key;
+use ztunnel::pods::records::pod_key;
 use ztunnel::telemetry::LogHandle;
 use ztunnel::xds::testing::{FakeIstiod, FakeWorkload};
 use ztunnel_tests::capture_mesh::{CaptureMesh, Membership, accepted_peers, connect_from, serve_in};
@@ -78,8 +78,8 @@ fn istiod_args(istiod: &FakeIstiod) -> Vec<String> {
 }
 
 fn enroll(mesh: &CaptureMesh, pod: &Pod) {
-    let (netns, cgroup) = (pod.netns_path(), pod.cgroup_path().to_path_buf());
-    let args = ["enroll", "--uid", &uid(pod), "--netns", netns.to_str().unwrap(), "--cgroup", cgroup.to_str().unwrap()];
+    let netns = pod.netns_path();
+    let args = ["enroll", "--uid", &uid(pod), "--netns", netns.to_str().unwrap()];
     let out = mesh.ztunnel_cli(NODE, &args);
     assert!(out.status.success(), "enrolling {}: {}", pod.name(), String::from_utf8_lossy(&out.stderr));
 }

@@ -132,7 +132,6 @@ impl CaptureMesh {
                 if p.membership == Membership::Captured {
                     c.capture = Some(ConfigCapture {
                         netns: p.pod.netns_path(),
-                        cgroup: p.pod.cgroup_path().to_path_buf(),
                         annotations: p.annotations.iter().cloned().collect(),
                     });
                 }
@@ -293,8 +292,23 @@ pub struct ConnectReport {
 
 /// Runs `testapp connect dst --bytes n` in `pod` and parses its report.
 pub fn connect_from(pod: &Pod, dst: SocketAddr, bytes: usize, timeout_secs: u32) -> ConnectReport {
+    connect_with(dst, bytes, timeout_secs, |cmd, limit| pod.run_timeout(cmd, limit))
+}
+
+/// Like [`connect_from`], from a process in `pod`'s network namespace that stays in the test's
+/// own cgroup (not the pod's).
+pub fn connect_from_outside_cgroup(pod: &Pod, dst: SocketAddr, bytes: usize, timeout_secs: u32) -> ConnectReport {
+    connect_with(dst, bytes, timeout_secs, |cmd, limit| pod.run_outside_cgroup_timeout(cmd, limit))
+}
+
+fn connect_with(
+    dst: SocketAddr,
+    bytes: usize,
+    timeout_secs: u32,
+    run: impl FnOnce(&[&str], Duration) -> std::process::Output,
+) -> ConnectReport {
     let app = env_testapp();
-    let out = pod.run_timeout(
+    let out = run(
         &[
             app.to_str().expect("utf-8 path"),
             "connect",

@@ -81,7 +81,6 @@ pub fn pod_uid(namespace: &str, name: &str) -> String {
 #[derive(Debug, Serialize)]
 pub struct ConfigCapture {
     pub netns: PathBuf,
-    pub cgroup: PathBuf,
     /// Pod annotations (capture exclusions).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub annotations: BTreeMap<String, String>,
@@ -180,7 +179,6 @@ mod tests {
         pod.services.insert(web.key(), [(80, 8080)].into_iter().collect());
         pod.capture = Some(ConfigCapture {
             netns: "/var/run/netns/server".into(),
-            cgroup: "/sys/fs/cgroup/server".into(),
             annotations: [("traffic.sidecar.istio.io/excludeOutboundPorts".to_string(), "5432".to_string())]
                 .into_iter()
                 .collect(),

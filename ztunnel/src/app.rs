@@ -15,12 +15,13 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tracing::{info, warn};
 
-use crate::capture::{Capture, CaptureSettings};
+use crate::capture::CaptureSettings;
 use crate::config::{CaSource, ProxyConfig};
 use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::hbone::{H2Settings, HbonePool, PoolConfig, PoolStats};
 use crate::identity::{CertManager, CertificateSource, LocalCa};
 use crate::metrics::Metrics;
+use crate::pods::{Pods, PodsSettings};
 use crate::proxy::{self, ForceClose, ForceCloseTrigger, PoolKey, ProxyInputs, ProxySettings};
 use crate::readiness::Ready;
 use crate::state::{self, SharedState};
@@ -41,9 +42,9 @@ pub enum AppError {
     #[error("loading the local config stopped: {0}")]
     ConfigLoad(String),
     #[error("eBPF capture: {0}")]
-    Capture(#[from] crate::capture::CaptureError),
+    Capture(#[from] crate::pods::PodsError),
     #[error(transparent)]
-    Control(#[from] crate::capture::control::ControlError),
+    Control(#[from] crate::pods::control::ControlError),
     #[error("istiod: {0}")]
     Istiod(#[from] XdsError),
     #[error("no config source: neither a local config file nor an xDS address is configured")]
@@ -257,16 +258,19 @@ async fn start_capture(
     mut synced: tokio::sync::watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
 ) -> Result<(), AppError> {
-    let settings = CaptureSettings {
-        pin_dir: config.pin_dir.clone(),
+    let settings = PodsSettings {
+        capture: CaptureSettings {
+            pin_dir: config.pin_dir.clone(),
+            capture_cgroup: config.capture_cgroup.clone(),
+            kubelet_cgroup: config.kubelet_cgroup.clone(),
+        },
         records_dir: config.records_dir.clone(),
-        kubelet_cgroup: config.kubelet_cgroup.clone(),
     };
     // Re-adopted pods stay captured and refusing until the keeper serves them.
-    let capture = Capture::start(settings, inputs.clone(), ready).await?;
+    let capture = Pods::start(settings, inputs.clone(), ready).await?;
     tasks.spawn(capture.clone().keep_serving(synced.clone(), inputs.drain.clone()));
-    let listener = crate::capture::control::bind(&config.control_socket)?;
-    tasks.spawn(crate::capture::control::serve(listener, capture.clone(), inputs.drain.clone()));
+    let listener = crate::pods::control::bind(&config.control_socket)?;
+    tasks.spawn(crate::pods::control::serve(listener, capture.clone(), inputs.drain.clone()));
     let guard = ready.register("capture of configured pods");
     let (state, drain, node) = (inputs.state.clone(), inputs.drain.clone(), node.to_string());
     tasks.spawn(async move {

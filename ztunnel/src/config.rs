@@ -49,9 +49,10 @@ pub struct EnrollArgs {
     /// The pod's network namespace (`/var/run/netns/NAME` or `/proc/PID/ns/net`).
     #[arg(long)]
     pub netns: PathBuf,
-    /// The pod's cgroup v2 directory (absolute, or relative to the cgroup2 mount).
-    #[arg(long)]
-    pub cgroup: PathBuf,
+    /// The pod's addresses, used until the config source has its workload (repeat or
+    /// comma-separate).
+    #[arg(long, value_delimiter = ',')]
+    pub ip: Vec<std::net::IpAddr>,
     #[command(flatten)]
     pub control: ControlArgs,
 }
@@ -155,7 +156,8 @@ pub struct ProxyArgs {
     #[arg(long, default_value = "1s", value_parser = parse_duration)]
     pub config_poll_interval: Duration,
 
-    /// `SO_MARK` put on every socket ztunnel opens (0 disables).
+    /// `SO_MARK` put on every socket ztunnel opens (0 disables; capture needs one, since it
+    /// tells ztunnel's sockets inside a pod's network namespace from the pod's).
     #[arg(long, default_value = "0x539", value_parser = parse_u32)]
     pub socket_mark: u32,
 
@@ -167,6 +169,13 @@ pub struct ProxyArgs {
     /// bpffs directory for capture's pinned maps and links.
     #[arg(long, default_value = "/sys/fs/bpf/ztunnel")]
     pub bpf_pin_dir: PathBuf,
+
+    /// With --capture: the cgroup (v2) the capture programs attach at, a parent of every pod's
+    /// cgroup; pods are selected by network namespace, so any process in an enrolled pod's
+    /// namespace is captured whatever its cgroup. A path under the cgroup2 mount, or relative
+    /// to it. Default: the cgroup2 root.
+    #[arg(long, env = "ZTUNNEL_CAPTURE_CGROUP")]
+    pub capture_cgroup: Option<PathBuf>,
 
     /// With --capture: the cgroup (v2) of the node's kubelet, whose connections from the host
     /// network namespace reach enrolled pods' applications without ztunnel, so health probes
@@ -251,6 +260,16 @@ pub enum ConfigError {
     NoSource,
     #[error("--ca-cert/--ca-key configure the local CA, but CA_ADDRESS/XDS_ADDRESS select istiod's CA; use one")]
     BothCas,
+    #[error(
+        "--capture needs --socket-mark: ztunnel's sockets inside a pod's network namespace are told apart from \
+         the pod's by their mark (the default is 0x539)"
+    )]
+    CaptureWithoutSocketMark,
+    #[error(
+        "--socket-mark {socket_mark:#x} clashes with the reply mark {reply_mark:#x} (mask {mask:#x}) of \
+         transparent dials to pod applications; choose a socket mark whose low 12 bits differ"
+    )]
+    SocketMarkClash { socket_mark: u32, reply_mark: u32, mask: u32 },
 }
 
 /// Everything `app` needs, as plain data.
@@ -290,6 +309,8 @@ pub struct CaptureConfig {
     pub pin_dir: PathBuf,
     pub records_dir: PathBuf,
     pub control_socket: PathBuf,
+    /// The cgroup the capture programs attach at; `None`: the cgroup2 root.
+    pub capture_cgroup: Option<PathBuf>,
     /// The kubelet's cgroup, whose host connections bypass inbound capture (probes).
     pub kubelet_cgroup: Option<PathBuf>,
 }
@@ -313,8 +334,19 @@ impl TryFrom<ProxyArgs> for ProxyConfig {
             pin_dir: a.bpf_pin_dir.clone(),
             records_dir: a.state_dir.join("capture"),
             control_socket: a.control_socket.clone(),
+            capture_cgroup: a.capture_cgroup.clone(),
             kubelet_cgroup: a.kubelet_cgroup.clone(),
         });
+        if a.socket_mark != 0 && crate::in_pod::clashes_with_reply_mark(a.socket_mark) {
+            return Err(ConfigError::SocketMarkClash {
+                socket_mark: a.socket_mark,
+                reply_mark: crate::in_pod::REPLY_MARK,
+                mask: crate::in_pod::REPLY_MASK,
+            });
+        }
+        if a.capture && a.socket_mark == 0 {
+            return Err(ConfigError::CaptureWithoutSocketMark);
+        }
         let xds = a.istiod.xds();
         match (&a.config, &xds) {
             (Some(file), Some(x)) => {

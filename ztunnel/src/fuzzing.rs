@@ -8,7 +8,7 @@
 //! these functions reach stay `pub(crate)`. A new target is one function here, one file in
 //! `fuzz/fuzz_targets/` and one `[[bin]]` in `fuzz/Cargo.toml`; `cargo xtask fuzz` finds it.
 
-use crate::capture::control::{self, ControlResponse, LineFramer};
+use crate::pods::control::{self, ControlResponse, LineFramer};
 use crate::state::{SharedState, apply, parse_local_config};
 
 /// The file name given to the local config parser; every error must name it.

@@ -3,14 +3,17 @@
 //! Modules form layers (see ARCHITECTURE.md at the repository root); a module imports only
 //! from lower layers.
 //!
-//! 0. `accept_loop`, [`config`], [`types`], `drain`, `readiness`, [`telemetry`], [`metrics`], [`descriptors`]
+//! 0. `accept_loop`, [`config`], [`types`], `in_pod` (ports and marks inside a pod's namespace), `drain`,
+//!    `readiness`, [`telemetry`], [`metrics`], [`descriptors`]
 //! 1. [`identity`] (SPIFFE ids), [`tls`] (rustls configs, SAN verification), [`policy`] (pure
 //!    authorization evaluation)
 //! 2. [`state`] (workloads, services, policies; lookups), [`identity`] certificate manager and local CA
 //! 3. [`hbone`] (HTTP/2 CONNECT client, server, pool; knows nothing of state)
-//! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, enrollment), `admin`
-//! 5. [`kubernetes`] (Kubernetes enrollment: rules, the CNI plugin's events)
-//! 6. [`app`] (composition root)
+//! 4. [`proxy`] (SOCKS5, per-pod listeners, outbound, inbound, copy), [`capture`] (eBPF, the kernel
+//!    side: programs, maps, links, sockets in a pod's namespace; never imports `proxy`), `admin`
+//! 5. [`pods`] (a pod's enrollment: the pod table, serving, keeper, records, control socket)
+//! 6. [`kubernetes`] (Kubernetes enrollment: rules, the CNI plugin's events)
+//! 7. [`app`] (composition root)
 //!
 //! The public surface is chosen, not accidental (`unreachable_pub` is on): what the binary,
 //! the integration tests, the benchmarks and the fuzz targets use. `admin`, `drain`,
@@ -30,8 +33,10 @@ pub(crate) mod drain;
 pub mod fuzzing;
 pub mod hbone;
 pub mod identity;
+pub(crate) mod in_pod;
 pub mod kubernetes;
 pub mod metrics;
+pub mod pods;
 pub mod policy;
 pub mod proxy;
 pub(crate) mod readiness;

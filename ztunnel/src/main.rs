@@ -1,9 +1,9 @@
 //! The `ztunnel` command.
 
 use clap::Parser;
-use ztunnel::capture::control::{self, ControlRequest};
 use ztunnel::config::{Cli, Command, LogFormatArg, ProxyConfig};
 use ztunnel::descriptors;
+use ztunnel::pods::control::{self, ControlRequest};
 use ztunnel::telemetry::{self, LogFormat};
 
 /// jemalloc with its background purging thread rather than the system allocator: with
@@ -22,13 +22,7 @@ fn control(socket: &std::path::Path, request: ControlRequest) -> anyhow::Result<
         anyhow::bail!("{error}");
     }
     for pod in &response.pods {
-        println!(
-            "{}\tnetns={}\tcgroup={}\tsource={:?}",
-            pod.uid,
-            pod.netns.display(),
-            pod.cgroup.display(),
-            pod.source
-        );
+        println!("{}\tnetns={}\tcookie={:#x}\tsource={:?}", pod.uid, pod.netns.display(), pod.netns_cookie, pod.source);
     }
     if response.pods.is_empty() && matches!(request, ControlRequest::Pods) {
         println!("no pods enrolled");
@@ -40,7 +34,8 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
         Command::Enroll(a) => {
-            control(&a.control.control_socket, ControlRequest::Enroll { uid: a.uid, netns: a.netns, cgroup: a.cgroup })
+            let request = ControlRequest::Enroll { uid: a.uid, netns: a.netns, ips: a.ip, cgroup: None };
+            control(&a.control.control_socket, request)
         }
         Command::Unenroll(a) => control(&a.control.control_socket, ControlRequest::Unenroll { uid: a.uid }),
         Command::Pods(a) => control(&a.control_socket, ControlRequest::Pods),

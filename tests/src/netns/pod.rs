@@ -88,6 +88,17 @@ impl Pod {
         self.placement().run(&self.shared, cmd, limit)
     }
 
+    /// Runs `cmd` inside the pod's network namespace but *not* its cgroup (it stays in the
+    /// test's own cgroup), to completion (panics after `limit`).
+    pub fn run_outside_cgroup_timeout(&self, cmd: &[&str], limit: Duration) -> Output {
+        let placement = Placement {
+            label: format!("pod {} (outside its cgroup)", self.netns),
+            netns: self.netns_path(),
+            cgroup: None,
+        };
+        placement.run(&self.shared, cmd, limit)
+    }
+
     /// Deletes the pod's network namespace (its processes are killed first), as when a pod
     /// goes away while its cgroup may linger; the topology no longer removes it.
     pub fn delete_netns(&self) {

@@ -283,8 +283,7 @@ impl Cluster {
     /// `ztunnel enroll` for `pod` against its node's daemon; returns the command line run.
     pub(crate) async fn enroll(&self, pod: &DemoPod) -> anyhow::Result<String> {
         let netns = path_str(&pod.pod.netns_path())?;
-        let cgroup = path_str(pod.pod.cgroup_path())?;
-        self.cli(pod.spec.node, &["enroll", "--uid", &pod.uid, "--netns", &netns, "--cgroup", &cgroup]).await
+        self.cli(pod.spec.node, &["enroll", "--uid", &pod.uid, "--netns", &netns]).await
     }
 
     /// `ztunnel unenroll` for `pod`; returns the command line run.

@@ -1,11 +1,17 @@
-//! Loading the capture programs with aya, pinning maps and per-pod links, and attaching the
-//! programs to a pod's cgroup and network namespace.
+//! Loading the capture programs with aya, pinning maps and links, attaching the cgroup
+//! programs once at the capture cgroup and `sk_lookup` to each pod's network namespace.
 //!
 //! Maps are pinned by name under `<pin dir>/maps` and re-adopted by the next load, so a
-//! restarted ztunnel sees the same pod table. Each pod's links are pinned under
-//! `<pin dir>/links/<pod key>/<program>`: they keep the programs attached while ztunnel is
-//! down (capture then fails closed), and removing the pins detaches them. The host program that
-//! records the kubelet's connections is pinned as `<pin dir>/host/<program>`.
+//! restarted ztunnel sees the same pod table. The cgroup programs (connect, bind, getpeername,
+//! sockops) are attached at one parent cgroup of every pod (the cgroup2 root by default) and
+//! pinned under `<pin dir>/cgroup/<program>`; they act only in network namespaces with a
+//! `pod_config` entry. Each load attaches them afresh before unpinning the previous ones, so
+//! capture never has a gap across a restart (the same program running twice is harmless: a
+//! redirected connect is left alone by the second copy). Each pod's `sk_lookup` link is pinned
+//! under `<pin dir>/links/<pod key>/<program>`: it keeps inbound capture while ztunnel is down,
+//! and it tells whether the pod's namespace still exists ([`Loaded::pod_netns_alive`]).
+//! Removing a pin detaches its program. The host program that records the kubelet's
+//! connections is pinned as `<pin dir>/host/<program>`.
 //!
 //! Every load writes the configured socket mark into the pinned `ztunnel_config` map before
 //! any pod is attached: the programs read the mark from there, so programs that stayed
@@ -45,7 +51,7 @@ pub enum LoadError {
     Pin { path: String, reason: String },
 }
 
-/// The sock_addr programs attached to each pod's cgroup (sockops is attached separately).
+/// The sock_addr programs attached at the capture cgroup (sockops is attached separately).
 const CGROUP_PROGRAMS: [&str; 6] = [
     programs::CONNECT4,
     programs::CONNECT6,
@@ -71,6 +77,7 @@ pub(crate) struct Loaded {
     pub exclusions: Mutex<ExclusionMaps>,
     links_dir: PathBuf,
     host_dir: PathBuf,
+    cgroup_dir: PathBuf,
 }
 
 fn map_err(name: &'static str) -> impl Fn(aya::maps::MapError) -> LoadError {
@@ -84,6 +91,7 @@ impl Loaded {
         let maps_dir = pin_dir.join("maps");
         let links_dir = pin_dir.join("links");
         let host_dir = pin_dir.join("host");
+        let cgroup_dir = pin_dir.join("cgroup");
         for dir in [&maps_dir, &links_dir, &host_dir] {
             std::fs::create_dir_all(dir)
                 .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
@@ -150,6 +158,7 @@ impl Loaded {
             exclusions: Mutex::new(exclusions),
             links_dir,
             host_dir,
+            cgroup_dir,
         })
     }
 
@@ -164,20 +173,25 @@ impl Loaded {
         entries.flatten().filter_map(|e| e.file_name().into_string().ok()).collect()
     }
 
-    /// Attaches the cgroup programs to `cgroup` and `sk_lookup` to `netns`, pinning each link.
-    /// On failure, whatever was attached is detached again.
-    pub(crate) fn attach_pod(&self, pod_key: &str, cgroup: &File, netns: &File) -> Result<(), LoadError> {
-        let dir = self.pod_links_dir(pod_key);
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
-        let result = self.attach_all(&dir, cgroup, netns);
-        if result.is_err() {
-            let _ = detach_dir(&dir);
+    /// Attaches the cgroup programs at `cgroup` (a parent of every pod's), pinned under
+    /// `<pin dir>/cgroup`, replacing what an earlier load attached there only once the new
+    /// links are in place.
+    pub(crate) fn attach_capture_cgroup(&self, cgroup: &File) -> Result<(), LoadError> {
+        // bpffs refuses names with a dot.
+        let fresh = self.cgroup_dir.with_file_name("cgroup-next");
+        detach_dir(&fresh)?;
+        std::fs::create_dir_all(&fresh)
+            .map_err(|e| LoadError::Pin { path: fresh.display().to_string(), reason: e.to_string() })?;
+        if let Err(e) = self.attach_cgroup_programs(&fresh, cgroup) {
+            let _ = detach_dir(&fresh);
+            return Err(e);
         }
-        result
+        detach_dir(&self.cgroup_dir)?;
+        std::fs::rename(&fresh, &self.cgroup_dir)
+            .map_err(|e| LoadError::Pin { path: self.cgroup_dir.display().to_string(), reason: e.to_string() })
     }
 
-    fn attach_all(&self, dir: &Path, cgroup: &File, netns: &File) -> Result<(), LoadError> {
+    fn attach_cgroup_programs(&self, dir: &Path, cgroup: &File) -> Result<(), LoadError> {
         let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         for name in CGROUP_PROGRAMS {
             let prog: &mut CgroupSockAddr = program(&mut ebpf, name)?;
@@ -193,18 +207,51 @@ impl Loaded {
         let id = prog.attach(cgroup, CgroupAttachMode::Single).map_err(|source| LoadError::Program { name, source })?;
         let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
         let link = FdLink::try_from(link).map_err(|e| LoadError::Pin { path: name.into(), reason: e.to_string() })?;
-        pin(link, &dir.join(name))?;
+        pin(link, &dir.join(name))
+    }
+
+    /// Attaches `sk_lookup` to the pod's `netns`, pinning the link. On failure nothing new
+    /// stays, and links pinned earlier are kept (they may be all that captures the pod).
+    pub(crate) fn attach_pod(&self, pod_key: &str, netns: &File) -> Result<(), LoadError> {
+        let dir = self.pod_links_dir(pod_key);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| LoadError::Pin { path: dir.display().to_string(), reason: e.to_string() })?;
+        let result = self.attach_netns_programs(&dir, netns);
+        if result.is_err() {
+            // Removes the directory only if this call left it empty.
+            let _ = std::fs::remove_dir(&dir);
+        }
+        result
+    }
+
+    /// Whether the pod has a pinned `sk_lookup` link.
+    pub(crate) fn pod_has_link(&self, pod_key: &str) -> bool {
+        self.pod_links_dir(pod_key).join(programs::SK_LOOKUP).exists()
+    }
+
+    fn attach_netns_programs(&self, dir: &Path, netns: &File) -> Result<(), LoadError> {
+        let mut ebpf = self.ebpf.lock().unwrap_or_else(|e| e.into_inner());
         let name = programs::SK_LOOKUP;
         let prog: &mut SkLookup = program(&mut ebpf, name)?;
         let id = prog.attach(netns).map_err(|source| LoadError::Program { name, source })?;
         let link = prog.take_link(id).map_err(|source| LoadError::Program { name, source })?;
-        pin(FdLink::from(link), &dir.join(name))?;
-        Ok(())
+        pin(FdLink::from(link), &dir.join(name))
+    }
+
+    /// Whether the network namespace the pod's pinned `sk_lookup` link is attached to still
+    /// exists: the kernel detaches a namespace's links when it is destroyed, whatever path it
+    /// was known by. `None` when the pod has no such link (or it cannot be read).
+    pub(crate) fn pod_netns_alive(&self, pod_key: &str) -> Option<bool> {
+        let link = super::sys::bpf_obj_get(&self.pod_links_dir(pod_key).join(programs::SK_LOOKUP)).ok()?;
+        let fdinfo =
+            std::fs::read_to_string(format!("/proc/self/fdinfo/{}", std::os::fd::AsRawFd::as_raw_fd(&link))).ok()?;
+        let inode = fdinfo.lines().find_map(|l| l.strip_prefix("netns_ino:"))?.trim().parse::<u64>().ok()?;
+        Some(inode != 0)
     }
 
     /// Lets the host's connections from `cgroup` (the kubelet's) reach enrolled pods' apps:
     /// records `host_netns` as the namespace whose sockets count, and attaches `host_sockops`
-    /// to `cgroup` (as a link, so programs below it, like the pods', can still attach),
+    /// to `cgroup` (as a link, so it runs together with the capture programs above or below it),
     /// replacing an earlier attachment. `None` removes the exemption.
     pub(crate) fn set_host_probes(&self, host_netns: u64, cgroup: Option<&File>) -> Result<(), LoadError> {
         let path = self.host_dir.join(programs::HOST_SOCKOPS);

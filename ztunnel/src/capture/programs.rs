@@ -20,7 +20,7 @@ pub(crate) const HOST_SOCKOPS: &str = "ztunnel_host_sockops";
 pub(crate) const GETPEERNAME4: &str = "ztunnel_getpeername4";
 /// `cgroup/getpeername6`: the same for IPv6.
 pub(crate) const GETPEERNAME6: &str = "ztunnel_getpeername6";
-/// `cgroup/bind4`: pod processes cannot bind 15001/15006/15008.
+/// `cgroup/bind4`: in an enrolled namespace, unmarked sockets cannot bind 15001/15006/15008.
 pub(crate) const BIND4: &str = "ztunnel_bind4";
 /// `cgroup/bind6`: the same for IPv6.
 pub(crate) const BIND6: &str = "ztunnel_bind6";
@@ -28,7 +28,7 @@ pub(crate) const BIND6: &str = "ztunnel_bind6";
 pub(crate) const SK_LOOKUP: &str = "ztunnel_sk_lookup";
 
 #[cfg(test)]
-/// Programs attached to each enrolled pod's cgroup (v2), in attach order.
+/// Programs attached once at the capture cgroup (v2), a parent of every pod's.
 pub(crate) const CGROUP_PROGRAMS: [&str; 7] = [CONNECT4, CONNECT6, SOCKOPS, GETPEERNAME4, GETPEERNAME6, BIND4, BIND6];
 #[cfg(test)]
 /// Programs attached to each enrolled pod's network namespace.

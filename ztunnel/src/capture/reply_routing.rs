@@ -23,10 +23,7 @@ use std::io;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Mark of ztunnel's transparent dials to applications and of the applications' answers
-/// (Istio's in-pod connection mark).
-pub(crate) const REPLY_MARK: u32 = 0x111;
-const REPLY_MASK: u32 = 0xfff;
+pub(crate) use crate::in_pod::{REPLY_MARK, REPLY_MASK};
 /// Routing table holding `local default dev lo` (Istio's in-pod table).
 const REPLY_TABLE: u8 = 100;
 /// Priority of the rule; before the `main` table's rule (32766).

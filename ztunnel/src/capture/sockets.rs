@@ -1,29 +1,25 @@
-//! Sockets of a captured pod: its listeners (bound inside the pod's namespace by the netns
-//! worker), the socket factory outbound dials use, and the original-destination reader.
+//! Sockets of a captured pod, as plain sockets: its listeners (bound inside the pod's
+//! namespace by the netns worker) and the sockets its dials use. Every one carries a mark
+//! ([`crate::in_pod`]), so the capture programs leave it alone. Enrollment wraps them into the
+//! proxy's types.
 
-use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::AsFd;
-use std::pin::Pin;
 use std::sync::Arc;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
 use super::loader::Loaded;
-use super::maps::{ConnKey, PeerKey};
+use super::maps::ConnKey;
 use super::netns::NetnsWorker;
-use super::reply_routing::REPLY_MARK;
 use super::sys;
-use crate::proxy::pod::{OrigDstLookup, PodListeners};
-use crate::proxy::ports::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
-use crate::proxy::socket::{SocketFactory, TransparentSocketFuture};
-use crate::types::{ClientAddr, OrigDst};
+use crate::in_pod::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT, REPLY_MARK};
 
-/// The three listeners of a pod, still as std sockets (made in the pod's namespace).
-pub(super) struct PodListenerSet {
-    pub outbound: std::net::TcpListener,
-    pub inbound_plain: std::net::TcpListener,
-    pub inbound_hbone: std::net::TcpListener,
+/// The three listeners of a pod, as std sockets (made in the pod's namespace).
+pub(crate) struct PodListenerSet {
+    pub(crate) outbound: std::net::TcpListener,
+    pub(crate) inbound_plain: std::net::TcpListener,
+    pub(crate) inbound_hbone: std::net::TcpListener,
 }
 
 fn listener(ip: IpAddr, port: u16, mark: Option<u32>) -> std::io::Result<std::net::TcpListener> {
@@ -46,7 +42,7 @@ fn listener(ip: IpAddr, port: u16, mark: Option<u32>) -> std::io::Result<std::ne
 
 /// The cookie of the network namespace the calling thread is in (the key of `pod_config`);
 /// run it on the pod's netns worker.
-pub(super) fn current_netns_cookie() -> std::io::Result<u64> {
+pub(crate) fn current_netns_cookie() -> std::io::Result<u64> {
     let probe = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP))?;
     sys::netns_cookie(probe.as_fd())
 }
@@ -54,21 +50,13 @@ pub(super) fn current_netns_cookie() -> std::io::Result<u64> {
 impl PodListenerSet {
     /// Binds the listeners of one family (`ipv6`); must run on a thread inside the pod's
     /// namespace. IPv6 listeners are v6-only, so IPv4 peers never appear as mapped addresses.
-    pub(super) fn bind(ipv6: bool, mark: Option<u32>) -> std::io::Result<PodListenerSet> {
+    /// `mark` is ztunnel's socket mark: without it the capture programs refuse the binds.
+    pub(crate) fn bind(ipv6: bool, mark: Option<u32>) -> std::io::Result<PodListenerSet> {
         let any = if ipv6 { IpAddr::V6(Ipv6Addr::UNSPECIFIED) } else { IpAddr::V4(Ipv4Addr::UNSPECIFIED) };
         let outbound = listener(any, OUTBOUND_PORT, mark)?;
         let inbound_plain = listener(any, INBOUND_PLAINTEXT_PORT, mark)?;
         let inbound_hbone = listener(any, HBONE_PORT, mark)?;
         Ok(PodListenerSet { outbound, inbound_plain, inbound_hbone })
-    }
-
-    /// Hands the listeners to the async runtime.
-    pub(super) fn into_tokio(self) -> std::io::Result<PodListeners> {
-        Ok(PodListeners {
-            outbound: tokio::net::TcpListener::from_std(self.outbound)?,
-            inbound_plain: tokio::net::TcpListener::from_std(self.inbound_plain)?,
-            inbound_hbone: tokio::net::TcpListener::from_std(self.inbound_hbone)?,
-        })
     }
 }
 
@@ -83,7 +71,7 @@ const SOCKETS_PER_TRIP: usize = 8;
 /// pod's [`NetnsWorker`]; to keep that thread hop off most connections they are made in
 /// batches and kept in a small reserve per address family (unconnected sockets: one file
 /// descriptor each, at most `SOCKETS_PER_TRIP - 1` per family and pod).
-pub(super) struct PodSockets {
+pub(crate) struct PodSockets {
     worker: Arc<NetnsWorker>,
     /// Spare sockets, IPv4 at index 0 and IPv6 at index 1.
     reserve: std::sync::Mutex<[Vec<Socket>; 2]>,
@@ -94,75 +82,77 @@ pub(super) struct PodSockets {
 }
 
 impl PodSockets {
-    pub(super) fn new(worker: Arc<NetnsWorker>, transparent_dials: Option<Arc<Loaded>>) -> PodSockets {
+    pub(crate) fn new(worker: Arc<NetnsWorker>, transparent_dials: Option<Arc<Loaded>>) -> PodSockets {
         PodSockets { worker, reserve: Default::default(), transparent_dials }
     }
 
     fn spare(&self, ipv6: bool) -> Option<Socket> {
         self.reserve.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(ipv6)].pop()
     }
-}
 
-impl SocketFactory for PodSockets {
-    fn tcp_socket(&self, ipv6: bool) -> Pin<Box<dyn Future<Output = std::io::Result<Socket>> + Send + '_>> {
-        Box::pin(async move {
-            if let Some(socket) = self.spare(ipv6) {
-                return Ok(socket);
-            }
-            let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
-            let mut batch = self
-                .worker
-                .run(move || {
-                    (0..SOCKETS_PER_TRIP)
-                        .map(|_| {
-                            let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-                            // Dials to apps bind 127.0.0.6 (or ::1) with port 0.
-                            sys::set_bind_address_no_port(socket.as_fd(), true)?;
-                            Ok(socket)
-                        })
-                        .collect::<std::io::Result<Vec<Socket>>>()
-                })
-                .await
-                .map_err(std::io::Error::other)??;
-            let socket = batch.pop().ok_or_else(|| std::io::Error::other("no socket made"))?;
-            self.reserve.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(ipv6)].extend(batch);
-            Ok(socket)
-        })
+    /// An unconnected TCP socket inside the pod's namespace.
+    pub(crate) async fn tcp_socket(&self, ipv6: bool) -> std::io::Result<Socket> {
+        if let Some(socket) = self.spare(ipv6) {
+            return Ok(socket);
+        }
+        let domain = if ipv6 { Domain::IPV6 } else { Domain::IPV4 };
+        let mut batch = self
+            .worker
+            .run(move || {
+                (0..SOCKETS_PER_TRIP)
+                    .map(|_| {
+                        let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+                        // Dials to apps bind 127.0.0.6 (or ::1) with port 0.
+                        sys::set_bind_address_no_port(socket.as_fd(), true)?;
+                        Ok(socket)
+                    })
+                    .collect::<std::io::Result<Vec<Socket>>>()
+            })
+            .await
+            .map_err(std::io::Error::other)??;
+        let socket = batch.pop().ok_or_else(|| std::io::Error::other("no socket made"))?;
+        self.reserve.lock().unwrap_or_else(std::sync::PoisonError::into_inner)[usize::from(ipv6)].extend(batch);
+        Ok(socket)
     }
 
-    fn transparent_socket(&self, source: IpAddr, target: SocketAddr) -> TransparentSocketFuture<'_> {
-        Box::pin(async move {
-            let Some(loaded) = self.transparent_dials.clone() else { return Ok(None) };
-            let socket = self.tcp_socket(source.is_ipv6()).await?;
-            // Needs CAP_NET_ADMIN (or CAP_NET_RAW) in the pod namespace's owner.
-            if source.is_ipv6() {
-                socket.set_ip_transparent_v6(true)?;
-            } else {
-                socket.set_ip_transparent_v4(true)?;
-            }
-            // Not ztunnel's usual mark: the pod's reply rule matches this one only.
-            socket.set_mark(REPLY_MARK)?;
-            // The port is fixed by bind, so the connection's four-tuple is known before its SYN.
-            sys::set_bind_address_no_port(socket.as_fd(), false)?;
-            socket.bind(&SocketAddr::new(source, 0).into())?;
-            let local =
-                socket.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
-            let key = ConnKey::new(local, target)
-                .ok_or_else(|| std::io::Error::other(format!("{local} and {target} are of different families")))?;
-            loaded
-                .inbound_dials
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner)
-                .insert(key, 1, 0)
-                .map_err(|e| std::io::Error::other(format!("registering the dial {local} -> {target}: {e}")))?;
-            Ok(Some((socket, Box::new(DialRegistration { loaded, key }) as Box<dyn Send>)))
-        })
+    /// A socket bound to the client's address `source`, marked [`REPLY_MARK`] and registered
+    /// in `inbound_dials` for connecting to `target` (the pod's application) until the
+    /// returned registration drops. `None` when the pod has no reply routing.
+    pub(crate) async fn transparent_socket(
+        &self,
+        source: IpAddr,
+        target: SocketAddr,
+    ) -> std::io::Result<Option<(Socket, DialRegistration)>> {
+        let Some(loaded) = self.transparent_dials.clone() else { return Ok(None) };
+        let socket = self.tcp_socket(source.is_ipv6()).await?;
+        // Needs CAP_NET_ADMIN (or CAP_NET_RAW) in the pod namespace's owner.
+        if source.is_ipv6() {
+            socket.set_ip_transparent_v6(true)?;
+        } else {
+            socket.set_ip_transparent_v4(true)?;
+        }
+        // Not ztunnel's usual mark: the pod's reply rule matches this one only.
+        socket.set_mark(REPLY_MARK)?;
+        // The port is fixed by bind, so the connection's four-tuple is known before its SYN.
+        sys::set_bind_address_no_port(socket.as_fd(), false)?;
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+        let local =
+            socket.local_addr()?.as_socket().ok_or_else(|| std::io::Error::other("bound to a non-IP address"))?;
+        let key = ConnKey::new(local, target)
+            .ok_or_else(|| std::io::Error::other(format!("{local} and {target} are of different families")))?;
+        loaded
+            .inbound_dials
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, 1, 0)
+            .map_err(|e| std::io::Error::other(format!("registering the dial {local} -> {target}: {e}")))?;
+        Ok(Some((socket, DialRegistration { loaded, key })))
     }
 }
 
 /// Removes a transparent dial from `inbound_dials` when dropped (its handshake is over), so
 /// no later connection with the same addresses and ports is let past ztunnel.
-struct DialRegistration {
+pub(crate) struct DialRegistration {
     loaded: Arc<Loaded>,
     key: ConnKey,
 }
@@ -170,18 +160,5 @@ struct DialRegistration {
 impl Drop for DialRegistration {
     fn drop(&mut self) {
         let _ = self.loaded.inbound_dials.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(&self.key);
-    }
-}
-
-/// Reads original destinations from the `orig_dst` map.
-pub(super) struct MapOrigDst(pub Arc<Loaded>);
-
-impl OrigDstLookup for MapOrigDst {
-    fn take(&self, client: ClientAddr) -> Option<OrigDst> {
-        let key = PeerKey::from(client.addr());
-        let mut map = self.0.orig_dst.lock().unwrap_or_else(|e| e.into_inner());
-        let found = map.get(&key, 0).ok()?;
-        let _ = map.remove(&key);
-        SocketAddr::try_from(found).ok().map(OrigDst)
     }
 }

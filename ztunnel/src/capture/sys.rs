@@ -131,3 +131,36 @@ pub(crate) fn loads_trivial_program(prog_type: u32, expected_attach_type: u32) -
     let err = io::Error::last_os_error();
     if err.raw_os_error() == Some(libc::EINVAL) { Ok(false) } else { Err(err) }
 }
+
+/// `union bpf_attr` for `BPF_OBJ_GET`.
+#[repr(C)]
+#[derive(Default)]
+struct ObjGetAttr {
+    pathname: u64,
+    bpf_fd: u32,
+    file_flags: u32,
+}
+
+/// Opens the BPF object pinned at `path` (`BPF_OBJ_GET`; links only open read-write).
+pub(crate) fn bpf_obj_get(path: &std::path::Path) -> io::Result<std::os::fd::OwnedFd> {
+    use std::os::fd::FromRawFd;
+    let path = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "a path with a NUL byte"))?;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    let attr = ObjGetAttr { pathname: path.as_ptr() as u64, ..ObjGetAttr::default() };
+    // SAFETY: `attr` is a live, fully initialised BPF_OBJ_GET attr of the size passed; the path
+    // it points to outlives the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            &attr as *const ObjGetAttr,
+            std::mem::size_of::<ObjGetAttr>() as libc::c_uint,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this descriptor to us and nothing else owns it.
+    Ok(unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as libc::c_int) })
+}

@@ -90,3 +90,33 @@ fn local_defaults_bind_ephemeral_loopback_ports() {
     assert_eq!(config.socks5_addr, None, "no SOCKS5 listener unless asked for");
     assert_eq!(config.ca, CaSource::StateDir("/tmp/s".into()));
 }
+
+/// `ztunnel proxy` with `extra` arguments, as the daemon would build its config.
+fn proxy_config(extra: &[&str]) -> Result<ProxyConfig, ConfigError> {
+    let base = ["ztunnel", "proxy", "--config", "/c.yaml", "--node", "n1"];
+    let cli = Cli::try_parse_from(base.iter().chain(extra)).unwrap();
+    let Command::Proxy(args) = cli.command else { panic!("expected proxy command") };
+    ProxyConfig::try_from(*args)
+}
+
+#[test]
+fn a_socket_mark_that_clashes_with_the_reply_mark_is_refused_naming_both() {
+    for mark in ["0x111", "0x7111"] {
+        let err = proxy_config(&["--socket-mark", mark]).expect_err("a clashing mark must be refused").to_string();
+        for part in ["--socket-mark", "reply mark 0x111", "mask 0xfff"] {
+            assert!(err.contains(part), "the error for {mark} must name {part:?}: {err}");
+        }
+    }
+    assert_eq!(proxy_config(&["--socket-mark", "0x112"]).unwrap().socket_mark, Some(0x112));
+}
+
+#[test]
+fn capture_needs_a_socket_mark_and_takes_a_capture_cgroup() {
+    let err = proxy_config(&["--capture", "--socket-mark", "0"]).expect_err("capture without a mark").to_string();
+    assert!(err.contains("--capture needs --socket-mark"), "{err}");
+    assert_eq!(proxy_config(&["--socket-mark", "0"]).unwrap().socket_mark, None, "without capture 0 is allowed");
+    let capture = proxy_config(&["--capture"]).unwrap().capture.expect("capture on");
+    assert_eq!(capture.capture_cgroup, None, "default: the cgroup2 root");
+    let capture = proxy_config(&["--capture", "--capture-cgroup", "/kubepods"]).unwrap().capture.unwrap();
+    assert_eq!(capture.capture_cgroup, Some("/kubepods".into()));
+}

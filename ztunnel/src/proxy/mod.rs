@@ -25,7 +25,6 @@ pub(crate) mod inbound;
 pub(crate) mod listeners;
 pub(crate) mod outbound;
 pub(crate) mod pod;
-pub(crate) mod ports;
 pub(crate) mod route;
 pub(crate) mod socket;
 pub(crate) mod socks5;
@@ -44,10 +43,10 @@ use crate::metrics::Metrics;
 use crate::state::SharedState;
 use crate::types::WorkloadUid;
 
+pub use crate::in_pod::HBONE_PORT;
 pub use admitted::{Admission, AdmittedConnections};
 pub use authorize::{Denial, InboundFacts};
 pub use connection_labels::ConnectionMetricsCache;
-pub use ports::HBONE_PORT;
 
 /// Settings the proxy needs from the process configuration.
 #[derive(Clone, Debug)]

@@ -10,8 +10,8 @@ use std::sync::Arc;
 
 use rand::Rng;
 
-use super::ports::HBONE_PORT;
 use crate::identity::Identity;
+use crate::in_pod::HBONE_PORT;
 use crate::state::{Protocol, ProxyState, Service, Workload};
 use crate::types::OrigDst;
 

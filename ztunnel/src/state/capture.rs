@@ -1,6 +1,8 @@
 //! Local enrollment of workloads in eBPF capture: a workload on this node may name its pod's
-//! network namespace and cgroup in the local config (an extension of Istio's format, which
-//! has no such fields; on Kubernetes the node agent finds them instead).
+//! network namespace in the local config (an extension of Istio's format, which has no such
+//! field; on Kubernetes the node agent finds it instead). A `cgroup` field, which earlier
+//! versions required, is accepted and ignored with a warning: capture selects a pod by its
+//! network namespace.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -21,8 +23,6 @@ pub struct PodCapture {
     pub node: Arc<str>,
     /// The pod's network namespace (`/var/run/netns/NAME` or `/proc/PID/ns/net`).
     pub netns: PathBuf,
-    /// The pod's cgroup v2 directory.
-    pub cgroup: PathBuf,
     /// Traffic kept out of capture, from the block's `annotations` (Istio's pod annotations).
     pub exclusions: CaptureExclusions,
 }
@@ -33,8 +33,9 @@ pub struct PodCapture {
 pub(super) struct CaptureEntry {
     #[serde(default)]
     pub netns: String,
+    /// Ignored (earlier versions needed it); present only to warn about it.
     #[serde(default)]
-    pub cgroup: String,
+    pub cgroup: Option<String>,
     /// The pod's annotations, as Kubernetes would give them; the capture exclusion ones
     /// (`traffic.sidecar.istio.io/exclude*`, `ambient.istio.io/bypass-inbound-capture`) apply.
     #[serde(default)]

@@ -174,6 +174,21 @@ mod tests {
     }
 
     #[test]
+    fn a_capture_block_with_a_cgroup_is_accepted_with_a_warning_naming_the_field() {
+        let config =
+            crate::state::parse_local_config(CAPTURED_WORKLOAD.as_bytes(), "/etc/ztunnel/local.yaml", "cluster.local")
+                .unwrap_or_else(|e| panic!("an older capture block with a cgroup must still parse: {e}"));
+        assert_eq!(config.captures()[0].netns, std::path::PathBuf::from("/var/run/netns/web"));
+        let warned =
+            config.warnings().iter().any(|w| w.contains("workloads[0]") && w.contains("capture.cgroup is ignored"));
+        assert!(warned, "the ignored cgroup must be warned about, naming the entry and field: {:?}", config.warnings());
+        let without = CAPTURED_WORKLOAD.replace("    cgroup: /sys/fs/cgroup/web\n", "");
+        let config = crate::state::parse_local_config(without.as_bytes(), "/etc/ztunnel/local.yaml", "cluster.local")
+            .unwrap_or_else(|e| panic!("a capture block needs no cgroup: {e}"));
+        assert!(config.warnings().is_empty(), "{:?}", config.warnings());
+    }
+
+    #[test]
     fn a_malformed_annotation_rejects_the_local_config_naming_the_entry() {
         let yaml = format!("{CAPTURED_WORKLOAD}      traffic.sidecar.istio.io/excludeOutboundIPRanges: \"10.0.0.0\"\n");
         let err = crate::state::parse_local_config(yaml.as_bytes(), "/etc/ztunnel/local.yaml", "cluster.local")

@@ -89,7 +89,7 @@ pub(super) struct WorkloadEntry {
     pub services: BTreeMap<String, BTreeMap<u16, u16>>,
     #[serde(default = "default_capacity")]
     pub capacity: u32,
-    /// Extension: the pod's namespace and cgroup, to enroll it in eBPF capture.
+    /// Extension: the pod's network namespace, to enroll it in eBPF capture.
     pub capture: Option<super::capture::CaptureEntry>,
     /// Overrides the namespace's mTLS mode (ours, not in Istio's format).
     pub mtls: Option<MtlsMode>,

@@ -62,24 +62,30 @@ pub(super) fn validate(mut file: LocalConfigFile, default_trust_domain: &str) ->
     let keys: HashMap<NamespacedHostname, usize> = services.iter().enumerate().map(|(i, s)| (s.key(), i)).collect();
     let mut workloads = check_workloads(&file.workloads, &keys, default_trust_domain)?;
     add_endpoints(&file, &mut workloads, &mut services)?;
-    let captures = check_captures(&file.workloads)?;
+    let (captures, ignored) = check_captures(&file.workloads)?;
     let mut policies = std::mem::take(&mut file.policies);
     check_policies(&policies)?;
     let namespaces = check_namespaces(&file.namespaces)?;
-    let warnings = apply_mtls(&file.workloads, &mut workloads, &namespaces, &mut policies);
+    let mut warnings = apply_mtls(&file.workloads, &mut workloads, &namespaces, &mut policies);
+    warnings.extend(ignored);
     Ok(Validated { workloads, services, policies, warnings, captures })
 }
 
-/// Capture blocks: both paths absolute, and the workload must name its node.
-fn check_captures(entries: &[WorkloadEntry]) -> Result<Vec<PodCapture>, Rejection> {
+/// Capture blocks: an absolute namespace path, and the workload must name its node. A
+/// `cgroup` is ignored with a warning (returned second).
+fn check_captures(entries: &[WorkloadEntry]) -> Result<(Vec<PodCapture>, Vec<String>), Rejection> {
     let mut out = Vec::new();
+    let mut warnings = Vec::new();
     for (i, w) in entries.iter().enumerate() {
         let Some(capture) = &w.capture else { continue };
         let label = workload_label(i, w.uid.as_deref(), w.name.as_deref());
-        for (field, path) in [("capture.netns", &capture.netns), ("capture.cgroup", &capture.cgroup)] {
-            if !path.starts_with('/') {
-                return Err(reject(&label, field, format!("{path:?} must be an absolute path")));
-            }
+        if !capture.netns.starts_with('/') {
+            return Err(reject(&label, "capture.netns", format!("{:?} must be an absolute path", capture.netns)));
+        }
+        if capture.cgroup.is_some() {
+            warnings.push(format!(
+                "{label}: capture.cgroup is ignored (a pod is captured by its network namespace); remove the field"
+            ));
         }
         if w.node.is_empty() {
             return Err(reject(&label, "node", "a workload with a capture block must name its node"));
@@ -91,11 +97,10 @@ fn check_captures(entries: &[WorkloadEntry]) -> Result<Vec<PodCapture>, Rejectio
             uid: w.uid.as_deref().unwrap_or_default().into(),
             node: w.node.as_str().into(),
             netns: capture.netns.clone().into(),
-            cgroup: capture.cgroup.clone().into(),
             exclusions,
         });
     }
-    Ok(out)
+    Ok((out, warnings))
 }
 
 /// A required, non-empty string field.

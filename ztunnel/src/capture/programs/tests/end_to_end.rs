@@ -22,7 +22,7 @@ use crate::capture::maps::{
     IpKey, IpPortKey, NetnsCookie, OrigDst, PeerKey, PodCidr4Key, PodCidr6Key, PodConfig, PodPortKey, Present,
     SocketCookie, ZTUNNEL_MARK, ZtunnelConfig,
 };
-use crate::proxy::ports::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
+use crate::in_pod::{HBONE_PORT, INBOUND_PLAINTEXT_PORT, OUTBOUND_PORT};
 
 mod dual_stack_and_config;
 use crate::capture::programs::*;

@@ -5,6 +5,11 @@
 //! What a client can hold is bounded: a request line is at most [`MAX_LINE`] bytes, it must
 //! arrive within [`LINE_TIMEOUT`], and at most [`MAX_CONNECTIONS`] connections are served at
 //! once. A client over a bound gets one error answer and the connection is closed.
+//!
+//! The control socket is one enrollment source among others: an enroll request names the
+//! pod's uid and network namespace, and may give its addresses (`ips`); it calls
+//! [`Pods::enroll`] like every source. Requests from older clients that still send a `cgroup`
+//! are accepted; the field is ignored with a warning (capture no longer needs it).
 
 mod framing;
 mod socket;
@@ -22,8 +27,8 @@ use tokio::net::{UnixListener, UnixStream};
 use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
-use super::Capture;
 use super::records::{EnrollRecord, EnrollSource};
+use super::{PodEnrollment, Pods};
 use crate::accept_loop::accept_until_drained;
 use crate::drain::DrainWatch;
 use crate::types::WorkloadUid;
@@ -46,8 +51,19 @@ const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "op", rename_all = "lowercase")]
 pub enum ControlRequest {
-    Enroll { uid: String, netns: PathBuf, cgroup: PathBuf },
-    Unenroll { uid: String },
+    Enroll {
+        uid: String,
+        netns: PathBuf,
+        /// The pod's addresses, used until state has its workload.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        ips: Vec<std::net::IpAddr>,
+        /// Sent by older clients; ignored (with a warning). `ztunnel enroll` sends none.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cgroup: Option<PathBuf>,
+    },
+    Unenroll {
+        uid: String,
+    },
     Pods,
 }
 
@@ -105,15 +121,19 @@ pub(crate) trait ControlHandler: Send + Sync + 'static {
     fn answer(&self, request: ControlRequest) -> impl Future<Output = ControlResponse> + Send;
 }
 
-impl ControlHandler for Capture {
+impl ControlHandler for Pods {
     async fn answer(&self, request: ControlRequest) -> ControlResponse {
-        let done = |r: Result<(), super::CaptureError>| match r {
+        let done = |r: Result<(), super::PodsError>| match r {
             Ok(()) => ControlResponse { ok: true, ..Default::default() },
             Err(e) => ControlResponse::error(e.to_string()),
         };
         match request {
-            ControlRequest::Enroll { uid, netns, cgroup } => {
-                done(self.enroll(&WorkloadUid::from(uid), &netns, &cgroup, EnrollSource::Api).await)
+            ControlRequest::Enroll { uid, netns, ips, cgroup } => {
+                if let Some(cgroup) = cgroup {
+                    warn!(uid, cgroup = %cgroup.display(), "enroll request: the cgroup field is ignored; a pod is captured by its network namespace");
+                }
+                let pod = PodEnrollment { uid: WorkloadUid::from(uid), netns, ips, exclusions: Default::default() };
+                done(self.enroll(pod, EnrollSource::Api).await)
             }
             ControlRequest::Unenroll { uid } => done(self.unenroll(&WorkloadUid::from(uid)).await),
             ControlRequest::Pods => ControlResponse { ok: true, pods: self.enrolled().await, ..Default::default() },

@@ -203,7 +203,7 @@ fn socket_directory_is_0700_under_umask_0() {
     let status = std::process::Command::new("sh")
         .args(["-c", "umask 000 && exec \"$0\" \"$@\""])
         .arg(&exe)
-        .args(["--exact", "capture::control::tests::bind_in_child_process", "--ignored", "--test-threads=1"])
+        .args(["--exact", "pods::control::tests::bind_in_child_process", "--ignored", "--test-threads=1"])
         .env(CHILD_DIR_ENV, dir.path())
         .stdout(std::process::Stdio::null())
         .status()
@@ -257,4 +257,30 @@ async fn a_directory_of_another_user_is_refused() {
             theirs.display()
         )
     );
+}
+
+#[test]
+fn enroll_requests_carry_addresses_and_an_older_clients_cgroup_is_ignored() {
+    let request = parse_request(br#"{"op":"enroll","uid":"u","netns":"/n","ips":["10.0.0.7","fd00::7"]}"#)
+        .unwrap_or_else(|e| panic!("an enroll request with addresses must parse: {e:?}"));
+    let ControlRequest::Enroll { uid, netns, ips, cgroup } = request else { panic!("expected enroll: {request:?}") };
+    assert_eq!((uid.as_str(), netns.as_path()), ("u", Path::new("/n")));
+    assert_eq!(ips, ["10.0.0.7".parse::<std::net::IpAddr>().unwrap(), "fd00::7".parse().unwrap()]);
+    assert_eq!(cgroup, None);
+    let older = parse_request(br#"{"op":"enroll","uid":"u","netns":"/n","cgroup":"/sys/fs/cgroup/u"}"#)
+        .unwrap_or_else(|e| panic!("an older client's request must still parse: {e:?}"));
+    let ControlRequest::Enroll { ips, cgroup, .. } = older else { panic!("expected enroll") };
+    assert!(ips.is_empty());
+    assert_eq!(cgroup, Some(PathBuf::from("/sys/fs/cgroup/u")), "kept only to warn that it is ignored");
+    let sent = serde_json::to_string(&ControlRequest::Enroll {
+        uid: "u".into(),
+        netns: "/n".into(),
+        ips: Vec::new(),
+        cgroup: None,
+    })
+    .unwrap();
+    assert_eq!(sent, r#"{"op":"enroll","uid":"u","netns":"/n"}"#, "no cgroup and no empty addresses are sent");
+    let bad = parse_request(br#"{"op":"enroll","uid":"u","netns":"/n","ips":["not-an-ip"]}"#)
+        .expect_err("a bad address must be refused");
+    assert!(bad.error.unwrap_or_default().contains("bad request"), "the answer says why");
 }

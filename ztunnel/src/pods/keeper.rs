@@ -2,10 +2,18 @@
 //! pods' listeners up (with backoff) and notices served pods that lost a listener.
 //!
 //! A held pod is captured and refusing (`POD_READY` clear). It is served once the config
-//! source has synced and state has its workload; it is released only when proven gone (its
-//! network namespace or cgroup no longer exists, or the namespace at its path is another
-//! one). While a held pod's workload is known but its listeners are missing, it holds a
-//! readiness guard, so `/healthz/ready` answers 503.
+//! source has synced and state has its workload. While a held pod's workload is known but its
+//! listeners are missing, it holds a readiness guard, so `/healthz/ready` answers 503.
+//!
+//! Re-adoption identifies a pod's namespace by the cookie in its record, not by its path. A
+//! pod is released as gone when its namespace is destroyed: the kernel then detaches the pod's
+//! `sk_lookup` link, which is how ztunnel sees it whatever the path. A recorded path that holds
+//! no namespace, or another one, proves nothing (paths move: a bind mount redone, a
+//! `/proc/PID` path whose process changed): the pod stays captured and held, without a
+//! namespace worker, until a source enrolls it again with a namespace whose cookie matches
+//! (then it is served) or unenrolls it. While ztunnel runs, a served pod whose namespace path
+//! disappears is released (its own sockets keep the namespace alive, so that is how a deleted
+//! pod shows).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,11 +23,10 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 use tracing::{info, warn};
 
-use super::maps::PodConfig;
-use super::netns::NetnsWorker;
 use super::records::{EnrollRecord, pod_key};
-use super::sockets::current_netns_cookie;
-use super::{Capture, CaptureError, EnrolledPod, Serving};
+use super::{EnrolledPod, Pods, PodsError, Serving, io_err};
+use crate::capture::netns::NetnsWorker;
+use crate::capture::sockets::current_netns_cookie;
 use crate::drain::DrainWatch;
 use crate::readiness::ReadyGuard;
 use crate::types::WorkloadUid;
@@ -62,7 +69,7 @@ pub(super) struct Held {
     not_ready: Option<ReadyGuard>,
 }
 
-impl Capture {
+impl Pods {
     /// A new held state for the pod `uid`, holding readiness down.
     pub(super) fn held(&self, uid: &WorkloadUid) -> Held {
         Held { backoff: Backoff::new(), not_ready: Some(self.not_ready(uid)) }
@@ -72,38 +79,41 @@ impl Capture {
         self.ready.register(&format!("listeners of captured pod {uid}"))
     }
 
-    /// After a restart, before any config has arrived: pods proven gone are released; every
-    /// other recorded pod stays captured, refusing, and held for the keeper. Links without a
-    /// record are removed.
+    /// After a restart, before any config has arrived: pods whose namespace is destroyed are
+    /// released; every other recorded pod stays captured, refusing, and held for the keeper
+    /// (without a worker when its path does not hold its namespace). Links without a record
+    /// are removed.
     pub(super) async fn readopt(&self) {
         let mut pods = self.pods.lock().await;
         for mut record in self.records.load_all() {
             let uid = record.uid.clone();
-            let worker = if record.is_gone() { None } else { NetnsWorker::start(&record.netns).ok().map(Arc::new) };
-            let cookie = match &worker {
-                Some(w) => w.run(current_netns_cookie).await.ok().and_then(Result::ok),
-                None => None,
-            };
-            let replaced = cookie.is_some_and(|c| record.netns_cookie != 0 && c != record.netns_cookie);
-            if record.is_gone() || replaced {
-                info!(uid = uid.as_str(), netns = %record.netns.display(), "releasing a captured pod that is gone");
+            if self.loaded.pod_netns_alive(&pod_key(&uid)) == Some(false) {
+                info!(uid = uid.as_str(), netns = %record.netns.display(), "releasing a captured pod whose namespace is gone");
                 if let Err(e) = self.tear_down(&record) {
                     warn!(uid = uid.as_str(), error = %e, "cleaning up a pod that is gone");
                 }
                 continue;
             }
+            let worker = self.worker_if_same_netns(&record).await;
+            if worker.is_none() {
+                warn!(
+                    uid = uid.as_str(),
+                    netns = %record.netns.display(),
+                    "the recorded path does not hold the captured pod's namespace; its traffic is refused until a \
+                     source enrolls it again or unenrolls it"
+                );
+            }
             if record.ips.is_empty() {
                 // A record from before addresses were kept: the pinned entry has them.
-                let entry =
-                    self.loaded.pod_config.lock().unwrap_or_else(|e| e.into_inner()).get(&record.netns_cookie, 0);
-                if let Ok(entry) = entry {
-                    record.ips = entry_ips(&entry);
+                if let Some(ips) = self.loaded.pod_ips(record.netns_cookie) {
+                    record.ips = ips;
                 }
             }
             if let Err(e) = self.set_pod_ready(&record, false) {
                 warn!(uid = uid.as_str(), error = %e, "cannot mark a re-adopted pod as refusing");
             }
-            if !self.loaded.pod_links_dir(&pod_key(&uid)).exists()
+            if worker.is_some()
+                && !self.loaded.pod_has_link(&pod_key(&uid))
                 && let Err(e) = self.reattach(&record)
             {
                 warn!(uid = uid.as_str(), error = %e, "cannot attach capture to a re-adopted pod");
@@ -111,7 +121,13 @@ impl Capture {
             info!(uid = uid.as_str(), "captured pod kept refusing until its config is synced");
             pods.insert(
                 uid.clone(),
-                EnrolledPod { record, worker, exclusions: None, serving: Serving::Held(self.held(&uid)) },
+                EnrolledPod {
+                    record,
+                    worker,
+                    exclusions: None,
+                    readopted: true,
+                    serving: Serving::Held(self.held(&uid)),
+                },
             );
         }
         let known: Vec<String> = pods.keys().map(|uid| pod_key(uid)).collect();
@@ -122,10 +138,17 @@ impl Capture {
         }
     }
 
-    fn reattach(&self, record: &EnrollRecord) -> Result<(), CaptureError> {
-        let cgroup = std::fs::File::open(&record.cgroup).map_err(super::io_err("opening cgroup", &record.cgroup))?;
-        let netns = std::fs::File::open(&record.netns).map_err(super::io_err("opening netns", &record.netns))?;
-        Ok(self.loaded.attach_pod(&pod_key(&record.uid), &cgroup, &netns)?)
+    /// A worker inside the record's namespace path, if that path holds the recorded namespace
+    /// (records without a cookie accept whatever it holds).
+    async fn worker_if_same_netns(&self, record: &EnrollRecord) -> Option<Arc<NetnsWorker>> {
+        let worker = Arc::new(NetnsWorker::start(&record.netns).ok()?);
+        let cookie = worker.run(current_netns_cookie).await.ok()?.ok()?;
+        (record.netns_cookie == 0 || cookie == record.netns_cookie).then_some(worker)
+    }
+
+    fn reattach(&self, record: &EnrollRecord) -> Result<(), PodsError> {
+        let netns = std::fs::File::open(&record.netns).map_err(io_err("opening netns", &record.netns))?;
+        self.loaded.attach_pod(&pod_key(&record.uid), &netns).map_err(|e| PodsError::Capture(e.into()))
     }
 
     /// Serves held pods once `synced` is true, retrying failures with backoff; re-holds a served
@@ -169,6 +192,21 @@ impl Capture {
                 }
             }
             let Serving::Held(held) = serving else { continue };
+            if worker.is_none() {
+                // Waiting for its source; released only if its namespace is destroyed. Not a
+                // listener ztunnel can bring up by itself, so it does not hold readiness once
+                // the config has synced.
+                if self.loaded.pod_netns_alive(&pod_key(uid)) == Some(false) {
+                    gone.push(uid.clone());
+                } else if synced && held.not_ready.take().is_some() {
+                    warn!(
+                        uid = uid.as_str(),
+                        netns = %record.netns.display(),
+                        "captured pod held until a source enrolls it again with its namespace; its traffic is refused"
+                    );
+                }
+                continue;
+            }
             if record.is_gone() {
                 gone.push(uid.clone());
                 continue;
@@ -186,7 +224,7 @@ impl Capture {
                     info!(uid = uid.as_str(), "captured pod served: its listeners are up");
                     *serving = Serving::Up(proxy);
                 }
-                Err(CaptureError::UnknownWorkload { .. } | CaptureError::NoAddress { .. }) => {
+                Err(PodsError::UnknownWorkload { .. } | PodsError::NoAddress { .. }) => {
                     // Not a listener the config needs: keep refusing, but do not hold readiness.
                     if held.not_ready.take().is_some() {
                         warn!(
@@ -214,11 +252,6 @@ impl Capture {
         }
         next
     }
-}
-
-/// The addresses a `pod_config` entry holds.
-fn entry_ips(entry: &PodConfig) -> Vec<std::net::IpAddr> {
-    entry.ip4().map(Into::into).into_iter().chain(entry.ip6().map(Into::into)).collect()
 }
 
 #[cfg(test)]

@@ -1,6 +1,11 @@
 //! Enrollment records kept on disk (bpffs holds only BPF objects), so a restarted ztunnel
 //! knows which pods it had enrolled, from which source, their addresses (so it can keep them
 //! captured and refusing before its config source has synced), and how to clean them up.
+//!
+//! A record names the pod's namespace twice: by path, where to find it, and by cookie, which
+//! namespace it is. Only the cookie decides: a path that holds another namespace (or none)
+//! after a restart does not release the pod (see the keeper). Records written by
+//! earlier versions carry a `cgroup` field; it is ignored.
 
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
@@ -17,6 +22,8 @@ pub enum EnrollSource {
     Config,
     /// `ztunnel enroll` through the control socket.
     Api,
+    /// The Kubernetes node agent (the CNI plugin's events and the API server's pods).
+    Kubernetes,
 }
 
 /// One enrolled pod, as remembered across restarts.
@@ -25,7 +32,6 @@ pub enum EnrollSource {
 pub struct EnrollRecord {
     pub uid: WorkloadUid,
     pub netns: PathBuf,
-    pub cgroup: PathBuf,
     pub source: EnrollSource,
     /// Network-namespace cookie: the key of the pod's entry in `pod_config`.
     pub netns_cookie: u64,
@@ -35,9 +41,10 @@ pub struct EnrollRecord {
 }
 
 impl EnrollRecord {
-    /// True when the pod is proven gone: its network namespace or its cgroup no longer exists.
+    /// True when the pod's namespace path no longer exists. While ztunnel runs, that is how a
+    /// deleted pod shows (ztunnel's own sockets keep the namespace itself alive).
     pub fn is_gone(&self) -> bool {
-        !self.netns.exists() || !self.cgroup.exists()
+        !self.netns.exists()
     }
 }
 
@@ -112,7 +119,6 @@ mod tests {
         let r = EnrollRecord {
             uid: "cluster1//v1/Pod/default/web".into(),
             netns: "/var/run/netns/web".into(),
-            cgroup: "/sys/fs/cgroup/web".into(),
             source: EnrollSource::Api,
             netns_cookie: 42,
             ips: vec!["10.0.0.7".parse().unwrap(), "fd00::7".parse().unwrap()],
@@ -135,5 +141,6 @@ mod tests {
         assert_eq!(loaded.len(), 1, "a record from before addresses were kept must load");
         assert!(loaded[0].ips.is_empty());
         assert!(loaded[0].is_gone(), "paths that do not exist mean the pod is gone");
+        assert_eq!(loaded[0].netns, PathBuf::from("/n"), "the cgroup of an older record is ignored");
     }
 }
