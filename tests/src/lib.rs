@@ -10,6 +10,7 @@ pub mod cni_runtime;
 pub mod counting;
 pub mod envoy;
 pub mod h2_flood;
+pub mod kube_api;
 pub mod local_config;
 pub mod mesh;
 pub mod net;
