@@ -6,6 +6,7 @@
 //! runtime or in guards that clean up on drop.
 
 pub mod capture_mesh;
+pub mod cni_runtime;
 pub mod counting;
 pub mod envoy;
 pub mod h2_flood;

@@ -1,4 +1,4 @@
-//! The `ztunnel` binary as a child process (for signal handling tests), killed on drop.
+//! The `ztunnel` and `ztunnel-cni` binaries as child processes (for signal handling and CNI tests), killed on drop.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -7,34 +7,44 @@ use std::sync::OnceLock;
 /// Path of the `ztunnel` binary next to this test's target directory; built if missing.
 pub fn ztunnel_binary() -> PathBuf {
     static BUILT: OnceLock<PathBuf> = OnceLock::new();
-    BUILT
-        .get_or_init(|| {
-            let exe = std::env::current_exe().expect("test executable path");
-            // target/<profile>/deps/<test> -> target/<profile>/ztunnel
-            let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
-            let bin = profile_dir.join("ztunnel");
-            // `cargo xtask test` builds the binary first; rebuild only when it is missing or
-            // older than the daemon's sources (a test build and a plain build differ in
-            // dev-dependency features, so building from here would undo the test build).
-            let sources = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../ztunnel");
-            if let (Some(built), Some(edited)) = (modified(&bin), newest_file(&sources))
-                && built >= edited
-            {
-                return bin;
-            }
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let release = profile_dir.file_name().is_some_and(|n| n == "release");
-            let mut build = Command::new(cargo);
-            build.args(["build", "--quiet", "-p", "ztunnel", "--bin", "ztunnel"]);
-            if release {
-                build.arg("--release");
-            }
-            let status = build.status().expect("run cargo build for the ztunnel binary");
-            assert!(status.success(), "building the ztunnel binary failed");
-            assert!(bin.exists(), "ztunnel binary not found at {}", bin.display());
-            bin
-        })
-        .clone()
+    BUILT.get_or_init(|| workspace_binary("ztunnel", "ztunnel", &["../ztunnel"])).clone()
+}
+
+/// Path of the `ztunnel-cni` plugin binary (crate `cni/`, which links the daemon's library);
+/// built if missing.
+pub fn cni_plugin_binary() -> PathBuf {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| workspace_binary("ztunnel-cni", "ztunnel-cni", &["../cni", "../ztunnel"])).clone()
+}
+
+/// `bin` of workspace package `package` in this test's target directory, rebuilt when missing
+/// or older than any file under `sources` (relative to this crate).
+fn workspace_binary(package: &str, bin: &str, sources: &[&str]) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> -> target/<profile>/<bin>
+    let profile_dir = exe.parent().and_then(|d| d.parent()).expect("target profile directory");
+    let path = profile_dir.join(bin);
+    // `cargo xtask test` builds the binaries first; rebuild only when one is missing or older
+    // than its sources (a test build and a plain build differ in dev-dependency features, so
+    // building from here would undo the test build).
+    let crate_dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let edited = sources.iter().filter_map(|dir| newest_file(&crate_dir.join(dir))).max();
+    if let (Some(built), Some(edited)) = (modified(&path), edited)
+        && built >= edited
+    {
+        return path;
+    }
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let release = profile_dir.file_name().is_some_and(|n| n == "release");
+    let mut build = Command::new(cargo);
+    build.args(["build", "--quiet", "-p", package, "--bin", bin]);
+    if release {
+        build.arg("--release");
+    }
+    let status = build.status().unwrap_or_else(|e| panic!("run cargo build for the {bin} binary: {e}"));
+    assert!(status.success(), "building the {bin} binary failed");
+    assert!(path.exists(), "{bin} binary not found at {}", path.display());
+    path
 }
 
 fn modified(path: &std::path::Path) -> Option<std::time::SystemTime> {

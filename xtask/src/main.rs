@@ -6,6 +6,7 @@
 //! a user runs.
 
 mod bench;
+mod cni_tools;
 mod demo;
 mod ebpf;
 mod fuzz;

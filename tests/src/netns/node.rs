@@ -179,6 +179,33 @@ impl Node {
         Ok(tokio::net::TcpStream::from_std(stream)?)
     }
 
+    /// Binds a TCP listener at `addr` inside the node's namespace (a thread that entered the
+    /// namespace creates it; it keeps the namespace when used from anywhere), e.g. for a
+    /// server that programs run on the node must reach on its loopback.
+    pub fn listen(&self, addr: SocketAddr) -> anyhow::Result<std::net::TcpListener> {
+        let path = self.netns_path();
+        let worker = NetnsWorker::start(&path)?;
+        worker
+            .run_blocking(move || std::net::TcpListener::bind(addr))?
+            .with_context(|| format!("binding {addr} in {}", path.display()))
+    }
+
+    /// Adds an empty network namespace `zt<id>-<node>-<name>`, as a container runtime creates
+    /// a pod sandbox before it calls the CNI plugins: no interface but a down `lo`, no address,
+    /// no cgroup. Removed with the topology; returns its path.
+    pub fn add_sandbox(&self, name: &str) -> PathBuf {
+        let shared = &self.shared;
+        let _setup = shared.setup_lock();
+        let created = check_name("pod", name)
+            .map_err(anyhow::Error::msg)
+            .and_then(|()| shared.claim_pod(&self.name, name))
+            .and_then(|_| shared.add_netns(&shared.id.pod_netns(&self.name, name)));
+        if let Err(e) = created {
+            panic!("topology {} ({}): adding sandbox {name} to {}: {e:#}", shared.id, shared.test, self.name);
+        }
+        netns_path(&shared.id.pod_netns(&self.name, name))
+    }
+
     /// `GET http://<addr><path>` from inside the node's namespace with curl; (status, body).
     /// Fails when curl cannot connect, so callers can poll until a server is up.
     pub fn http_get(&self, addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
