@@ -17,6 +17,8 @@ pub enum EnrollSource {
     Config,
     /// `ztunnel enroll` through the control socket.
     Api,
+    /// The Kubernetes node agent (its watches and the CNI plugin's events).
+    Kubernetes,
 }
 
 /// One enrolled pod, as remembered across restarts.
