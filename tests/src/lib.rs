@@ -9,6 +9,7 @@ pub mod capture_mesh;
 pub mod counting;
 pub mod envoy;
 pub mod h2_flood;
+pub mod kube_api;
 pub mod local_config;
 pub mod mesh;
 pub mod net;
