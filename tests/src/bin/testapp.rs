@@ -17,6 +17,9 @@
 //!   (each round: connect, send 1 byte, read the echo, close)
 //! testapp bind <ip:port>
 //!   bound
+//! testapp relay <ip:port> <unix socket path>       TCP listener relaying each connection to
+//!   listening local=<addr>                         a unix socket (to reach a server outside
+//!                                                  the network namespace)
 //! ```
 //! Failures print `error: <what>: <cause>` and exit 1; usage errors exit 2.
 
@@ -38,7 +41,11 @@ fn main() -> ExitCode {
         Some("connect") => ConnectArgs::parse(&args).and_then(|a| connect(&a).map_err(Failure::Error)),
         Some("rtt") => ConnectArgs::parse(&args).and_then(|a| rtt(&a).map_err(Failure::Error)),
         Some("bind") => parse_addr(&args, 1).and_then(|addr| bind(addr).map_err(Failure::Error)),
-        _ => Err(Failure::Usage("expected serve, http, connect, rtt or bind".into())),
+        Some("relay") => parse_addr(&args, 1).and_then(|addr| {
+            let path = args.get(2).ok_or_else(|| Failure::Usage("missing <unix socket path>".into()))?;
+            relay(addr, path).map_err(Failure::Error)
+        }),
+        _ => Err(Failure::Usage("expected serve, http, connect, rtt, bind or relay".into())),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -262,4 +269,29 @@ fn rtt(args: &ConnectArgs) -> Result<(), String> {
         samples[samples.len() - 1]
     ));
     Ok(())
+}
+
+fn relay(addr: SocketAddr, path: &str) -> Result<(), String> {
+    let listener = TcpListener::bind(addr).map_err(|e| format!("bind {addr}: {e}"))?;
+    let local = listener.local_addr().map_err(|e| format!("local address: {e}"))?;
+    say(&format!("listening local={local}"));
+    loop {
+        let (tcp, _) = listener.accept().map_err(|e| format!("accept: {e}"))?;
+        let Ok(unix) = std::os::unix::net::UnixStream::connect(path) else {
+            continue;
+        };
+        let (Ok(tcp_back), Ok(unix_back)) = (tcp.try_clone(), unix.try_clone()) else { continue };
+        std::thread::spawn(move || copy_then_shut(tcp, unix));
+        std::thread::spawn(move || copy_then_shut_back(unix_back, tcp_back));
+    }
+}
+
+fn copy_then_shut(mut from: TcpStream, mut to: std::os::unix::net::UnixStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
+}
+
+fn copy_then_shut_back(mut from: std::os::unix::net::UnixStream, mut to: TcpStream) {
+    let _ = std::io::copy(&mut from, &mut to);
+    let _ = to.shutdown(Shutdown::Write);
 }

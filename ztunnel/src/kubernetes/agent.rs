@@ -219,6 +219,8 @@ impl<E: Enroller> NodeAgent<E> {
                 Step::Release => {
                     if self.release(&view.key).await {
                         patches.push((view.key.clone(), false));
+                        // A pod that replaced the released one may be enrolled next round.
+                        self.wake.notify_one();
                     }
                 }
                 Step::Annotate => patches.push((view.key.clone(), true)),
@@ -341,14 +343,14 @@ impl<E: Enroller> NodeAgent<E> {
         let key = PodKey { namespace: added.pod_namespace.clone(), name: added.pod_name.clone() };
         let uid = key.workload_uid(&self.settings.cluster_id);
         let current = self.tracked().get(&key).and_then(|t| t.held.clone());
-        match current {
-            Some(Held { kube_uid: Some(k) }) if k == added.pod_uid => return Answer::captured(),
-            Some(_) => {
-                if !self.release(&key).await {
-                    return Answer::failed(format!("pod {key}: releasing the pod it replaces failed"));
-                }
+        if let Some(held) = current {
+            if held.kube_uid.as_deref() == Some(added.pod_uid.as_str()) {
+                // The runtime retried ADD for a pod already captured.
+                return Answer::captured();
             }
-            None => {}
+            if !self.release(&key).await {
+                return Answer::failed(format!("pod {key}: releasing the pod it replaces failed"));
+            }
         }
         let annotations = pods
             .and_then(|store| store.state().into_iter().find(|p| PodView::from_pod(p).is_some_and(|v| v.key == key)))
