@@ -77,6 +77,7 @@ fn namespace_label_enrolls_running_pods_and_survives_an_api_outage() {
     let far = mesh.pod("node-b", "far", "far", Membership::Listed);
     let optout = mesh.pod("node-b", "optout", "optout", Membership::Listed);
     let sidecar = mesh.pod("node-b", "sidecar", "sidecar", Membership::Listed);
+    let late = mesh.pod("node-a", "late", "late", Membership::Listed);
     for p in &mut mesh.pods {
         p.namespace = NS.into();
     }
@@ -111,6 +112,14 @@ fn namespace_label_enrolls_running_pods_and_survives_an_api_outage() {
     let _far_server = serve_in(&far, any(8080));
     let _optout_server = serve_in(&optout, any(8080));
     let _sidecar_server = serve_in(&sidecar, any(8080));
+    let _late_server = serve_in(&late, any(8080));
+    // `late` is being created: the API shows it pending, without an address yet.
+    server
+        .create_pod(api_pod(&mesh, "late", |p| {
+            p.status =
+                Some(k8s_openapi::api::core::v1::PodStatus { phase: Some("Pending".into()), ..Default::default() });
+        }))
+        .unwrap();
 
     let app = env_testapp();
     let mut relays: Vec<ProcGuard> = Vec::new();
@@ -164,6 +173,28 @@ fn namespace_label_enrolls_running_pods_and_survives_an_api_outage() {
         assert!(!node_b.contains(&format!("/{skipped}")), "{skipped} must not be enrolled: {node_b}");
         assert_eq!(annotation(&server, skipped), None, "{skipped} must not be annotated");
     }
+
+    // The CNI plugin announces `late`: it is captured before the answer, and stays captured
+    // while the API still shows it pending; once it runs, it is annotated.
+    let added = ztunnel::kubernetes::cni_event::PodAdded {
+        pod_uid: "uid-late".into(),
+        pod_name: "late".into(),
+        pod_namespace: NS.into(),
+        netns: late.netns_path(),
+        container_id: "sandbox-late".into(),
+        ips: vec![IpAddr::V4(late.ip()), IpAddr::V6(late.ip6())],
+    };
+    let plugin_socket = mesh.dir.path().join("plugin-node-a/pluginevent.sock");
+    let answer = runtime.block_on(ztunnel::kubernetes::plugin_events::send_event(&plugin_socket, &added)).unwrap();
+    assert!(answer.ok, "plugin event for late: {answer:?}\n{}", logs());
+    assert!(enrolled(&mesh, "node-a").contains("/late"), "captured before the plugin is answered");
+    std::thread::sleep(Duration::from_secs(1));
+    assert!(enrolled(&mesh, "node-a").contains("/late"), "a pending pod the plugin enrolled stays enrolled");
+    assert_eq!(annotation(&server, "late"), None, "not annotated while pending");
+    server.update_pod(api_pod(&mesh, "late", |_| {})).unwrap();
+    eventually_blocking("late annotated once running", within, || {
+        annotation(&server, "late").as_deref() == Some("enabled")
+    });
 
     // API server down: nothing captured changes; a label removed meanwhile applies after.
     runtime.block_on(server.stop());

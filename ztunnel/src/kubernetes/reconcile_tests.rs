@@ -43,7 +43,9 @@ fn steps() {
     let unknown = Held { kube_uid: None };
     let other = Held { kube_uid: Some("uid-old".into()) };
     let skip = Want::NotEnrolled(SkipReason::NotAmbient);
-    let cases: &[(&str, &PodView, Want, Option<&Held>, Option<bool>, Step)] = &[
+    // (case, pod, want, held, annotation pending, expected step)
+    type Case<'a> = (&'a str, &'a PodView, Want, Option<&'a Held>, Option<bool>, Step);
+    let cases: &[Case<'_>] = &[
         ("new ambient pod", &pod, Want::Enrolled, None, None, Step::Enroll),
         ("enrolled, not yet annotated", &pod, Want::Enrolled, Some(&held), None, Step::Annotate),
         ("annotation patched, watch not caught up", &pod, Want::Enrolled, Some(&held), Some(true), Step::Nothing),
