@@ -20,6 +20,11 @@ use crate::config::{CaSource, ProxyConfig};
 use crate::drain::{self, DrainTrigger, DrainWatch};
 use crate::hbone::{H2Settings, HbonePool, PoolConfig, PoolStats};
 use crate::identity::{CertManager, CertificateSource, LocalCa};
+use crate::kubernetes::{
+    self,
+    agent::{AgentSettings, NodeAgent},
+    agent_metrics::AgentMetrics,
+};
 use crate::metrics::Metrics;
 use crate::pods::{Pods, PodsSettings};
 use crate::proxy::{self, ForceClose, ForceCloseTrigger, PoolKey, ProxyInputs, ProxySettings};
@@ -45,6 +50,10 @@ pub enum AppError {
     Capture(#[from] crate::pods::PodsError),
     #[error(transparent)]
     Control(#[from] crate::pods::control::ControlError),
+    #[error(transparent)]
+    Kubernetes(#[from] crate::kubernetes::watch::WatchError),
+    #[error(transparent)]
+    PluginEvents(#[from] crate::kubernetes::plugin_events::PluginEventError),
     #[error("istiod: {0}")]
     Istiod(#[from] XdsError),
     #[error("no config source: neither a local config file nor an xDS address is configured")]
@@ -153,7 +162,9 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
     };
     let (drain, watch) = drain::new();
     let (force_close, force_close_signal) = ForceClose::new();
-    let metrics = Arc::new(Metrics::new());
+    let mut metrics = Metrics::new();
+    let agent_metrics = config.kubernetes.as_ref().map(|_| AgentMetrics::register(metrics.registry_mut()));
+    let metrics = Arc::new(metrics);
     let settings = Arc::new(ProxySettings {
         node: config.node.clone(),
         cluster_id: config.cluster_id.clone(),
@@ -220,8 +231,12 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
     let capture_synced = synced.clone();
     tasks.spawn(proxy::listeners::run(inputs.clone(), listeners_ready, config.capture.is_none(), synced));
     tasks.spawn(proxy::admitted::reevaluate_on_change(state.clone(), inputs.admitted.clone(), metrics.clone()));
+    let mut agent = None;
     if let Some(capture_config) = &config.capture {
-        start_capture(capture_config, &inputs, &config.node, &ready, capture_synced, &mut tasks).await?;
+        let capture = start_capture(capture_config, &inputs, &config.node, &ready, capture_synced, &mut tasks).await?;
+        if let (Some(kubernetes), Some(metrics)) = (&config.kubernetes, agent_metrics) {
+            agent = Some(start_node_agent(kubernetes, capture, &config.node, metrics, &inputs, &mut tasks).await?);
+        }
     }
     if let Some(listener) = socks5 {
         let own = [addrs.socks5, Some(addrs.admin), Some(addrs.metrics), Some(addrs.readiness)];
@@ -237,7 +252,13 @@ pub async fn start(config: ProxyConfig, log: LogHandle) -> Result<Running, AppEr
         admin,
         crate::admin::AdminInputs {
             log,
-            config_dump: Arc::new(move || config_dump(&dump_state, &dump_certs, &dump_pool, xds_status.as_ref())),
+            config_dump: Arc::new(move || {
+                let mut dump = config_dump(&dump_state, &dump_certs, &dump_pool, xds_status.as_ref());
+                if let (Some(agent), Some(map)) = (&agent, dump.as_object_mut()) {
+                    map.insert("kubernetesPods".into(), serde_json::to_value(agent.dump()).unwrap_or_default());
+                }
+                dump
+            }),
             drain: watch.clone(),
             shutdown: Arc::new(move || quit_admin.notify_one()),
         },
@@ -257,7 +278,7 @@ async fn start_capture(
     ready: &Ready,
     mut synced: tokio::sync::watch::Receiver<bool>,
     tasks: &mut JoinSet<()>,
-) -> Result<(), AppError> {
+) -> Result<Arc<Pods>, AppError> {
     let settings = PodsSettings {
         capture: CaptureSettings {
             pin_dir: config.pin_dir.clone(),
@@ -273,7 +294,9 @@ async fn start_capture(
     tasks.spawn(crate::pods::control::serve(listener, capture.clone(), inputs.drain.clone()));
     let guard = ready.register("capture of configured pods");
     let (state, drain, node) = (inputs.state.clone(), inputs.drain.clone(), node.to_string());
+    let config_capture = capture.clone();
     tasks.spawn(async move {
+        let capture = config_capture;
         let mut generations = state.subscribe();
         let mut guard = Some(guard);
         // The config's capture blocks are only complete once the source has synced: before
@@ -292,7 +315,34 @@ async fn start_capture(
             }
         }
     });
-    Ok(())
+    Ok(capture)
+}
+
+/// Starts the Kubernetes node agent over `capture`: its watches and rounds, and the
+/// plugin-event socket.
+async fn start_node_agent(
+    config: &crate::config::KubernetesConfig,
+    capture: Arc<Pods>,
+    node: &str,
+    metrics: AgentMetrics,
+    inputs: &ProxyInputs,
+    tasks: &mut JoinSet<()>,
+) -> Result<Arc<NodeAgent<Arc<Pods>>>, AppError> {
+    let client = kubernetes::watch::client(config.kubeconfig.as_deref()).await?;
+    let settings = AgentSettings {
+        node: node.to_string(),
+        cluster_id: config.cluster_id.clone(),
+        scope: config.scope.clone(),
+        proc_root: config.proc_root.clone(),
+    };
+    let agent = Arc::new(NodeAgent::new(settings, capture, client, metrics));
+    let stores = kubernetes::watch::Stores::new();
+    let target = Arc::new(kubernetes::PluginEventTarget { agent: agent.clone(), pods: stores.pods.clone() });
+    let listener = kubernetes::plugin_events::bind(&config.plugin_event_socket)?;
+    tasks.spawn(kubernetes::plugin_events::serve(listener, target, inputs.drain.clone()));
+    tasks.spawn(kubernetes::watch::run(agent.clone(), stores, inputs.drain.clone()));
+    info!(socket = %config.plugin_event_socket.display(), "Kubernetes node agent started");
+    Ok(agent)
 }
 
 /// Resolves when the drain starts (the watch is released then, so it never delays the drain).

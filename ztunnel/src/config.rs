@@ -9,8 +9,10 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 mod istiod;
+mod kubernetes;
 
 pub use istiod::{IstiodArgs, IstiodCaSettings, IstiodIdentity, XdsSettings};
+pub use kubernetes::{KubernetesArgs, KubernetesConfig};
 
 /// ztunnel: per-node L4 proxy for ambient meshes (HBONE tunnels, SPIFFE identities).
 #[derive(Debug, Parser)]
@@ -77,6 +79,10 @@ pub enum LogFormatArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct ProxyArgs {
+    /// The proxy's role, as Istio's chart passes it (`ztunnel proxy ztunnel`); only `ztunnel`.
+    #[arg(value_parser = ["ztunnel"], hide = true)]
+    pub role: Option<String>,
+
     /// Local config (YAML: workloads, services, policies), in the format of Istio ztunnel's
     /// local config file. Watched: valid changes apply live, invalid ones are rejected.
     /// Required unless XDS_ADDRESS is set; the two cannot be combined.
@@ -85,6 +91,9 @@ pub struct ProxyArgs {
 
     #[command(flatten)]
     pub istiod: IstiodArgs,
+
+    #[command(flatten)]
+    pub kubernetes: KubernetesArgs,
 
     /// Name of this node; workloads whose `node` matches are served by this ztunnel.
     #[arg(long, env = "NODE_NAME")]
@@ -270,6 +279,8 @@ pub enum ConfigError {
          transparent dials to pod applications; choose a socket mark whose low 12 bits differ"
     )]
     SocketMarkClash { socket_mark: u32, reply_mark: u32, mask: u32 },
+    #[error("--kubernetes (ZTUNNEL_KUBERNETES) enrolls pods in capture, so it needs --capture (ZTUNNEL_CAPTURE)")]
+    KubernetesWithoutCapture,
 }
 
 /// Everything `app` needs, as plain data.
@@ -301,6 +312,8 @@ pub struct ProxyConfig {
     pub hbone_handshake_timeout: Duration,
     /// eBPF capture, when enabled.
     pub capture: Option<CaptureConfig>,
+    /// The Kubernetes node agent, when enabled (always with capture).
+    pub kubernetes: Option<KubernetesConfig>,
 }
 
 /// Where capture keeps its state.
@@ -347,6 +360,14 @@ impl TryFrom<ProxyArgs> for ProxyConfig {
         if a.capture && a.socket_mark == 0 {
             return Err(ConfigError::CaptureWithoutSocketMark);
         }
+        let kubernetes = a.kubernetes.config(&a.cluster_id);
+        if kubernetes.is_some() && capture.is_none() {
+            return Err(ConfigError::KubernetesWithoutCapture);
+        }
+        let mut drain_deadline = a.drain_deadline;
+        if let Some(grace) = a.kubernetes.termination_grace_period_seconds.filter(|g| *g > 1) {
+            drain_deadline = drain_deadline.min(Duration::from_secs(grace - 1));
+        }
         let xds = a.istiod.xds();
         match (&a.config, &xds) {
             (Some(file), Some(x)) => {
@@ -378,11 +399,12 @@ impl TryFrom<ProxyArgs> for ProxyConfig {
             pool_max_streams: a.pool_max_streams,
             pool_idle_timeout: a.pool_idle_timeout,
             connect_timeout: a.connect_timeout,
-            drain_deadline: a.drain_deadline,
+            drain_deadline,
             config_poll_interval: a.config_poll_interval,
             socket_mark: (a.socket_mark != 0).then_some(a.socket_mark),
             hbone_handshake_timeout: Duration::from_secs(10),
             capture,
+            kubernetes,
         })
     }
 }

@@ -120,3 +120,41 @@ fn capture_needs_a_socket_mark_and_takes_a_capture_cgroup() {
     let capture = proxy_config(&["--capture", "--capture-cgroup", "/kubepods"]).unwrap().capture.unwrap();
     assert_eq!(capture.capture_cgroup, Some("/kubepods".into()));
 }
+
+#[test]
+fn kubernetes_agent_takes_istio_chart_arguments_and_needs_capture() {
+    let parse = |extra: &[&str]| {
+        let base = ["ztunnel", "proxy", "ztunnel", "--config", "/c.yaml", "--node", "n1"];
+        let cli = Cli::try_parse_from(base.iter().chain(extra)).unwrap();
+        let Command::Proxy(args) = cli.command else { panic!("expected proxy command") };
+        ProxyConfig::try_from(*args)
+    };
+    assert_eq!(parse(&[]).unwrap().kubernetes, None, "off unless asked for");
+    assert_eq!(parse(&["--kubernetes"]).unwrap_err(), ConfigError::KubernetesWithoutCapture);
+    let k = parse(&["--kubernetes", "--capture", "--kubeconfig", "/k"]).unwrap().kubernetes.unwrap();
+    assert_eq!(k.kubeconfig, Some(PathBuf::from("/k")));
+    assert_eq!(k.proc_root, PathBuf::from("/proc"));
+    assert_eq!(k.plugin_event_socket, PathBuf::from("/var/run/ztunnel/pluginevent.sock"));
+    assert_eq!(k.scope.excluded_namespaces, vec!["kube-system".to_string(), "istio-system".to_string()]);
+    assert_eq!(k.cluster_id, "Kubernetes");
+    let k = parse(&[
+        "--kubernetes",
+        "--capture",
+        "--system-namespace",
+        "mesh",
+        "--excluded-namespaces",
+        "a,b",
+        "--cluster-id",
+        "c1",
+        "--proc-root",
+        "/host/proc",
+    ])
+    .unwrap()
+    .kubernetes
+    .unwrap();
+    assert_eq!(k.scope.system_namespace, "mesh");
+    assert_eq!(k.scope.excluded_namespaces, vec!["a".to_string(), "b".to_string()]);
+    assert_eq!((k.cluster_id.as_str(), k.proc_root.to_str()), ("c1", Some("/host/proc")));
+    let wrong_role = Cli::try_parse_from(["ztunnel", "proxy", "router", "--config", "/c", "--node", "n"]);
+    assert!(wrong_role.is_err(), "only the ztunnel role is accepted");
+}

@@ -4,7 +4,7 @@
 //! prints an `error` line and exits 1, a usage error exits 2.
 //!
 //! Servers: `serve` (echo), `http` (answers `200` with the client's address), `sink` (reads
-//! an upload, answers its length and SHA-256). Clients: `connect` (bytes echoed back and
+//! an upload, answers its length and SHA-256), `relay` (TCP to a unix socket). Clients: `connect` (bytes echoed back and
 //! checked), `rtt` (connect + 1-byte echo + close cycles), `upload` (bulk to a sink, checked),
 //! `bind` (can this address be bound). Load: `rate` (fixed request rate, latency), `cps`
 //! (connections per second), `cold` (one connection per address from a common start time),
@@ -77,6 +77,9 @@ enum Mode {
     },
     /// Binds `addr` (and releases it): can an app here take this address?
     Bind { addr: SocketAddr },
+    /// TCP listener relaying each connection to the unix socket `path` (to reach a server
+    /// outside the network namespace, e.g. a test API server on the host's loopback).
+    Relay { addr: SocketAddr, path: PathBuf },
     /// `rate` requests/s of `size` bytes echoed back, spread over `connections`.
     Rate {
         addr: SocketAddr,
@@ -134,6 +137,7 @@ fn main() -> ExitCode {
         Mode::Rtt { addr, count, warmup, timeout } => clients::rtt(addr, count, warmup, Duration::from_secs(timeout)),
         Mode::Upload { addr, bytes } => clients::upload(addr, bytes),
         Mode::Bind { addr } => clients::bind(addr),
+        Mode::Relay { addr, path } => servers::relay(addr, &path),
         Mode::Rate { addr, connections, rate, seconds, size, warmup } => {
             load::rate(addr, connections, rate, Duration::from_secs_f64(seconds), size, warmup)
         }

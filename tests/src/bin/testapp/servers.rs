@@ -1,5 +1,5 @@
 //! The servers: `serve` (echo; tokio, one task per connection, a 4096-connection backlog),
-//! `http` and `sink` (a thread per connection). Each prints `listening` once bound.
+//! `http`, `sink` and `relay` (threads per connection). Each prints `listening` once bound.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
@@ -114,4 +114,27 @@ fn drain_and_reply(mut stream: TcpStream) -> anyhow::Result<u64> {
     stream.write_all(&reply)?;
     stream.shutdown(Shutdown::Write)?;
     Ok(total)
+}
+
+/// Relays each accepted TCP connection to the unix socket at `path`, both ways, passing on
+/// half-closes. A connection the socket refuses is closed.
+pub(crate) fn relay(addr: SocketAddr, path: &std::path::Path) -> anyhow::Result<()> {
+    let path = path.to_path_buf();
+    let listener = TcpListener::bind(addr).with_context(|| format!("bind {addr}"))?;
+    print("listening", json!({ "local": listener.local_addr()?.to_string() }));
+    loop {
+        let (tcp, _) = listener.accept().context("accept")?;
+        let Ok(unix) = std::os::unix::net::UnixStream::connect(&path) else { continue };
+        let (Ok(tcp_back), Ok(unix_back)) = (tcp.try_clone(), unix.try_clone()) else { continue };
+        std::thread::spawn(move || {
+            let (mut from, mut to) = (tcp, unix);
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+        std::thread::spawn(move || {
+            let (mut from, mut to) = (unix_back, tcp_back);
+            let _ = std::io::copy(&mut from, &mut to);
+            let _ = to.shutdown(Shutdown::Write);
+        });
+    }
 }
