@@ -84,16 +84,24 @@ fn field<'a>(entry: &'a Value, name: &str) -> &'a str {
     entry.get(name).and_then(Value::as_str).unwrap_or("")
 }
 
-/// Envoy (identity default/envoy-client) accepts plain TCP and tunnels it with HTTP/2 CONNECT
-/// over mTLS into the ztunnel serving the server workload, which dials the echo app.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn envoy_originates_hbone_into_ztunnel() {
+/// Envoy's client workload (`default/envoy-client`, on a node without ztunnel) and `server`
+/// on node-b, whose ztunnel runs and whose echo app listens. Returns the mesh, Envoy's
+/// address, the server's, its app's and node-b.
+async fn envoy_client_and_server() -> (Mesh, IpAddr, IpAddr, SocketAddr, MeshNode) {
     let mut mesh = Mesh::new();
     let envoy_ip = mesh.workload("envoy-client", "default", "envoy-client", 30, "node-envoy", true);
     let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
     mesh.write_config();
     let app = echo_server(SocketAddr::new(server, APP_PORT)).await;
     let b = mesh.start_node("node-b").await;
+    (mesh, envoy_ip, server, app, b)
+}
+
+/// Envoy (identity default/envoy-client) accepts plain TCP and tunnels it with HTTP/2 CONNECT
+/// over mTLS into the ztunnel serving the server workload, which dials the echo app.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn envoy_originates_hbone_into_ztunnel() {
+    let (mesh, envoy_ip, server, app, b) = envoy_client_and_server().await;
 
     let dir = EnvoyDir::new();
     let tls = dir.write_tls("envoy-client", &mesh_cert(&mesh, "default", "envoy-client"));
@@ -258,12 +266,7 @@ async fn assert_no_echo(stream: TcpStream, what: &str) {
 /// answered 400 or 503. No byte reaches or comes back from the app in any case.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hbone_into_ztunnel_is_refused_for_wrong_identities_and_targets() {
-    let mut mesh = Mesh::new();
-    let envoy_ip = mesh.workload("envoy-client", "default", "envoy-client", 30, "node-envoy", true);
-    let server = mesh.workload("server", "default", "echo", 20, "node-b", true);
-    mesh.write_config();
-    let app = echo_server(SocketAddr::new(server, APP_PORT)).await;
-    let b = mesh.start_node("node-b").await;
+    let (mesh, envoy_ip, server, app, b) = envoy_client_and_server().await;
 
     let dir = EnvoyDir::new();
     let good = dir.write_tls("good", &mesh_cert(&mesh, "default", "envoy-client"));
