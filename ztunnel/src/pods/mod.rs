@@ -84,13 +84,6 @@ pub enum PodsError {
     Capture(#[from] CaptureError),
     #[error(transparent)]
     Netns(#[from] NetnsError),
-    #[error("{what} {path}: {source}")]
-    Io {
-        what: &'static str,
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
     #[error("pod {uid}: no workload with this uid is in state and the enrollment gives no address")]
     UnknownWorkload { uid: String },
     #[error("pod {uid}: the workload has no address")]
@@ -104,8 +97,8 @@ pub enum PodsError {
 }
 
 fn io_err(what: &'static str, path: &Path) -> impl FnOnce(std::io::Error) -> PodsError + use<> {
-    let path = path.display().to_string();
-    move |source| PodsError::Io { what, path, source }
+    let capture_err = crate::capture::io_err(what, path);
+    move |source| PodsError::Capture(capture_err(source))
 }
 
 fn map_err(uid: &WorkloadUid) -> impl FnOnce(crate::capture::pod_maps::PodMapError) -> PodsError + use<> {
