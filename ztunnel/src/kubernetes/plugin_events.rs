@@ -15,13 +15,10 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::{UnixListener, UnixStream};
-use tokio::sync::Semaphore;
-use tracing::{debug, warn};
 
 use super::cni_event::{ANSWER_TIMEOUT, Answer, MAX_REQUEST_LINE, PodAdded};
-use crate::accept_loop::accept_until_drained;
 use crate::drain::DrainWatch;
-use crate::pods::control::{ControlError, LineFramer};
+use crate::pods::control::{ControlError, LineFramer, read_line, serve_bounded, write_line};
 
 /// The request line must arrive within this time from the connection.
 pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -29,8 +26,6 @@ pub const LINE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONNECTIONS: usize = 16;
 /// Bound on enrolling one pod, shorter than the plugin's wait so it always gets an answer.
 pub const ENROLL_TIMEOUT: Duration = ANSWER_TIMEOUT.saturating_sub(Duration::from_secs(5));
-const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-const READ_CHUNK: usize = 4 * 1024;
 
 /// Failures of the plugin-event socket, naming the socket or the limit.
 #[derive(Debug, thiserror::Error)]
@@ -64,23 +59,11 @@ pub fn bind(path: &Path) -> Result<UnixListener, PluginEventError> {
 
 /// Serves plugin events until the drain starts.
 pub async fn serve<H: PodAddedHandler>(listener: UnixListener, handler: Arc<H>, drain: DrainWatch) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    accept_until_drained(&listener, "plugin-event socket", &drain, |(stream, _)| {
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            let busy = Answer::failed(format!("ztunnel is already serving {MAX_CONNECTIONS} plugin events; try again"));
-            if let Err(e) = stream.try_write(&answer_line(&busy)) {
-                debug!(error = %e, "cannot answer a plugin event over the limit");
-            }
-            warn!(limit = MAX_CONNECTIONS, "plugin event refused: too many at once");
-            return;
-        };
+    let busy =
+        answer_line(&Answer::failed(format!("ztunnel is already serving {MAX_CONNECTIONS} plugin events; try again")));
+    serve_bounded(listener, "plugin-event socket", MAX_CONNECTIONS, busy, drain, move |stream| {
         let handler = handler.clone();
-        tokio::spawn(async move {
-            if let Err(e) = handle(stream, &*handler).await {
-                warn!(error = %e, "plugin event failed");
-            }
-            drop(slot);
-        });
+        async move { handle(stream, &*handler).await }
     })
     .await;
 }
@@ -113,21 +96,14 @@ where
 }
 
 async fn read_request<R: AsyncRead + Unpin>(read: &mut R) -> Result<Vec<u8>, PluginEventError> {
-    let deadline = tokio::time::Instant::now() + LINE_TIMEOUT;
     let mut framer = LineFramer::new(MAX_REQUEST_LINE);
-    let mut chunk = vec![0u8; READ_CHUNK];
-    loop {
-        if let Some(line) = framer.next_line().map_err(|_| PluginEventError::LineTooLong)? {
-            return Ok(line);
-        }
-        let n = match tokio::time::timeout_at(deadline, read.read(&mut chunk)).await {
-            Ok(n) => n?,
-            Err(_) => return Err(PluginEventError::LineTimeout),
-        };
-        if n == 0 {
-            return framer.finish().ok_or(PluginEventError::NoRequest);
-        }
-        framer.push(&chunk[..n]);
+    match read_line(read, &mut framer, LINE_TIMEOUT).await {
+        Ok(Some(line)) => Ok(line),
+        Ok(None) => Err(PluginEventError::NoRequest),
+        Err(ControlError::LineTooLong { .. }) => Err(PluginEventError::LineTooLong),
+        Err(ControlError::LineTimeout(_)) => Err(PluginEventError::LineTimeout),
+        Err(ControlError::Io(e)) => Err(PluginEventError::Io(e)),
+        Err(other) => Err(PluginEventError::Io(std::io::Error::other(other.to_string()))),
     }
 }
 
@@ -138,10 +114,7 @@ fn answer_line(answer: &Answer) -> Vec<u8> {
 }
 
 async fn send<W: AsyncWrite + Unpin>(write: &mut W, answer: &Answer) -> Result<(), PluginEventError> {
-    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&answer_line(answer))).await {
-        Ok(written) => Ok(written?),
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "the plugin does not read its answer").into()),
-    }
+    Ok(write_line(write, &answer_line(answer)).await?)
 }
 
 /// Sends one event to the agent at `path` and returns its answer (what the plugin does; used

@@ -143,33 +143,48 @@ impl ControlHandler for Pods {
 
 /// Serves control requests until the drain starts.
 pub(crate) async fn serve<H: ControlHandler>(listener: UnixListener, handler: Arc<H>, drain: DrainWatch) {
-    let slots = Arc::new(Semaphore::new(MAX_CONNECTIONS));
-    accept_until_drained(&listener, "control socket", &drain, |(stream, _)| {
+    let busy = answer_line(&ControlResponse::error(format!(
+        "ztunnel is already serving {MAX_CONNECTIONS} control connections; try again"
+    )));
+    serve_bounded(listener, "control socket", MAX_CONNECTIONS, busy, drain, move |stream| {
+        let handler = handler.clone();
+        async move { handle(stream, &*handler).await }
+    })
+    .await;
+}
+
+/// Serves a line-protocol unix socket until the drain starts, at most `limit` connections at
+/// once, each by `serve_one`. A connection over the limit is sent `busy` (a line far smaller
+/// than a fresh socket's buffer, so a non-blocking write takes it whole) and closed.
+pub(crate) async fn serve_bounded<F, E>(
+    listener: UnixListener,
+    what: &'static str,
+    limit: usize,
+    busy: Vec<u8>,
+    drain: DrainWatch,
+    serve_one: impl Fn(UnixStream) -> F,
+) where
+    F: Future<Output = Result<(), E>> + Send + 'static,
+    E: std::fmt::Display,
+{
+    let slots = Arc::new(Semaphore::new(limit));
+    accept_until_drained(&listener, what, &drain, |(stream, _)| {
         let Ok(slot) = slots.clone().try_acquire_owned() else {
-            refuse_busy(&stream);
+            if let Err(e) = stream.try_write(&busy) {
+                debug!(error = %e, socket = what, "cannot answer a connection over the limit");
+            }
+            warn!(limit, socket = what, "connection refused: too many at once");
             return;
         };
-        let handler = handler.clone();
+        let served = serve_one(stream);
         tokio::spawn(async move {
-            if let Err(e) = handle(stream, &*handler).await {
-                warn!(error = %e, "control connection failed");
+            if let Err(e) = served.await {
+                warn!(error = %e, socket = what, "connection failed");
             }
             drop(slot);
         });
     })
     .await;
-}
-
-/// Answers a connection over the limit without waiting for it: the answer is far smaller
-/// than a fresh socket's buffer, so a non-blocking write takes it whole.
-fn refuse_busy(stream: &UnixStream) {
-    let answer = answer_line(&ControlResponse::error(format!(
-        "ztunnel is already serving {MAX_CONNECTIONS} control connections; try again"
-    )));
-    if let Err(e) = stream.try_write(&answer) {
-        debug!(error = %e, "cannot answer a control connection over the limit");
-    }
-    warn!(limit = MAX_CONNECTIONS, "control connection refused: too many at once");
 }
 
 /// Serves one connection: request lines in, answers out, until the client closes or breaks
@@ -213,16 +228,20 @@ pub(crate) fn answer_line(response: &ControlResponse) -> Vec<u8> {
 }
 
 async fn send<W: AsyncWrite + Unpin>(write: &mut W, response: &ControlResponse) -> Result<(), ControlError> {
-    let line = answer_line(response);
-    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line)).await {
-        Ok(written) => Ok(written?),
-        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read its answer").into()),
+    Ok(write_line(write, &answer_line(response)).await?)
+}
+
+/// Writes one answer line, bounded by [`WRITE_TIMEOUT`] (a client that does not read).
+pub(crate) async fn write_line<W: AsyncWrite + Unpin>(write: &mut W, line: &[u8]) -> std::io::Result<()> {
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(line)).await {
+        Ok(written) => written,
+        Err(_) => Err(std::io::Error::new(std::io::ErrorKind::TimedOut, "client does not read its answer")),
     }
 }
 
 /// Reads the next request line: `None` when the client closed between requests. The line
 /// must be complete within `limit`; a last line without `\n` before the close counts.
-async fn read_line<R: AsyncRead + Unpin>(
+pub(crate) async fn read_line<R: AsyncRead + Unpin>(
     read: &mut R,
     framer: &mut LineFramer,
     limit: Duration,
