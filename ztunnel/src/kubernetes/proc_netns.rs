@@ -5,8 +5,11 @@
 //! when ztunnel runs in a container with the host's `/proc` mounted there) is grouped by the
 //! inode of its network namespace, each namespace is visited once, and its local addresses are
 //! read from inside it (`<pid>/net/fib_trie` for IPv4, `<pid>/net/if_inet6` for IPv6, which
-//! show the namespace of that process). The namespace holding one of the pod's addresses is the
-//! pod's. The host's own namespace (the one of pid 1 under the proc root, and ztunnel's own,
+//! show the namespace of that process). The namespace holding every one of the pod's addresses
+//! is the pod's, and it must be the only one: when two namespaces hold them (a pod that added
+//! another pod's address to its own interface, a leftover namespace), the search fails rather
+//! than guess, since enrolling the wrong one would leave the real pod uncaptured while it
+//! looked enrolled. The host's own namespace (the one of pid 1 under the proc root, and ztunnel's own,
 //! which is the host's) is never chosen, whatever addresses it holds.
 //!
 //! The path handed out is `<proc root>/<pid>/ns/net` of the namespace's oldest process (the
@@ -38,6 +41,10 @@ pub enum ProcNetnsError {
     },
     #[error("no network namespace under {proc_root} (other than the host's) holds any of {ips:?}")]
     NotFound { proc_root: String, ips: Vec<IpAddr> },
+    #[error(
+        "more than one network namespace under {proc_root} holds {ips:?} ({paths:?}); not guessing which is the pod's"
+    )]
+    Ambiguous { proc_root: String, ips: Vec<IpAddr>, paths: Vec<String> },
     #[error("no process under {proc_root} is in the network namespace {netns}")]
     NoProcess { proc_root: String, netns: String },
     #[error("the pod has no address to look for")]
@@ -88,12 +95,13 @@ fn host_inodes(proc_root: &Path) -> Result<Vec<u64>, ProcNetnsError> {
     }
 }
 
-/// Finds the network namespace (not the host's) that holds one of `ips`.
+/// Finds the one network namespace (not the host's) that holds all of `ips`.
 pub fn find_pod_netns(proc_root: &Path, ips: &[IpAddr]) -> Result<FoundNetns, ProcNetnsError> {
     if ips.is_empty() {
         return Err(ProcNetnsError::NoAddress);
     }
     let mut visited: HashSet<u64> = host_inodes(proc_root)?.into_iter().collect();
+    let mut found: Vec<FoundNetns> = Vec::new();
     for pid in pids(proc_root)? {
         let Some(inode) = netns_inode(proc_root, pid) else { continue };
         if !visited.insert(inode) {
@@ -101,11 +109,20 @@ pub fn find_pod_netns(proc_root: &Path, ips: &[IpAddr]) -> Result<FoundNetns, Pr
         }
         let net = proc_root.join(pid.to_string()).join("net");
         let local = local_addresses(&net);
-        if ips.iter().any(|ip| local.contains(&ip.to_canonical())) {
-            return Ok(FoundNetns { path: proc_root.join(pid.to_string()).join("ns/net"), pid, inode });
+        if ips.iter().all(|ip| local.contains(&ip.to_canonical())) {
+            found.push(FoundNetns { path: proc_root.join(pid.to_string()).join("ns/net"), pid, inode });
         }
     }
-    Err(ProcNetnsError::NotFound { proc_root: proc_root.display().to_string(), ips: ips.to_vec() })
+    let proc_root_text = || proc_root.display().to_string();
+    match found.len() {
+        0 => Err(ProcNetnsError::NotFound { proc_root: proc_root_text(), ips: ips.to_vec() }),
+        1 => Ok(found.remove(0)),
+        _ => Err(ProcNetnsError::Ambiguous {
+            proc_root: proc_root_text(),
+            ips: ips.to_vec(),
+            paths: found.iter().map(|f| f.path.display().to_string()).collect(),
+        }),
+    }
 }
 
 /// The oldest process (lowest pid) under `proc_root` in the network namespace at `netns`.

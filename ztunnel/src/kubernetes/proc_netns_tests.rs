@@ -134,9 +134,40 @@ fn finds_the_namespace_that_holds_the_pod_address_and_never_the_hosts() {
     let host = host_inodes(proc_root).unwrap();
     match find_pod_netns(proc_root, &[IpAddr::V4(Ipv4Addr::LOCALHOST)]) {
         Ok(f) => assert!(!host.contains(&f.inode), "the host's namespace was chosen"),
-        Err(e) => assert!(matches!(e, ProcNetnsError::NotFound { .. }), "{e}"),
+        Err(e) => assert!(matches!(e, ProcNetnsError::NotFound { .. } | ProcNetnsError::Ambiguous { .. }), "{e}"),
     }
     drop(ns);
     let gone = find_pod_netns(proc_root, &[IpAddr::V4(v4)]);
     assert!(matches!(gone, Err(ProcNetnsError::NotFound { .. })), "after the namespace is gone: {gone:?}");
+}
+
+#[test]
+fn an_address_held_by_two_namespaces_is_never_guessed() {
+    if !crate::test_skip::require_root(
+        "an_address_held_by_two_namespaces_is_never_guessed",
+        "creates network namespaces",
+    ) {
+        return;
+    }
+    let (v4, v6) = random_addresses();
+    let (_, other_v6) = random_addresses();
+    let pod = TestNetns::new(v4, v6);
+    let proc_root = Path::new("/proc");
+    let both = [IpAddr::V4(v4), IpAddr::V6(v6)];
+    let found = wait_for(|| find_pod_netns(proc_root, &both).ok()).expect("the pod's namespace holds both addresses");
+    assert_eq!(found.inode, std::fs::metadata(pod.path()).unwrap().ino());
+
+    // Another namespace takes the pod's IPv4 address (a pod with NET_ADMIN could). By that
+    // address alone two namespaces match (once the impostor's process is in its namespace):
+    // the search refuses to guess.
+    let impostor = TestNetns::new(v4, other_v6);
+    let alone = wait_for(|| match find_pod_netns(proc_root, &[IpAddr::V4(v4)]) {
+        Err(ProcNetnsError::Ambiguous { paths, .. }) => Some(paths),
+        _ => None,
+    })
+    .unwrap_or_else(|| panic!("{} and {} both hold {v4}: the search must refuse", pod.name, impostor.name));
+    assert_eq!(alone.len(), 2, "{alone:?}");
+    // The impostor holds only one of the pod's addresses: by both, the pod's namespace is found.
+    let still = find_pod_netns(proc_root, &both).expect("the namespace holding every address");
+    assert_eq!(still.inode, found.inode, "the namespace holding only one of the addresses was chosen");
 }
