@@ -336,7 +336,7 @@ pub(crate) enum Role {
     Http,
     /// `testapp serve`.
     Echo,
-    /// `xtask probe sink`.
+    /// `testapp sink`.
     Sink,
 }
 

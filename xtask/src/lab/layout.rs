@@ -2,10 +2,10 @@
 //! and the identities the flows are expected to carry. Nothing here starts anything.
 //!
 //! ```text
-//!  node-a: sleep   (client: curl, testapp, probe)      enrolled
+//!  node-a: sleep   (client: curl, testapp)             enrolled
 //!          cache   (testapp echo :6379)                enrolled
 //!  node-b: web     (python3 http.server :8080)         enrolled, endpoint of svc web 10.96.0.10:80
-//!          data    (testapp echo :9000, probe sink :9001) enrolled
+//!          data    (testapp echo :9000, testapp sink :9001) enrolled
 //!          outside (testapp echo :7000)                not in the mesh config at all
 //! ```
 
@@ -26,7 +26,7 @@ pub(crate) enum App {
     Http(u16),
     /// `testapp serve` (echo) on this port.
     Echo(u16),
-    /// `testapp serve` (echo) on the first port and the probe's sink on the second.
+    /// `testapp serve` (echo) on the first port and `testapp sink` on the second.
     EchoAndSink(u16, u16),
 }
 
@@ -63,10 +63,10 @@ impl PodSpec {
     /// What it runs, for the plan.
     pub(crate) fn describe_app(&self) -> String {
         match self.app {
-            App::Client => "client (curl, testapp, probe)".into(),
+            App::Client => "client (curl, testapp)".into(),
             App::Http(port) => format!("python3 -m http.server :{port}"),
             App::Echo(port) => format!("testapp echo :{port}"),
-            App::EchoAndSink(echo, sink) => format!("testapp echo :{echo}, probe sink :{sink}"),
+            App::EchoAndSink(echo, sink) => format!("testapp echo :{echo}, testapp sink :{sink}"),
         }
     }
 }
